@@ -1,0 +1,84 @@
+// Package api holds the wire types shared by vipkeeper's binaries: the guest
+// API that hostsync serves to agents (metadata, claims), the agent's local
+// control socket (notify, status, history), and hostsync's admin socket
+// that vipctl talks to. It has no behaviour beyond encoding.
+package api
+
+import (
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// Guest API, served by hostsync over HTTP on an address the guests reach.
+// The caller is identified by its source address, never by the body.
+const (
+	// PathMetadata answers GET with the caller's group metadata
+	// (vrrp.Metadata), an ETag of the revision, and 304 on If-None-Match.
+	// 403 when the caller is no member of a group with a VIP.
+	PathMetadata = "/v1/metadata"
+	// PathClaims takes POST of a Claim and answers a ClaimResult.
+	PathClaims = "/v1/claims"
+)
+
+// MaxBodySize bounds every request body on every API.
+const MaxBodySize = 64 << 10
+
+// Claim reports one transition of the calling member. Seq makes it
+// idempotent: hostsync ignores a (member, seq) it has already seen.
+type Claim struct {
+	Transition vrrp.Transition `json:"transition"`
+}
+
+// ClaimResult is hostsync's answer to a Claim.
+type ClaimResult struct {
+	Accepted  bool   `json:"accepted"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+	Owner     string `json:"owner,omitempty"`
+	Revision  uint64 `json:"revision,omitempty"`
+	Message   string `json:"message,omitempty"`
+}
+
+// Error is the body of every non-2xx answer on every API.
+type Error struct {
+	Error string `json:"error"`
+	// Field names the offending field for validation errors, if any.
+	Field string `json:"field,omitempty"`
+}
+
+// Agent control socket (HTTP over a unix socket, /run/vipkeeper/agent.sock).
+const (
+	// PathAgentNotify takes POST of a NotifyRequest (keepalived's hook arguments).
+	PathAgentNotify = "/v1/notify"
+	// PathAgentStatus answers GET with AgentStatus.
+	PathAgentStatus = "/v1/status"
+	// PathAgentHistory answers GET (?limit=N) with []vrrp.Transition, oldest first.
+	PathAgentHistory = "/v1/history"
+	// PathAgentRefresh takes POST and fetches and applies metadata now.
+	PathAgentRefresh = "/v1/refresh"
+)
+
+// NotifyRequest carries keepalived's notify arguments
+// (TYPE NAME STATE PRIORITY) and when the hook ran.
+type NotifyRequest struct {
+	Args []string  `json:"args"`
+	At   time.Time `json:"at"`
+}
+
+// AgentStatus is what `vipctl status` shows.
+type AgentStatus struct {
+	Group       string    `json:"group"`
+	Member      string    `json:"member"`
+	Role        vrrp.Role `json:"role"`
+	Since       time.Time `json:"since"`
+	VIP         string    `json:"vip"`
+	Interface   string    `json:"interface"`
+	VIPPresent  bool      `json:"vip_present"`
+	Revision    uint64    `json:"revision"`
+	ConfigHash  string    `json:"config_hash"`
+	LastApply   time.Time `json:"last_apply,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	Unreported  int       `json:"unreported"`
+	Sentence    string    `json:"sentence"`
+}

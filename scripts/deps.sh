@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what vipkeeper's tests and demo use from Debian when it is missing:
+# keepalived (the VRRP daemon the agent drives), nftables (the EIP data plane),
+# iproute2 (network namespaces for the lab). Needs root and apt-get; without
+# them it says what is missing and the privileged tests skip with a reason.
+set -euo pipefail
+need=()
+command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+for extra in "$@"; do
+  dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "deps: missing ${need[*]} (install them as root with apt-get); privileged tests will skip" >&2
+  exit 0
+fi
+echo "deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The packaged keepalived.service must not run on the test machine itself.
+systemctl disable --now keepalived.service >/dev/null 2>&1 || true
