@@ -1,4 +1,82 @@
 // Package garp sends gratuitous ARP for a VIP on behalf of its new owner and
 // listens for the gratuitous ARP that keepalived sends, so hostsync learns a
 // move even when the guest's agent is down.
+//
+// Frames are built with mdlayher/arp and mdlayher/ethernet and written to or
+// read from a net.PacketConn: in production an AF_PACKET socket from
+// mdlayher/packet (see OpenSender and OpenListener), which works on a bridge
+// that carries no IPv4 address; in tests a fake that records the bytes.
 package garp
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+)
+
+var (
+	// ErrInvalidAddress is returned by Announce when the VIP is not a
+	// usable unicast IPv4 address or the MAC is not a unicast Ethernet
+	// address.
+	ErrInvalidAddress = errors.New("garp: invalid address")
+	// ErrInvalidOptions is returned by NewSender, NewListener and the Open
+	// helpers when a required argument is missing or a schedule breaks the
+	// burst policy.
+	ErrInvalidOptions = errors.New("garp: invalid options")
+)
+
+// usableVIP reports whether ip may be announced or learnt: unicast IPv4
+// (an IPv4-mapped IPv6 address counts as IPv4), not 0.0.0.0, not
+// broadcast, not multicast, not loopback.
+func usableVIP(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.Is4() && !ip.IsUnspecified() && !ip.IsMulticast() && !ip.IsLoopback() &&
+		ip != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// unicastMAC reports whether mac is a 6-byte unicast Ethernet address other
+// than all zeros.
+func unicastMAC(mac net.HardwareAddr) bool {
+	if len(mac) != 6 || mac[0]&0x01 != 0 {
+		return false
+	}
+	for _, b := range mac {
+		if b != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// parseGratuitous decodes one Ethernet frame and returns the announced
+// address and the announcer's MAC when the frame is a gratuitous ARP
+// (request or reply over Ethernet/IPv4 whose sender IP equals its target
+// IP) for a usable address. The MAC is the ARP sender hardware address, a
+// fresh copy. Anything else (other EtherTypes, ordinary requests and
+// replies, ARP probes with sender 0.0.0.0, truncated or malformed frames)
+// gives ok == false; it never panics on any input.
+func parseGratuitous(b []byte) (vip netip.Addr, mac net.HardwareAddr, ok bool) {
+	var f ethernet.Frame
+	if err := f.UnmarshalBinary(b); err != nil || f.EtherType != ethernet.EtherTypeARP {
+		return netip.Addr{}, nil, false
+	}
+	var p arp.Packet
+	if err := p.UnmarshalBinary(f.Payload); err != nil {
+		return netip.Addr{}, nil, false
+	}
+	switch {
+	case p.HardwareType != 1, // Ethernet
+		p.ProtocolType != uint16(ethernet.EtherTypeIPv4),
+		p.HardwareAddrLength != 6,
+		p.IPLength != 4,
+		p.Operation != arp.OperationRequest && p.Operation != arp.OperationReply,
+		p.SenderIP != p.TargetIP,
+		!usableVIP(p.SenderIP),
+		!unicastMAC(p.SenderHardwareAddr):
+		return netip.Addr{}, nil, false
+	}
+	return p.SenderIP.Unmap(), append(net.HardwareAddr(nil), p.SenderHardwareAddr...), true
+}

@@ -1,0 +1,255 @@
+package garp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Privileged tests: they build network namespaces joined by veth pairs and
+// a bridge, and run the Sender and Listener on real AF_PACKET sockets.
+
+func requirePrivileges(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and raw packet sockets")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip binary (iproute2) to build network namespaces")
+	}
+}
+
+// ipCmd runs ip with args and fails the test on error.
+func ipCmd(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// newNetns creates a network namespace with a unique name (at most 15
+// characters) and its loopback up, removed when the test ends.
+func newNetns(t *testing.T, tag string) string {
+	t.Helper()
+	name := fmt.Sprintf("vkg%s%05x", tag, rand.Uint32()&0xfffff)
+	ipCmd(t, "netns", "add", name)
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v\n%s", name, err, out)
+		}
+	})
+	ipCmd(t, "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+// inNetns runs fn on an OS thread that is switched into the named network
+// namespace; sockets fn opens belong to that namespace for their lifetime.
+func inNetns(name string, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	ferr := fn()
+	if err := netns.Set(orig); err != nil {
+		// The thread stays locked, so the runtime retires it with this
+		// goroutine instead of reusing it in the wrong namespace.
+		return errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+func openSenderIn(t *testing.T, ns, ifname string, opts Options) *Sender {
+	t.Helper()
+	var s *Sender
+	var c io.Closer
+	if err := inNetns(ns, func() (err error) {
+		s, c, err = OpenSender(ifname, opts)
+		return err
+	}); err != nil {
+		t.Fatalf("OpenSender(%s in %s): %v", ifname, ns, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return s
+}
+
+// listenIn opens a Listener on ifname inside ns and runs it until the test
+// ends; observations arrive on the returned collector.
+func listenIn(t *testing.T, ns, ifname string, watch func(netip.Addr) bool) *collector {
+	t.Helper()
+	var l *Listener
+	var c io.Closer
+	if err := inNetns(ns, func() (err error) {
+		l, c, err = OpenListener(ifname, watch, ListenerOptions{Logger: testLogger(t)})
+		return err
+	}); err != nil {
+		t.Fatalf("OpenListener(%s in %s): %v", ifname, ns, err)
+	}
+	col := newCollector()
+	stop := runListener(t, l, col)
+	t.Cleanup(func() {
+		if err := stop(); !errors.Is(err, context.Canceled) {
+			t.Errorf("Listener.Run = %v, want context.Canceled", err)
+		}
+		c.Close()
+	})
+	return col
+}
+
+// announceUntilObserved repeats a one-round announcement (links may still
+// be coming up) until the collector reports an observation or the
+// deadline passes, and returns that observation.
+func announceUntilObserved(t *testing.T, s *Sender, col *collector, vip netip.Addr, mac net.HardwareAddr) Observation {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := s.Announce(t.Context(), vip, mac); err != nil {
+			t.Fatalf("Announce: %v", err)
+		}
+		select {
+		case o := <-col.ch:
+			return o
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Fatalf("no observation of %s within the deadline", vip)
+	return Observation{}
+}
+
+func checkObservation(t *testing.T, o Observation, vip netip.Addr, mac net.HardwareAddr, ifname string) {
+	t.Helper()
+	if o.VIP != vip || !bytes.Equal(o.MAC, mac) || o.Interface != ifname || o.At.IsZero() {
+		t.Errorf("observation = %+v, want VIP %s MAC %s on %s", o, vip, mac, ifname)
+	}
+}
+
+func TestNetnsVethSenderToListener(t *testing.T) {
+	requirePrivileges(t)
+	nsA, nsB := newNetns(t, "a"), newNetns(t, "b")
+	ipCmd(t, "-n", nsA, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", nsB)
+	ipCmd(t, "-n", nsA, "link", "set", "va", "up")
+	ipCmd(t, "-n", nsB, "link", "set", "vb", "up")
+
+	vip2 := netip.MustParseAddr("192.0.2.20")
+	mac2 := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x02, 0x14}
+	col := listenIn(t, nsB, "vb", watchOnly(testVIP, vip2))
+	single := Options{Logger: testLogger(t), Schedule: []time.Duration{0}}
+	sA := openSenderIn(t, nsA, "va", single)
+	sB := openSenderIn(t, nsB, "vb", single)
+
+	checkObservation(t, announceUntilObserved(t, sA, col, testVIP, testMAC), testVIP, testMAC, "vb")
+
+	// The link works. B's own announcement goes out before A's next one,
+	// made with another MAC: had the listener taken B's frame, it would be
+	// queued before A's. The host's own frames are not observed.
+	if _, err := sB.Announce(t.Context(), vip2, mac2); err != nil {
+		t.Fatalf("Announce from B: %v", err)
+	}
+	mac3 := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x02, 0x1e}
+	if _, err := sA.Announce(t.Context(), testVIP, mac3); err != nil {
+		t.Fatalf("Announce from A: %v", err)
+	}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case o := <-col.ch:
+			if o.VIP == vip2 {
+				t.Fatalf("observed B's own announcement: %+v", o)
+			}
+			if bytes.Equal(o.MAC, mac3) {
+				checkObservation(t, o, testVIP, mac3, "vb")
+				return
+			}
+		case <-deadline:
+			t.Fatal("A's second announcement was not observed")
+		}
+	}
+}
+
+func TestNetnsBridgeWithoutIPv4(t *testing.T) {
+	requirePrivileges(t)
+	nsH, nsG := newNetns(t, "h"), newNetns(t, "g")
+	ipCmd(t, "-n", nsH, "link", "add", "br0", "type", "bridge")
+	ipCmd(t, "-n", nsH, "link", "add", "hp0", "type", "veth", "peer", "name", "gp0", "netns", nsG)
+	ipCmd(t, "-n", nsH, "link", "set", "hp0", "master", "br0")
+	for _, l := range []string{"br0", "hp0"} {
+		ipCmd(t, "-n", nsH, "link", "set", l, "up")
+	}
+	ipCmd(t, "-n", nsG, "link", "set", "gp0", "up")
+	if out, err := exec.Command("ip", "-n", nsH, "-4", "-o", "addr", "show", "dev", "br0").CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Fatalf("br0 must have no IPv4 address: %v %q", err, out)
+	}
+
+	// A raw capture on the bridge port itself sees the exact frames.
+	var port *packet.Conn
+	if err := inNetns(nsH, func() error {
+		ifi, err := net.InterfaceByName("hp0")
+		if err != nil {
+			return err
+		}
+		// Frames leaving a port reach ETH_P_ALL sockets only.
+		port, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
+		return err
+	}); err != nil {
+		t.Fatalf("capture on hp0: %v", err)
+	}
+	t.Cleanup(func() { port.Close() })
+
+	// The guest behind that port learns the owner through a Listener.
+	col := listenIn(t, nsG, "gp0", watchOnly(testVIP))
+	s := openSenderIn(t, nsH, "br0", Options{Logger: testLogger(t), Schedule: []time.Duration{0}})
+	checkObservation(t, announceUntilObserved(t, s, col, testVIP, testMAC), testVIP, testMAC, "gp0")
+
+	want, err := Frames(testVIP, testMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The capture holds every announcement round so far; the first two
+	// frames are the first round's request and reply, byte for byte.
+	if err := port.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for i := 0; i < len(want); {
+		n, _, err := port.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("read frame %d on hp0: %v", i, err)
+		}
+		if n < 14 || ethernet.EtherType(uint16(buf[12])<<8|uint16(buf[13])) != ethernet.EtherTypeARP {
+			continue // IPv6 neighbour discovery and the like
+		}
+		if !bytes.Equal(buf[:n], want[i]) {
+			t.Errorf("frame %d on hp0 = % x, want % x", i, buf[:n], want[i])
+		}
+		i++
+	}
+}
