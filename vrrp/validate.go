@@ -36,7 +36,8 @@ var (
 	reUnit      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,240}\.service$`)
 	reURL       = regexp.MustCompile(`^[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]{1,512}$`)
 	reHost      = regexp.MustCompile(`^[A-Za-z0-9.-]{1,253}$`)
-	rePass      = regexp.MustCompile(`^[A-Za-z0-9_.,:;=+*/%@^~?()\[\]<>|&$-]{1,8}$`)
+	// No $: keepalived expands $NAME and ${NAME} in its config.
+	rePass = regexp.MustCompile(`^[A-Za-z0-9_.,:;=+*/%@^~?()\[\]<>|&-]{1,8}$`)
 )
 
 const (
@@ -176,7 +177,7 @@ func validateAuth(ver int, a Auth) error {
 		return fieldErr("auth.pass", "must be 1–8 characters, got %d", len(a.Pass))
 	}
 	if !rePass.MatchString(a.Pass) {
-		return fieldErr("auth.pass", "has a character that is not allowed; use printable ASCII without space, quotes, backslash, braces, # or !")
+		return fieldErr("auth.pass", "has a character that is not allowed; use printable ASCII without space, quotes, backslash, braces, $, # or !")
 	}
 	return nil
 }

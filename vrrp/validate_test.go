@@ -2,6 +2,7 @@ package vrrp
 
 import (
 	"errors"
+	"hash/fnv"
 	"net/netip"
 	"os"
 	"strings"
@@ -81,6 +82,7 @@ func TestValidateRules(t *testing.T) {
 		{"auth pass brace", func(m *Metadata) { m.Auth = &Auth{Type: "PASS", Pass: "a}b"} }, "auth.pass"},
 		{"auth pass space", func(m *Metadata) { m.Auth = &Auth{Type: "PASS", Pass: "a b"} }, "auth.pass"},
 		{"auth pass quote", func(m *Metadata) { m.Auth = &Auth{Type: "PASS", Pass: `a"b`} }, "auth.pass"},
+		{"auth pass keepalived variable", func(m *Metadata) { m.Auth = &Auth{Type: "PASS", Pass: "$_RANDOM"} }, "auth.pass"},
 		{"garp delay", func(m *Metadata) { m.Garp = &Garp{MasterDelay: 256} }, "garp.master_delay"},
 		{"garp repeat", func(m *Metadata) { m.Garp = &Garp{MasterRepeat: -1} }, "garp.master_repeat"},
 		{"garp refresh", func(m *Metadata) { m.Garp = &Garp{MasterRefresh: 90000} }, "garp.master_refresh"},
@@ -239,8 +241,14 @@ func TestParseSeedExample(t *testing.T) {
 }
 
 func TestDeriveVRIDStableAndInRange(t *testing.T) {
-	if DeriveVRID("ig-nginx") != DeriveVRID("ig-nginx") {
-		t.Fatal("DeriveVRID is not stable")
+	// Stable across runs and machines: FNV-1a (checked against the standard
+	// library's implementation) modulo 255, plus one.
+	for _, id := range []string{"ig-nginx", "ig-web", ""} {
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		if got, want := DeriveVRID(id), int(h.Sum32()%255)+1; got != want {
+			t.Fatalf("DeriveVRID(%q) = %d, want %d", id, got, want)
+		}
 	}
 	seen := map[int]bool{}
 	for _, id := range []string{"", "a", "ig-nginx", "ig-web", strings.Repeat("z", 64)} {
