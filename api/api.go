@@ -65,6 +65,16 @@ type NotifyRequest struct {
 	At   time.Time `json:"at"`
 }
 
+// NotifyResult is the agent's answer to a NotifyRequest, sent once the
+// outcome is durable.
+type NotifyResult struct {
+	// Outcome is "recorded", "same role" (nothing changed), "stale" (older
+	// than the last recorded transition) or "ignored" (a GROUP event).
+	Outcome string `json:"outcome"`
+	// Transition is the recorded transition when Outcome is "recorded".
+	Transition *vrrp.Transition `json:"transition,omitempty"`
+}
+
 // AgentStatus is what `vipctl status` shows.
 type AgentStatus struct {
 	Group       string    `json:"group"`
@@ -81,4 +91,16 @@ type AgentStatus struct {
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	Unreported  int       `json:"unreported"`
 	Sentence    string    `json:"sentence"`
+	// ReportError is the last failure to deliver a transition to hostsync
+	// ("" once a delivery succeeds), ReportErrAt when it happened.
+	ReportError string    `json:"report_error,omitempty"`
+	ReportErrAt time.Time `json:"report_error_at,omitzero"`
+	// ReportURL is where transitions are reported ("" when reporting is off).
+	ReportURL string `json:"report_url,omitempty"`
+	// Source is where the metadata comes from (a URL or file:PATH).
+	Source string `json:"source,omitempty"`
+	// Keepalived is whether keepalived was running at the last check.
+	Keepalived bool `json:"keepalived_running"`
+	// Ready is whether a metadata apply has succeeded since the agent started.
+	Ready bool `json:"ready"`
 }

@@ -1,0 +1,325 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vipkeeper/vipkeeper/render"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// Transition sources (vrrp.Transition.Source).
+const (
+	SourceNotify    = "notify"
+	SourceNetlink   = "netlink"
+	SourceReconcile = "reconcile"
+)
+
+// deps are the seams of an Agent. Run builds them from the configuration;
+// tests replace them.
+type deps struct {
+	source     Source
+	link       Link
+	keepalived Keepalived
+	validator  Validator // nil: rendered files are not validated
+	notifier   sdNotifier
+	now        func() time.Time
+	render     func(*vrrp.Metadata, render.Options) (*render.Output, error)
+	reportHTTP *http.Client
+}
+
+// Agent is one running vipkeeper-agent. Build it with newAgent and run it
+// with run; Run does both.
+type Agent struct {
+	// Immutable after newAgent.
+	cfg       *Config
+	log       *slog.Logger
+	store     *Store
+	d         deps
+	reportURL string
+	// refresh carries on-demand apply requests to the apply loop; the
+	// loop answers on the request's channel.
+	refresh chan chan error
+	// linkChanged is kicked by the netlink watcher.
+	linkChanged chan struct{}
+	// reportKick wakes the reporter when a transition is recorded.
+	reportKick chan struct{}
+	// statusChanged wakes the systemd status updater.
+	statusChanged chan struct{}
+
+	// lastTag is the tag of the last applied document; owned by the apply loop.
+	lastTag string
+	// lastReconcile is when the reconcile loop last ran (unix ns), for the watchdog.
+	lastReconcile atomic.Int64
+
+	mu sync.Mutex // guards everything below
+	// From the last successful apply (or the state database at start).
+	self      string
+	group     string
+	vip       netip.Prefix
+	applied   string
+	revision  uint64
+	lastApply time.Time
+	scripts   []string
+	// Role tracking.
+	role       vrrp.Role
+	since      time.Time
+	lastAt     time.Time
+	vipPresent bool
+	kaRunning  bool
+	// mismatchSince is when the role and the VIP started to disagree;
+	// mismatchRecorded whether that disagreement was recorded.
+	mismatchSince    time.Time
+	mismatchRecorded bool
+	// stoppedSince is when keepalived was first seen not running.
+	stoppedSince time.Time
+	// Errors shown in status.
+	lastErr     string
+	lastErrAt   time.Time
+	reportErr   string
+	reportErrAt time.Time
+	ready       bool
+}
+
+// Run runs the agent until ctx ends; it returns ctx's error
+// (context.Canceled on a clean shutdown) or the error that stopped it.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := checkInterface(cfg.Interface); err != nil {
+		return err
+	}
+	d := deps{
+		link:     &NetlinkLink{Iface: cfg.Interface, Log: log},
+		notifier: systemdNotifier{},
+		now:      time.Now,
+		render:   render.Render,
+		reportHTTP: &http.Client{
+			Timeout:   cfg.Report.Timeout,
+			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
+		},
+	}
+	if cfg.Metadata.URL != "" {
+		d.source = &HTTPSource{URL: cfg.Metadata.URL, Client: &http.Client{
+			Timeout:   cfg.Metadata.Timeout,
+			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute},
+		}}
+	} else {
+		d.source = &FileSource{Path: cfg.Metadata.File}
+	}
+	if !cfg.Keepalived.SkipConfigTest {
+		if _, err := exec.LookPath(cfg.Keepalived.Binary); err == nil {
+			d.validator = &ConfigTester{Binary: cfg.Keepalived.Binary}
+		} else {
+			log.Warn("keepalived binary not found: rendered files are installed without --config-test", "op", "apply", "binary", cfg.Keepalived.Binary)
+		}
+	}
+	ka, closeKA := newKeepalived(ctx, cfg.Keepalived, log)
+	defer closeKA()
+	d.keepalived = ka
+
+	a, err := newAgent(cfg, log, d)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	return a.run(ctx)
+}
+
+// newAgent opens the state database and loads the persisted state.
+func newAgent(cfg *Config, log *slog.Logger, d deps) (*Agent, error) {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: state dir: %w", err)
+	}
+	reportURL := cfg.ReportURL()
+	st, err := OpenStore(filepath.Join(cfg.StateDir, "agent.db"), StoreOptions{
+		HistoryLimit: cfg.HistoryLimit,
+		Outbox:       reportURL != "",
+	})
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:           cfg,
+		log:           log,
+		store:         st,
+		d:             d,
+		reportURL:     reportURL,
+		refresh:       make(chan chan error),
+		linkChanged:   make(chan struct{}, 1),
+		reportKick:    make(chan struct{}, 1),
+		statusChanged: make(chan struct{}, 1),
+	}
+	s, err := st.State()
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	a.role, a.since, a.lastAt, a.vipPresent = s.Role, s.Since, s.LastAt, s.VIPPresent
+	a.applied, a.revision, a.lastApply, a.scripts = s.AppliedHash, s.Revision, s.LastApply, s.Scripts
+	a.self, a.group = s.Member, s.Group
+	if a.self == "" {
+		a.self = cfg.Member
+	}
+	if p, err := netip.ParsePrefix(s.VIP); err == nil {
+		a.vip = p
+	}
+	return a, nil
+}
+
+func (a *Agent) close() {
+	if err := a.store.Close(); err != nil {
+		a.log.Error("close state", "op", "shutdown", "err", err)
+	}
+}
+
+// run drains the spool, serves the control socket and runs every loop
+// until ctx ends.
+func (a *Agent) run(ctx context.Context) error {
+	ln, err := listenControl(a.cfg.Socket)
+	if err != nil {
+		return err
+	}
+	a.removeStaleTemps()
+	// Events spooled while the agent was down come before anything new;
+	// notify requests wait in the socket's backlog meanwhile.
+	a.drainSpool()
+
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("agent: control socket: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	g.Go(func() error { return a.applyLoop(gctx) })
+	g.Go(func() error { return a.d.link.Watch(gctx, a.linkChanged) })
+	g.Go(func() error { return a.reconcileLoop(gctx) })
+	if a.reportURL != "" {
+		g.Go(func() error { return a.reportLoop(gctx) })
+	} else {
+		a.log.Info("reporting is off: transitions are recorded but not sent", "op", "report")
+	}
+	g.Go(func() error { return a.systemdLoop(gctx) })
+	a.log.Info("agent started", "op", "start", "socket", a.cfg.Socket, "source", a.d.source.String(), "iface", a.cfg.Interface, "report", a.reportURL)
+	err = g.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	a.log.Info("agent stopped", "op", "shutdown")
+	return ctx.Err()
+}
+
+// listenControl listens on the control socket, replacing a stale socket
+// file but refusing to steal one another agent still answers on.
+func listenControl(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("agent: control socket dir: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("agent: control socket %s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("agent: control socket %s: another agent is listening", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("agent: remove stale control socket: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("agent: control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("agent: control socket: %w", err)
+	}
+	return ln, nil
+}
+
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// applyLoop polls the source and serves refresh requests.
+func (a *Agent) applyLoop(ctx context.Context) error {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			a.applyAndNote(ctx, false)
+			t.Reset(a.cfg.Metadata.PollInterval)
+		case reply := <-a.refresh:
+			reply <- a.applyAndNote(ctx, true)
+		}
+	}
+}
+
+// Refresh asks the apply loop to fetch and apply now, and waits.
+func (a *Agent) Refresh(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case a.refresh <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// applyAndNote applies and records the outcome for status and systemd.
+func (a *Agent) applyAndNote(ctx context.Context, force bool) error {
+	err := a.apply(ctx, force)
+	now := a.d.now()
+	a.mu.Lock()
+	first := false
+	if err != nil {
+		if a.lastErr != err.Error() {
+			a.log.Error("apply failed; keeping the last good files", "op", "apply", "err", err)
+		}
+		a.lastErr, a.lastErrAt = err.Error(), now
+	} else {
+		a.lastErr, a.lastErrAt = "", time.Time{}
+		first = !a.ready
+		a.ready = true
+	}
+	a.mu.Unlock()
+	if first {
+		a.d.notifier.Notify("READY=1")
+	}
+	kick(a.statusChanged)
+	return err
+}

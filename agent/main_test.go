@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// binDir holds the binaries built for the tests that run real processes.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vkbin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var (
+	buildOnce sync.Once
+	buildErr  error
+)
+
+// binaries builds vipkeeper-agent and vipctl once per test binary (only
+// when a test needs them) and returns their paths.
+func binaries(t testing.TB) (agentBin, vipctlBin string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		for _, pkg := range []string{"vipkeeper-agent", "vipctl"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, pkg), "github.com/vipkeeper/vipkeeper/cmd/"+pkg)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "vipkeeper-agent"), filepath.Join(binDir, "vipctl")
+}
+
+// requireRoot skips privileged tests when not root.
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and runs keepalived (CI runs it as root)")
+	}
+}
+
+// requireBinary skips when a program the test runs is not installed.
+func requireBinary(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("needs %s, which is not installed (apt-get install %s)", n, n)
+		}
+	}
+}
+
+// randTag is a short random suffix for namespace and link names.
+func randTag() string {
+	var b [3]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

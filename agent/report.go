@@ -1,0 +1,147 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// reportBatch is how many outbox entries one pass reads.
+const reportBatch = 64
+
+// reportLoop delivers the outbox to hostsync in sequence order. A failed
+// delivery keeps the entry and retries after a backoff that doubles from
+// report.min_backoff to report.max_backoff; a delivered entry (any 2xx,
+// duplicates included) is removed. Hostsync deduplicates by member and
+// sequence number, so a retry after a lost answer is harmless.
+func (a *Agent) reportLoop(ctx context.Context) error {
+	backoff := time.Duration(0)
+	idle := time.NewTimer(a.cfg.Report.Interval)
+	defer idle.Stop()
+	for {
+		if backoff > 0 {
+			if !sleepCtx(ctx, backoff) {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		pending, err := a.store.Pending(reportBatch)
+		if err != nil {
+			a.log.Error("read outbox", "op", "report", "err", err)
+			backoff = nextBackoff(backoff, a.cfg.Report)
+			continue
+		}
+		failed := false
+		for _, t := range pending {
+			if err := a.deliver(ctx, t); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				a.noteReport(err)
+				backoff = nextBackoff(backoff, a.cfg.Report)
+				a.log.Warn("report failed; kept in the outbox", "op", "report", "seq", t.Seq, "retry_in", backoff, "err", err)
+				failed = true
+				break
+			}
+			if err := a.store.Ack(t.Seq); err != nil {
+				a.log.Error("ack delivered transition", "op", "report", "seq", t.Seq, "err", err)
+				failed = true
+				backoff = nextBackoff(backoff, a.cfg.Report)
+				break
+			}
+			a.noteReport(nil)
+			a.log.Debug("reported", "op", "report", "seq", t.Seq, "state", t.To)
+		}
+		if failed {
+			continue
+		}
+		backoff = 0
+		if len(pending) == reportBatch {
+			continue
+		}
+		idle.Reset(a.cfg.Report.Interval)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.reportKick:
+		case <-idle.C:
+		}
+	}
+}
+
+func nextBackoff(cur time.Duration, rc ReportConfig) time.Duration {
+	if cur <= 0 {
+		return rc.MinBackoff
+	}
+	return min(cur*2, rc.MaxBackoff)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// noteReport records the outcome of a delivery for status.
+func (a *Agent) noteReport(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		if a.reportErr != "" {
+			a.reportErr, a.reportErrAt = "", time.Time{}
+		}
+	} else {
+		a.reportErr, a.reportErrAt = err.Error(), a.d.now()
+	}
+	kick(a.statusChanged)
+}
+
+// deliver POSTs one transition as an api.Claim.
+func (a *Agent) deliver(ctx context.Context, t vrrp.Transition) error {
+	body, err := json.Marshal(api.Claim{Transition: t})
+	if err != nil {
+		return fmt.Errorf("agent: encode claim: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.reportURL, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("agent: claim request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.d.reportHTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent: report seq %d: %w", t.Seq, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodySize))
+	if resp.StatusCode/100 == 2 {
+		var res api.ClaimResult
+		if json.Unmarshal(data, &res) == nil && res.Duplicate {
+			a.log.Debug("hostsync had the transition already", "op", "report", "seq", t.Seq)
+		}
+		return nil
+	}
+	msg := strings.TrimSpace(string(data))
+	var e api.Error
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return fmt.Errorf("agent: report seq %d: %s answered %d: %s", t.Seq, a.reportURL, resp.StatusCode, msg)
+}

@@ -1,0 +1,264 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/agent/control"
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// notifyOutcome says what became of a notify event.
+type notifyOutcome int
+
+const (
+	notifyRecorded  notifyOutcome = iota
+	notifySameRole                // the role did not change: nothing recorded
+	notifyStale                   // older than the last recorded transition
+	notifyIgnored                 // a GROUP event: sync groups are not rendered
+	notifyDuplicate               // a spool file recorded before
+)
+
+func (o notifyOutcome) String() string {
+	return [...]string{"recorded", "same role", "stale", "ignored", "duplicate"}[o]
+}
+
+// maxClockSkew bounds how far in the future a hook's timestamp may be
+// before the agent uses its own clock instead.
+const maxClockSkew = time.Minute
+
+// notify records one keepalived notify event. spool is the spool file
+// name it came from ("" for the socket).
+func (a *Agent) notify(req api.NotifyRequest, n vrrp.Notify, spool string) (vrrp.Transition, notifyOutcome, error) {
+	if n.Type != "INSTANCE" {
+		return vrrp.Transition{}, notifyIgnored, nil
+	}
+	now := a.d.now()
+	at := req.At
+	if at.IsZero() || at.After(now.Add(maxClockSkew)) {
+		at = now
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	present := a.vipPresent
+	if vip := a.vipAddrLocked(); vip.IsValid() {
+		if p, err := hasAddr(a.d.link, vip); err == nil {
+			present = p
+		}
+	}
+	// A hook that ran before the last recorded transition was delivered
+	// late (two hooks raced, or a spooled event after a newer one): it is
+	// history, not the current role. If the clock stepped back (the last
+	// transition is in the future), time order means nothing: accept.
+	if at.Before(a.lastAt) && !a.lastAt.After(now.Add(time.Second)) {
+		a.log.Info("notify older than the last transition, ignored", "op", "notify", "state", n.State, "at", at, "last", a.lastAt)
+		return vrrp.Transition{}, notifyStale, nil
+	}
+	if n.State == a.role {
+		a.vipPresent = present
+		return vrrp.Transition{}, notifySameRole, nil
+	}
+	return a.recordLocked(vrrp.Transition{
+		Instance:   n.Name,
+		To:         n.State,
+		Priority:   n.Priority,
+		At:         at,
+		Source:     SourceNotify,
+		VIPPresent: present,
+	}, spool)
+}
+
+// recordLocked stores a transition from the current role; a.mu is held.
+func (a *Agent) recordLocked(t vrrp.Transition, spool string) (vrrp.Transition, notifyOutcome, error) {
+	t.From, t.Member, t.Group = a.role, a.self, a.group
+	rec, dup, err := a.store.Record(t, spool)
+	if err != nil {
+		return vrrp.Transition{}, notifyRecorded, err
+	}
+	if dup {
+		return vrrp.Transition{}, notifyDuplicate, nil
+	}
+	if a.role != rec.To {
+		a.since = rec.At
+		a.mismatchSince, a.mismatchRecorded = time.Time{}, false
+	}
+	a.role, a.vipPresent, a.lastAt = rec.To, rec.VIPPresent, rec.At
+	a.log.Info("transition", "op", "record", "seq", rec.Seq, "group", rec.Group, "from", rec.From, "state", rec.To,
+		"source", rec.Source, "vip_present", rec.VIPPresent, "note", rec.Note)
+	kick(a.reportKick)
+	kick(a.statusChanged)
+	return rec, notifyRecorded, nil
+}
+
+// drainSpool records the events the notify hook spooled, oldest first,
+// deleting each file only once its event is durably recorded.
+func (a *Agent) drainSpool() {
+	names, err := control.SpoolList(a.cfg.SpoolDir)
+	if err != nil {
+		a.log.Error("read spool", "op", "spool", "err", err)
+		return
+	}
+	for _, name := range names {
+		path := filepath.Join(a.cfg.SpoolDir, name)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			a.log.Error("read spooled event", "op", "spool", "file", name, "err", err)
+			continue
+		}
+		req, n, err := control.DecodeNotify(data)
+		if err != nil {
+			// Keep it for a person to look at, out of the drain's way.
+			a.log.Error("invalid spooled event set aside", "op", "spool", "file", name, "err", err)
+			if err := os.Rename(path, path+".invalid"); err != nil {
+				a.log.Error("set aside spooled event", "op", "spool", "file", name, "err", err)
+			}
+			continue
+		}
+		rec, outcome, err := a.notify(req, n, name)
+		if err != nil {
+			a.log.Error("record spooled event; left in the spool", "op", "spool", "file", name, "err", err)
+			return
+		}
+		a.log.Info("spooled event", "op", "spool", "file", name, "state", n.State, "outcome", outcome.String(), "seq", rec.Seq)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			a.log.Error("remove spooled event", "op", "spool", "file", name, "err", err)
+			continue
+		}
+		if outcome == notifyRecorded || outcome == notifyDuplicate {
+			if err := a.store.ForgetSpool(name); err != nil {
+				a.log.Warn("forget spooled event", "op", "spool", "file", name, "err", err)
+			}
+		}
+	}
+}
+
+// reconcileLoop compares keepalived's liveness, the recorded role and the
+// VIP on the interface, on a ticker and whenever the interface changes.
+func (a *Agent) reconcileLoop(ctx context.Context) error {
+	t := time.NewTicker(a.cfg.ReconcileInterval)
+	defer t.Stop()
+	a.reconcile(ctx)
+	a.lastReconcile.Store(time.Now().UnixNano())
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			a.drainSpool()
+		case <-a.linkChanged:
+		}
+		a.reconcile(ctx)
+		a.lastReconcile.Store(time.Now().UnixNano())
+	}
+}
+
+// healthy reports whether the reconcile loop ran recently enough to keep
+// pinging a watchdog of interval wd.
+func (a *Agent) healthy(wd time.Duration) bool {
+	limit := max(wd, 3*a.cfg.ReconcileInterval+5*time.Second)
+	return time.Since(time.Unix(0, a.lastReconcile.Load())) < limit
+}
+
+// reconcile makes the recorded role agree with what the machine shows:
+//   - keepalived not running (seen twice, half an interval apart): a VIP
+//     left on the interface is removed, and STOP is recorded;
+//   - keepalived running, the role MASTER but the VIP not on the
+//     interface (or the VIP there without MASTER) for longer than the
+//     grace: recorded once, with a note, so that hostsync sees it.
+func (a *Agent) reconcile(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	running, rerr := a.d.keepalived.Running(cctx)
+	cancel()
+	if rerr != nil {
+		a.log.Warn("cannot tell whether keepalived runs", "op", "reconcile", "err", rerr)
+	}
+	now := a.d.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	vip := a.vipAddrLocked()
+	present, perr := false, error(nil)
+	if vip.IsValid() {
+		present, perr = hasAddr(a.d.link, vip)
+		if perr != nil {
+			a.log.Warn("cannot read the interface's addresses", "op", "reconcile", "iface", a.cfg.Interface, "err", perr)
+		} else if present != a.vipPresent {
+			a.vipPresent = present
+			kick(a.statusChanged)
+		}
+	}
+	if rerr == nil {
+		a.kaRunning = running
+	}
+	if rerr == nil && !running {
+		a.mismatchSince, a.mismatchRecorded = time.Time{}, false
+		if a.stoppedSince.IsZero() {
+			a.stoppedSince = now
+			return
+		}
+		if now.Sub(a.stoppedSince) < a.cfg.ReconcileInterval/2 {
+			return
+		}
+		a.keepalivedGoneLocked(present && perr == nil, now)
+		return
+	}
+	a.stoppedSince = time.Time{}
+	if !vip.IsValid() || perr != nil || rerr != nil {
+		return
+	}
+	if (a.role == vrrp.RoleMaster) == present {
+		a.mismatchSince, a.mismatchRecorded = time.Time{}, false
+		return
+	}
+	if a.mismatchSince.IsZero() {
+		a.mismatchSince = now
+	}
+	if a.mismatchRecorded || now.Sub(a.mismatchSince) < a.cfg.ReconcileGrace {
+		return
+	}
+	a.mismatchRecorded = true
+	t := vrrp.Transition{To: vrrp.RoleMaster, At: now, Source: SourceNetlink, VIPPresent: present}
+	if present {
+		t.Note = fmt.Sprintf("the VIP %s is on %s without a MASTER notify from keepalived", a.vip, a.cfg.Interface)
+	} else {
+		t.Note = fmt.Sprintf("MASTER without the VIP %s on %s", a.vip, a.cfg.Interface)
+	}
+	if _, _, err := a.recordLocked(t, ""); err != nil {
+		a.log.Error("record reconciliation", "op", "reconcile", "err", err)
+	}
+}
+
+// keepalivedGoneLocked handles keepalived not running: remove a stale VIP
+// and record STOP. a.mu is held.
+func (a *Agent) keepalivedGoneLocked(present bool, now time.Time) {
+	if present {
+		addr := a.vipAddrLocked()
+		t := vrrp.Transition{To: vrrp.RoleStop, At: now, Source: SourceReconcile}
+		if err := a.d.link.RemoveAddr(addr); err != nil {
+			a.log.Error("remove stale VIP", "op", "reconcile", "vip", a.vip.String(), "iface", a.cfg.Interface, "err", err)
+			t.VIPPresent = true
+			t.Note = fmt.Sprintf("keepalived is not running; the VIP %s is still on %s: removing it failed: %v", a.vip, a.cfg.Interface, err)
+		} else {
+			a.log.Warn("keepalived is not running: removed the stale VIP", "op", "reconcile", "vip", a.vip.String(), "iface", a.cfg.Interface)
+			t.Note = fmt.Sprintf("keepalived is not running; removed the stale VIP %s from %s", a.vip, a.cfg.Interface)
+		}
+		if a.role == vrrp.RoleStop && t.VIPPresent && a.lastAt.After(now.Add(-time.Minute)) {
+			return // removal keeps failing: recorded within the last minute already
+		}
+		if _, _, err := a.recordLocked(t, ""); err != nil {
+			a.log.Error("record stale VIP", "op", "reconcile", "err", err)
+		}
+		return
+	}
+	if a.role == vrrp.RoleStop {
+		return
+	}
+	_, _, err := a.recordLocked(vrrp.Transition{To: vrrp.RoleStop, At: now, Source: SourceReconcile, Note: "keepalived is not running"}, "")
+	if err != nil {
+		a.log.Error("record keepalived stop", "op", "reconcile", "err", err)
+	}
+}

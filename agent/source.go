@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// ErrNotModified is returned by Source.Fetch when the document did not
+// change since the given tag.
+var ErrNotModified = errors.New("agent: metadata not modified")
+
+// Source gives the raw metadata document. Fetch returns the document and a
+// tag identifying its content (an HTTP ETag, or a content hash); when tag
+// equals the previous tag it may return ErrNotModified instead. Fetch is
+// called from one goroutine at a time.
+type Source interface {
+	Fetch(ctx context.Context, prevTag string) (doc []byte, tag string, err error)
+	// String describes the source for logs and status.
+	String() string
+}
+
+// HTTPSource fetches metadata from hostsync's guest API with If-None-Match.
+type HTTPSource struct {
+	URL    string
+	Client *http.Client
+}
+
+func (s *HTTPSource) String() string { return s.URL }
+
+// Fetch GETs the document; 304 is ErrNotModified.
+func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("agent: metadata request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if prevTag != "" {
+		req.Header.Set("If-None-Match", prevTag)
+	}
+	resp, err := s.Client.Do(req)
+	if err != nil {
+		return nil, "", fmt.Errorf("agent: fetch metadata: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified {
+		return nil, prevTag, ErrNotModified
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, vrrp.MaxDocumentSize+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("agent: read metadata: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg := strings.TrimSpace(string(data))
+		var e api.Error
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		if len(msg) > 200 {
+			msg = msg[:200]
+		}
+		return nil, "", fmt.Errorf("agent: fetch metadata: %s answered %d: %s", s.URL, resp.StatusCode, msg)
+	}
+	tag := resp.Header.Get("ETag")
+	if tag == "" {
+		tag = contentTag(data)
+	}
+	return data, tag, nil
+}
+
+// FileSource reads metadata from a file (written by cloud-init).
+type FileSource struct {
+	Path string
+}
+
+func (s *FileSource) String() string { return "file:" + s.Path }
+
+// Fetch reads the file; its tag is a hash of the content.
+func (s *FileSource) Fetch(_ context.Context, prevTag string) ([]byte, string, error) {
+	f, err := os.Open(s.Path)
+	if err != nil {
+		return nil, "", fmt.Errorf("agent: read metadata: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, vrrp.MaxDocumentSize+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("agent: read metadata %s: %w", s.Path, err)
+	}
+	tag := contentTag(data)
+	if tag == prevTag {
+		return nil, tag, ErrNotModified
+	}
+	return data, tag, nil
+}
+
+func contentTag(data []byte) string {
+	sum := sha256.Sum256(data)
+	return `"sha256:` + hex.EncodeToString(sum[:16]) + `"`
+}
