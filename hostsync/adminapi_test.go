@@ -1,0 +1,174 @@
+package hostsync
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vipkeeper/vipkeeper/api"
+)
+
+// adminServer serves the admin API on a real unix socket made by
+// ListenAdmin, behind RequireRoot, and returns a client for it.
+func adminServer(t *testing.T, svc *Service) (*http.Client, string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "run", "hostsync.sock")
+	ln, err := ListenAdmin(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: RequireRoot(NewAdminAPI(svc, testLogger(t))), ConnContext: PeerContext}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	return c, sock
+}
+
+func adminCall(t *testing.T, c *http.Client, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://hostsync"+path, rd)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func TestAdminSocket(t *testing.T) {
+	f := newFixture(t)
+	c, sock := adminServer(t, f.svc)
+
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %o, want 0600", fi.Mode().Perm())
+	}
+	if di, _ := os.Stat(filepath.Dir(sock)); di.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory mode %o, want 0700", di.Mode().Perm())
+	}
+	// A second hostsync must not steal a live socket.
+	if _, err := ListenAdmin(sock); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second ListenAdmin: %v, want in use", err)
+	}
+
+	steps := []struct {
+		method, path string
+		body         any
+		want         int
+		has          string
+	}{
+		{"POST", api.PathAdminGroups, api.GroupCreate{Name: "nginx"}, 200, `"name":"nginx"`},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionJoin, api.GroupMembers{Guests: []string{"nginx-master", "g2"}}, 200, `"priority":99`},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionCreateEIP, api.CreateGroupEIP{}, 409, "a group binds an EIP only after it has a VIP"},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionAttachNetwork, api.AttachNetwork{IPAddr: ip("192.0.2.10")}, 200, `"address":"192.0.2.10/24"`},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionAttachNetwork, api.AttachNetwork{}, 409, "one VIP per group"},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionAttachNetwork, map[string]any{"ip_addr": "192.0.2.10", "bogus": 1}, 400, `"field":"bogus"`},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionAttachNetwork, api.AttachNetwork{AllocDir: "up"}, 400, `"field":"alloc_dir"`},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionCreateEIP, api.CreateGroupEIP{IPAddr: ip("203.0.113.5")}, 200, `"eip":{"id":"eip-203-0-113-5"`},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionDetachNetwork, api.DetachNetwork{}, 409, "dissociate the EIP before detaching the VIP"},
+		{"DELETE", api.PathAdminGroup + "nginx", nil, 409, "a group with members cannot be deleted"},
+		{"GET", api.PathAdminGroup + "nginx", nil, 200, `"revision":`},
+		{"GET", api.PathAdminGroup + "nope", nil, 404, "no group with id or name"},
+		{"POST", api.PathAdminGroup + "nginx/explode", struct{}{}, 404, "no group action"},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionDissociateEIP, nil, 200, `"name":"nginx"`},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionLeave, api.GroupMembers{Guests: []string{"g1", "g2"}}, 200, `"members":[]`},
+		{"DELETE", api.PathAdminGroup + "nginx", nil, 204, ""},
+		{"GET", api.PathAdminNetworks, nil, 200, `"id":"net1"`},
+		{"GET", api.PathAdminGuests, nil, 200, `"name":"nginx-master"`},
+		{"GET", api.PathAdminEIPs, nil, 200, `"address":"203.0.113.5"`},
+		{"GET", api.PathAdminStatus, nil, 200, `"sentence":"0 groups, 0 VIPs, no move yet"`},
+	}
+	for _, s := range steps {
+		code, body := adminCall(t, c, s.method, s.path, s.body)
+		if code != s.want || !strings.Contains(string(body), s.has) {
+			t.Fatalf("%s %s: %d %s; want %d with %q", s.method, s.path, code, body, s.want, s.has)
+		}
+	}
+}
+
+func TestAdminRequiresRootPeer(t *testing.T) {
+	f := newFixture(t)
+	h := RequireRoot(NewAdminAPI(f.svc, nil))
+	// No unix peer credentials (e.g. served on TCP by mistake): refused.
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", api.PathAdminStatus, nil))
+	if w.Code != http.StatusForbidden {
+		t.Fatalf("status %d, want 403", w.Code)
+	}
+	// Another user's uid: refused.
+	r := httptest.NewRequest("GET", api.PathAdminStatus, nil)
+	r = r.WithContext(context.WithValue(r.Context(), peerKey{}, uint32(65534)))
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden && os.Geteuid() != 65534 {
+		t.Fatalf("status %d for uid 65534, want 403", w.Code)
+	}
+	r = r.WithContext(context.WithValue(r.Context(), peerKey{}, uint32(0)))
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Fatalf("status %d for root, want 200", w.Code)
+	}
+}
+
+func TestListenAdminRefusesNonSocket(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "hostsync.sock")
+	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ListenAdmin(p); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("ListenAdmin over a file: %v", err)
+	}
+	// A stale socket (nobody listening) is replaced.
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	ln2, err := ListenAdmin(stale)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	ln2.Close()
+}
+
+// FuzzAdminDecode: the admin API's strict decoder never panics and names
+// a field or the document in every error.
+func FuzzAdminDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"ip_addr":"192.0.2.10","alloc_dir":"random","reserved":true,"require_designated_ip":true,"network_id":"net1"}`,
+		`{"ip_addr":"not-an-ip"}`, `{"bogus":1}`, `{} {}`, `[]`, `{"reserved":"yes"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req api.AttachNetwork
+		err := decodeStrict(data, &req)
+		if err != nil && !strings.HasPrefix(err.Error(), "hostsync: invalid request") {
+			t.Fatalf("error %q does not wrap ErrInvalid", err)
+		}
+	})
+}

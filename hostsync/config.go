@@ -1,0 +1,273 @@
+package hostsync
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/vipkeeper/vipkeeper/api"
+)
+
+// DefaultConfigPath is where vipkeeper-hostsync reads its configuration.
+const DefaultConfigPath = "/etc/vipkeeper/hostsync.toml"
+
+// Defaults of the configuration.
+const (
+	DefaultStateDir         = "/var/lib/vipkeeper"
+	DefaultDBFile           = "hostsync.db"
+	DefaultGuestListen      = ":8750"
+	DefaultDBTimeout        = 5 * time.Second
+	DefaultReapplyInterval  = time.Minute
+	DefaultSplitBrainWindow = 10 * time.Second
+	DefaultStaleClaimAge    = 2 * time.Minute
+)
+
+// Data-plane backends.
+const (
+	BackendNFTables = "nftables"
+	BackendCommand  = "command"
+	BackendNone     = "none"
+)
+
+// ErrConfig is returned (wrapped) for every configuration error; the text
+// names the file, the key and what is allowed.
+var ErrConfig = errors.New("hostsync: config")
+
+// Config is /etc/vipkeeper/hostsync.toml. Unknown keys are rejected.
+type Config struct {
+	// StateDir holds the registry (default /var/lib/vipkeeper).
+	StateDir string `toml:"state_dir"`
+	// DBPath is the bbolt file (default StateDir/hostsync.db).
+	DBPath string `toml:"db_path"`
+	// DBTimeout bounds the wait for the database lock (default 5s).
+	DBTimeout time.Duration `toml:"db_timeout"`
+	// AdminSocket is the admin API's unix socket (default
+	// /run/vipkeeper/hostsync.sock), created 0600.
+	AdminSocket string `toml:"admin_socket"`
+	// GuestListen is the guest API's host:port, an address the guests
+	// reach (default ":8750").
+	GuestListen string `toml:"guest_listen"`
+	// GARPInterface is where gratuitous ARP is sent and listened for,
+	// usually the bridge of the guests' network; empty disables both.
+	GARPInterface string `toml:"garp_interface"`
+	// MetricsListen serves Prometheus /metrics on host:port; empty is off.
+	MetricsListen string `toml:"metrics_listen"`
+	// ReapplyInterval re-applies the data plane from the registry (default 1m).
+	ReapplyInterval time.Duration `toml:"reapply_interval"`
+	// SplitBrainWindow: see Options.SplitBrainWindow (default 10s).
+	SplitBrainWindow time.Duration `toml:"split_brain_window"`
+	// StaleClaimAge: see Options.StaleClaimAge (default 2m).
+	StaleClaimAge time.Duration `toml:"stale_claim_age"`
+	// DataPlane selects and configures the EIP backend.
+	DataPlane DataPlaneConfig `toml:"dataplane"`
+	// Hosts maps a host id (a guest's host) to the address the VIP is
+	// routed through when a guest on that host owns it.
+	Hosts map[string]netip.Addr `toml:"hosts"`
+}
+
+// DataPlaneConfig is the [dataplane] table.
+type DataPlaneConfig struct {
+	// Backend is "nftables" (default), "command" or "none".
+	Backend string `toml:"backend"`
+	// Table is the nftables table (default "vipkeeper").
+	Table string `toml:"table"`
+	// NFT is the nft binary (default "nft" from PATH).
+	NFT string `toml:"nft"`
+	// RouteTable is the routing table for VIP routes (default main).
+	RouteTable int `toml:"route_table"`
+	// Command is the hook's absolute path (backend "command"); it gets
+	// the mappings as JSON on stdin.
+	Command string `toml:"command"`
+	// Args are the hook's fixed arguments.
+	Args []string `toml:"args"`
+	// Timeout bounds one apply (default 30s).
+	Timeout time.Duration `toml:"timeout"`
+}
+
+// LoadConfig reads, defaults and validates the file at path.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig decodes data (named path in errors), rejecting unknown keys,
+// then applies defaults and Validate.
+func ParseConfig(path string, data []byte) (Config, error) {
+	var c Config
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %s: %s", ErrConfig, path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return Config{}, fmt.Errorf("%w: %s: unknown key %s (allowed: %s)", ErrConfig, path, strings.Join(keys, ", "), allowedKeys)
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%w: %s: %s", ErrConfig, path, strings.TrimPrefix(err.Error(), ErrConfig.Error()+": "))
+	}
+	return c, nil
+}
+
+const allowedKeys = "state_dir, db_path, db_timeout, admin_socket, guest_listen, garp_interface, metrics_listen, " +
+	"reapply_interval, split_brain_window, stale_claim_age, [dataplane] backend, table, nft, route_table, command, args, timeout, " +
+	"[hosts] HOST-ID = \"ADDRESS\""
+
+// SetDefaults fills unset fields.
+func (c *Config) SetDefaults() {
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.DBPath == "" {
+		c.DBPath = filepath.Join(c.StateDir, DefaultDBFile)
+	}
+	if c.DBTimeout == 0 {
+		c.DBTimeout = DefaultDBTimeout
+	}
+	if c.AdminSocket == "" {
+		c.AdminSocket = api.DefaultAdminSocket
+	}
+	if c.GuestListen == "" {
+		c.GuestListen = DefaultGuestListen
+	}
+	if c.ReapplyInterval == 0 {
+		c.ReapplyInterval = DefaultReapplyInterval
+	}
+	if c.SplitBrainWindow == 0 {
+		c.SplitBrainWindow = DefaultSplitBrainWindow
+	}
+	if c.StaleClaimAge == 0 {
+		c.StaleClaimAge = DefaultStaleClaimAge
+	}
+	if c.DataPlane.Backend == "" {
+		c.DataPlane.Backend = BackendNFTables
+	}
+}
+
+var (
+	reIfName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$`)
+	reTable  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,31}$`)
+)
+
+// Validate checks every field without looking at the host (see
+// CheckHost). Errors name the key.
+func (c Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrConfig, key, fmt.Sprintf(format, args...))
+	}
+	for _, p := range []struct{ key, v string }{{"state_dir", c.StateDir}, {"db_path", c.DBPath}, {"admin_socket", c.AdminSocket}} {
+		if !filepath.IsAbs(p.v) {
+			return bad(p.key, "%q is not an absolute path", p.v)
+		}
+	}
+	if len(c.AdminSocket) > 107 {
+		return bad("admin_socket", "%q is longer than a unix socket path may be (107 bytes)", c.AdminSocket)
+	}
+	if err := checkHostPort(c.GuestListen); err != nil {
+		return bad("guest_listen", "%v", err)
+	}
+	if c.MetricsListen != "" {
+		if err := checkHostPort(c.MetricsListen); err != nil {
+			return bad("metrics_listen", "%v", err)
+		}
+	}
+	if c.GARPInterface != "" && !reIfName.MatchString(c.GARPInterface) {
+		return bad("garp_interface", "%q is not an interface name (1–15 of A-Z a-z 0-9 . _ @ -)", c.GARPInterface)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"db_timeout", c.DBTimeout}, {"reapply_interval", c.ReapplyInterval}, {"split_brain_window", c.SplitBrainWindow}, {"stale_claim_age", c.StaleClaimAge}} {
+		if d.v <= 0 {
+			return bad(d.key, "%s must be positive, e.g. \"10s\"", d.v)
+		}
+	}
+	if c.ReapplyInterval < time.Second {
+		return bad("reapply_interval", "%s is shorter than 1s", c.ReapplyInterval)
+	}
+	dp := c.DataPlane
+	switch dp.Backend {
+	case BackendNFTables:
+		if dp.Table != "" && !reTable.MatchString(dp.Table) {
+			return bad("dataplane.table", "%q is not an nftables table name (letters, digits, _; at most 32)", dp.Table)
+		}
+		if dp.Command != "" || len(dp.Args) > 0 {
+			return bad("dataplane.command", "is only for backend %q", BackendCommand)
+		}
+		if dp.RouteTable < 0 {
+			return bad("dataplane.route_table", "%d is negative", dp.RouteTable)
+		}
+	case BackendCommand:
+		if !filepath.IsAbs(dp.Command) {
+			return bad("dataplane.command", "%q is not an absolute path (backend command runs it with the mappings on stdin)", dp.Command)
+		}
+		if dp.Table != "" || dp.NFT != "" || dp.RouteTable != 0 {
+			return bad("dataplane.table", "table, nft and route_table are only for backend %q", BackendNFTables)
+		}
+	case BackendNone:
+	default:
+		return bad("dataplane.backend", "%q is not one of nftables, command, none", dp.Backend)
+	}
+	if dp.Timeout < 0 {
+		return bad("dataplane.timeout", "%s is negative", dp.Timeout)
+	}
+	ids := make([]string, 0, len(c.Hosts))
+	for id := range c.Hosts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		a := c.Hosts[id]
+		if !reID.MatchString(id) {
+			return bad("hosts", "%q is not a host id", id)
+		}
+		if !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
+			return bad("hosts."+id, "%s is not a unicast IPv4 address", a)
+		}
+	}
+	return nil
+}
+
+func checkHostPort(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", v)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("%q: the host must be an IP address (or empty for all)", v)
+		}
+	}
+	// Port 0 (the kernel picks one) is allowed for tests.
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port must be 0–65535", v)
+	}
+	return nil
+}
+
+// CheckHost checks what Validate cannot: the GARP interface exists.
+func (c Config) CheckHost() error {
+	if c.GARPInterface != "" {
+		if _, err := net.InterfaceByName(c.GARPInterface); err != nil {
+			return fmt.Errorf("%w: garp_interface: %q: %w", ErrConfig, c.GARPInterface, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,536 @@
+package hostsync
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/eip"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// SourceGARP is the claim source of a passive observation: the gratuitous
+// ARP keepalived sent for a VIP, attributed to the member by its MAC.
+const SourceGARP = "garp"
+
+// maxCASAttempts bounds the read-decide-swap loop of one claim; each
+// failed attempt means another claim moved the owner in between.
+const maxCASAttempts = 8
+
+// claimIn is a claim after the caller has been identified.
+type claimIn struct {
+	role   vrrp.Role
+	seq    uint64 // 0 for a passive observation
+	source string
+	at     time.Time // as stamped by the guest (zero: unknown)
+}
+
+// decision is what a claim does, decided on one snapshot.
+type decision struct {
+	duplicate bool
+	move      bool
+	accepted  bool
+	message   string
+	split     *api.SplitBrain
+	// reannounce is set when a split brain is resolved for the current
+	// owner: its GARP is sent again to repair caches the loser poisoned.
+	reannounce bool
+}
+
+// claimState is the snapshot a decision is made on.
+type claimState struct {
+	guest  registry.Guest
+	group  registry.Group
+	owner  registry.Owner
+	self   registry.RoleState // zero when the member never reported
+	other  registry.RoleState // the current owner's role (when not self)
+	guests map[string]registry.Guest
+}
+
+// Claim records a transition reported by the caller (identified by c, not
+// by the transition's member field). A MASTER claim from a member that is
+// not the owner moves the owner with a compare-and-swap, then sends GARP
+// for the VIP with the new owner's MAC, then re-points the EIP mapping.
+// Claims are idempotent by (member, seq). ErrForbidden (wrapped) when the
+// caller is not a member of a group with a VIP; nothing is recorded then.
+func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.ClaimResult, error) {
+	if t.Seq == 0 {
+		return api.ClaimResult{}, invalid("transition.seq", "must be at least 1")
+	}
+	if _, err := vrrp.ParseRole(string(t.To)); err != nil {
+		return api.ClaimResult{}, invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
+	}
+	res, err := s.claim(ctx, func(tx registry.Tx) (registry.Guest, registry.Group, error) {
+		gu, g, err := identify(tx, c)
+		if err != nil {
+			return gu, g, err
+		}
+		if t.Member != "" && t.Member != gu.Name && t.Member != gu.ID {
+			return gu, g, fmt.Errorf("%w: the claim names member %q but comes from guest %s (%s)", ErrForbidden, t.Member, gu.Name, c.Addr)
+		}
+		if t.Group != "" && t.Group != g.Name && t.Group != g.ID {
+			return gu, g, fmt.Errorf("%w: the claim names group %q but guest %s is in group %s", ErrForbidden, t.Group, gu.Name, g.Name)
+		}
+		return gu, g, nil
+	}, claimIn{role: t.To, seq: t.Seq, source: t.Source, at: t.At})
+	s.count(err, res)
+	return res, err
+}
+
+// Observation is a gratuitous ARP seen on the wire: MAC announced VIP.
+type Observation struct {
+	VIP netip.Addr
+	MAC net.HardwareAddr
+	At  time.Time
+}
+
+// Observe treats a gratuitous ARP for a known VIP as a MASTER claim of
+// the member with that MAC (source "garp"), so a move is learnt even when
+// the member's agent is down. An observation of the current owner changes
+// nothing and writes nothing; one whose MAC is no member's is ignored
+// (ErrForbidden).
+func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, error) {
+	mac := o.MAC.String()
+	vip := o.VIP.Unmap()
+	res, err := s.claim(ctx, func(tx registry.Tx) (registry.Guest, registry.Group, error) {
+		g, err := groupByVIP(tx, vip)
+		if err != nil {
+			return registry.Guest{}, g, err
+		}
+		for _, m := range g.Members {
+			gu, err := registry.Get[registry.Guest](tx, m.GuestID)
+			if err != nil {
+				return gu, g, err
+			}
+			if gu.MAC == mac {
+				return gu, g, nil
+			}
+		}
+		return registry.Guest{}, g, fmt.Errorf("%w: MAC %s announcing %s is no member of group %s", ErrForbidden, mac, vip, g.Name)
+	}, claimIn{role: vrrp.RoleMaster, source: SourceGARP})
+	if s.metrics != nil {
+		s.metrics.observation(err == nil && res.Accepted)
+	}
+	return res, err
+}
+
+func groupByVIP(tx registry.Tx, vip netip.Addr) (registry.Group, error) {
+	groups, err := registry.List[registry.Group](tx, "")
+	if err != nil {
+		return registry.Group{}, err
+	}
+	for _, g := range groups {
+		if g.VIP != nil && g.VIP.Address == vip {
+			return g, nil
+		}
+	}
+	return registry.Group{}, fmt.Errorf("%w: %s is no group's VIP", ErrForbidden, vip)
+}
+
+func (s *Service) count(err error, res api.ClaimResult) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.claims++
+	if err != nil || !res.Accepted {
+		s.stats.rejected++
+	}
+	if s.metrics != nil {
+		s.metrics.claim(err, res)
+	}
+}
+
+// claim runs the read, decide, compare-and-swap loop and then the side
+// effects of a move.
+func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Guest, registry.Group, error), in claimIn) (api.ClaimResult, error) {
+	start := time.Now()
+	for range maxCASAttempts {
+		var st claimState
+		err := s.store.View(ctx, func(tx registry.Tx) error {
+			var err error
+			st, err = readClaimState(tx, who)
+			return err
+		})
+		if err != nil {
+			return api.ClaimResult{}, err
+		}
+		now := s.nowUTC()
+		d := s.decide(st, in, now)
+		if d.duplicate {
+			return api.ClaimResult{Accepted: true, Duplicate: true, Owner: st.guests[st.owner.GuestID].Name, Revision: st.owner.Revision}, nil
+		}
+		if in.seq == 0 && !d.move && !d.reannounce && d.split == nil {
+			// A passive observation that changes nothing (the owner's own
+			// GARP, or ours) is not written.
+			return api.ClaimResult{Accepted: d.accepted, Owner: st.guests[st.owner.GuestID].Name, Revision: st.owner.Revision, Message: d.message}, nil
+		}
+		owner := st.owner
+		err = s.store.Update(ctx, func(tx registry.Tx) error {
+			cur, err := getOwner(tx, st.group.ID)
+			if err != nil {
+				return err
+			}
+			if cur.Revision != st.owner.Revision {
+				return fmt.Errorf("%w: group %s", registry.ErrRevisionMismatch, st.group.ID)
+			}
+			rs, err := registry.Get[registry.RoleState](tx, registry.RoleKey(st.group.ID, st.guest.ID))
+			if err != nil && !errors.Is(err, registry.ErrNotFound) {
+				return err
+			}
+			if rs.Seq != st.self.Seq {
+				// Another claim of this member was recorded since we read:
+				// decide again on fresh state (it may be this very seq).
+				return fmt.Errorf("%w: role of %s", registry.ErrRevisionMismatch, st.guest.ID)
+			}
+			next := registry.RoleState{Group: st.group.ID, GuestID: st.guest.ID, Role: in.role, Seq: max(rs.Seq, in.seq), At: now, MasterAt: rs.MasterAt}
+			if in.role == vrrp.RoleMaster {
+				next.MasterAt = now
+			}
+			if err := registry.Put(tx, next); err != nil {
+				return err
+			}
+			if d.move {
+				owner, err = registry.SwapOwner(tx, st.owner.Revision, registry.Owner{
+					Group: st.group.ID, GuestID: st.guest.ID, Since: now, Source: in.source,
+				})
+				return err
+			}
+			return nil
+		})
+		if errors.Is(err, registry.ErrRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return api.ClaimResult{}, err
+		}
+		res := api.ClaimResult{Accepted: d.accepted, Owner: st.guests[owner.GuestID].Name, Revision: owner.Revision, Message: d.message}
+		if d.split != nil {
+			s.recordSplit(*d.split)
+		}
+		vip := st.group.VIP.Address
+		switch {
+		case d.move:
+			s.log.Info("vip moved", "op", "claim", "group", st.group.Name, "vip", vip, "owner", st.guest.Name,
+				"from", st.guests[st.owner.GuestID].Name, "source", in.source, "revision", owner.Revision)
+			s.mu.Lock()
+			s.stats.moves++
+			s.stats.lastMove = now
+			s.mu.Unlock()
+			s.announce(st.group.ID, vip, st.guest.MAC)
+			if err := s.applyDataPlane(ctx); err != nil {
+				res.Message = "owner recorded; data plane: " + err.Error()
+			}
+			if s.metrics != nil {
+				s.metrics.moved(time.Since(start))
+			}
+		case d.reannounce:
+			cur := st.guests[st.owner.GuestID]
+			s.announce(st.group.ID, vip, cur.MAC)
+		}
+		return res, nil
+	}
+	return api.ClaimResult{}, fmt.Errorf("hostsync: claim: owner kept changing, gave up after %d attempts", maxCASAttempts)
+}
+
+func readClaimState(tx registry.Tx, who func(registry.Tx) (registry.Guest, registry.Group, error)) (claimState, error) {
+	var st claimState
+	var err error
+	if st.guest, st.group, err = who(tx); err != nil {
+		return st, err
+	}
+	if st.owner, err = getOwner(tx, st.group.ID); err != nil {
+		return st, err
+	}
+	role := func(guest string) (registry.RoleState, error) {
+		rs, err := registry.Get[registry.RoleState](tx, registry.RoleKey(st.group.ID, guest))
+		if errors.Is(err, registry.ErrNotFound) {
+			return registry.RoleState{}, nil
+		}
+		return rs, err
+	}
+	if st.self, err = role(st.guest.ID); err != nil {
+		return st, err
+	}
+	if st.owner.GuestID != "" && st.owner.GuestID != st.guest.ID {
+		if st.other, err = role(st.owner.GuestID); err != nil {
+			return st, err
+		}
+	}
+	st.guests = map[string]registry.Guest{}
+	ms, err := members(tx, st.group)
+	if err != nil {
+		return st, err
+	}
+	for _, m := range ms {
+		st.guests[m.ID] = m
+	}
+	return st, nil
+}
+
+// decide is the claim policy, a pure function of the snapshot.
+func (s *Service) decide(st claimState, in claimIn, now time.Time) decision {
+	if in.seq != 0 && in.seq <= st.self.Seq {
+		return decision{duplicate: true}
+	}
+	self := st.guest
+	if in.role != vrrp.RoleMaster {
+		if st.owner.GuestID == self.ID {
+			return decision{accepted: true, message: fmt.Sprintf("%s left MASTER (%s); it keeps the VIP until another member claims MASTER", self.Name, in.role)}
+		}
+		return decision{accepted: true}
+	}
+	if st.owner.GuestID == self.ID {
+		return decision{accepted: true, message: self.Name + " already owns the VIP"}
+	}
+	if !in.at.IsZero() && now.Sub(in.at) > s.staleAge {
+		return decision{accepted: false, message: fmt.Sprintf("MASTER claim stamped %s is older than %s; recorded, VIP not moved", in.at.Format(time.RFC3339), s.staleAge)}
+	}
+	if st.owner.GuestID == "" {
+		return decision{move: true, accepted: true}
+	}
+	cur, ok := st.guests[st.owner.GuestID]
+	if !ok || st.other.Role != vrrp.RoleMaster || now.Sub(st.other.MasterAt) >= s.window {
+		// The owner left MASTER, left the group, or claimed it long
+		// enough ago that this is a failover, not two masters.
+		return decision{move: true, accepted: true}
+	}
+	// Split brain: the owner claimed MASTER recently and has not reported
+	// leaving it. Higher priority wins, then the lower address, as VRRP
+	// itself would elect (RFC 5798 6.4.3 breaks ties by address, highest
+	// wins there; the lower one here is as deterministic and keeps the
+	// incumbent in the seed's layout).
+	winner, reason := resolveSplit(st.group, cur, self)
+	split := &api.SplitBrain{
+		Group: st.group.Name, Members: []string{cur.Name, self.Name}, Winner: winner.Name, Reason: reason, At: now,
+	}
+	if winner.ID == self.ID {
+		return decision{move: true, accepted: true, split: split,
+			message: fmt.Sprintf("split brain with %s resolved for %s (%s)", cur.Name, self.Name, reason)}
+	}
+	return decision{accepted: false, split: split, reannounce: true,
+		message: fmt.Sprintf("split brain: %s also claims MASTER; %s keeps the VIP (%s)", cur.Name, cur.Name, reason)}
+}
+
+// resolveSplit picks the winner of two members claiming MASTER.
+func resolveSplit(g registry.Group, a, b registry.Guest) (registry.Guest, string) {
+	pa, _ := g.Member(a.ID)
+	pb, _ := g.Member(b.ID)
+	if pa.Priority != pb.Priority {
+		if pa.Priority > pb.Priority {
+			return a, fmt.Sprintf("priority %d over %d", pa.Priority, pb.Priority)
+		}
+		return b, fmt.Sprintf("priority %d over %d", pb.Priority, pa.Priority)
+	}
+	if a.Address.Compare(b.Address) < 0 {
+		return a, fmt.Sprintf("equal priority, lower address %s", a.Address)
+	}
+	return b, fmt.Sprintf("equal priority, lower address %s", b.Address)
+}
+
+func (s *Service) recordSplit(sb api.SplitBrain) {
+	s.log.Warn("split brain: two members claim MASTER", "op", "claim", "group", sb.Group,
+		"members", sb.Members, "winner", sb.Winner, "reason", sb.Reason)
+	s.mu.Lock()
+	s.stats.splitBrains++
+	s.stats.lastSplit = &sb
+	s.mu.Unlock()
+	if s.metrics != nil {
+		s.metrics.splitBrain()
+	}
+}
+
+// announce runs the GARP burst for a group's new owner, cancelling the
+// group's previous burst (ownership changed again, so the old MAC must not
+// be announced any more). The first round is sent on the caller's
+// goroutine, so it is on the wire before the data plane is re-pointed;
+// the later rounds of the schedule follow on an owned goroutine, stopped
+// by the next move, by stopAnnounce or by Close.
+func (s *Service) announce(group string, vip netip.Addr, macText string) {
+	if s.announcer == nil {
+		return
+	}
+	mac, err := net.ParseMAC(macText)
+	if err != nil {
+		s.log.Error("garp: owner has no usable MAC", "group", group, "vip", vip, "mac", macText)
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if prev := s.announcing[group]; prev != nil {
+		prev.cancel()
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), s.announceLimit)
+	a := &announcement{cancel: cancel}
+	s.announcing[group] = a
+	s.announces.Add(1)
+	s.mu.Unlock()
+
+	done := func() {
+		cancel()
+		s.mu.Lock()
+		if s.announcing[group] == a {
+			delete(s.announcing, group)
+		}
+		s.mu.Unlock()
+		s.announces.Done()
+	}
+	round := func() bool {
+		sent, err := s.announcer.Announce(ctx, vip, mac)
+		switch {
+		case ctx.Err() != nil:
+			s.log.Debug("garp: burst superseded", "group", group, "vip", vip, "mac", macText, "sent", sent)
+			return false
+		case err != nil:
+			// Later rounds exist for exactly this: keep going.
+			s.log.Warn("garp: round failed", "group", group, "vip", vip, "mac", macText, "sent", sent, "err", err)
+		}
+		return true
+	}
+	if !round() || len(s.schedule) < 2 {
+		done()
+		return
+	}
+	go func() {
+		defer done()
+		for _, offset := range s.schedule[1:] {
+			t := time.NewTimer(time.Until(start.Add(offset)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if !round() {
+				return
+			}
+		}
+	}()
+}
+
+// stopAnnounce cancels a group's burst (its VIP or owner went away).
+func (s *Service) stopAnnounce(group string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.announcing[group]; a != nil {
+		a.cancel()
+		delete(s.announcing, group)
+	}
+}
+
+// Mappings returns the desired data plane: one mapping per group with an
+// EIP (and so a VIP), sorted by group id.
+func (s *Service) Mappings(ctx context.Context) ([]eip.Mapping, error) {
+	var out []eip.Mapping
+	err := s.store.View(ctx, func(tx registry.Tx) error {
+		var err error
+		out, err = s.mappings(tx)
+		return err
+	})
+	return out, err
+}
+
+func (s *Service) mappings(tx registry.Tx) ([]eip.Mapping, error) {
+	groups, err := registry.List[registry.Group](tx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := []eip.Mapping{}
+	for _, g := range groups {
+		if g.EIP == nil || g.VIP == nil {
+			continue
+		}
+		m := eip.Mapping{Group: g.ID, EIP: g.EIP.Address, VIP: g.VIP.Address}
+		o, err := getOwner(tx, g.ID)
+		if err != nil {
+			return nil, err
+		}
+		if o.GuestID != "" {
+			gu, err := registry.Get[registry.Guest](tx, o.GuestID)
+			if err != nil {
+				return nil, fmt.Errorf("hostsync: owner %s of group %s: %w", o.GuestID, g.Name, err)
+			}
+			m.Owner, m.OwnerMAC, m.OwnerHost = gu.Name, gu.MAC, gu.Host
+			m.NextHop = s.hosts[gu.Host]
+		}
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b eip.Mapping) int { return cmp.Compare(a.Group, b.Group) })
+	return out, nil
+}
+
+// applyDataPlane applies the complete desired set, read fresh, under
+// applyMu (so a later apply never carries older state than an earlier
+// one). A failure is logged, kept for the status and retried by Run's
+// reconcile loop; the registry stays the truth.
+func (s *Service) applyDataPlane(ctx context.Context) error {
+	if s.backend == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.applyLimit)
+	defer cancel()
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	ms, err := s.Mappings(ctx)
+	if err == nil {
+		err = s.backend.Apply(ctx, ms)
+	}
+	s.mu.Lock()
+	s.stats.lastApply = s.nowUTC()
+	s.stats.lastApplyErr = ""
+	if err != nil {
+		s.stats.lastApplyErr = err.Error()
+	}
+	s.mu.Unlock()
+	if s.metrics != nil {
+		s.metrics.applied(err)
+	}
+	if err != nil {
+		s.log.Error("data plane apply failed", "op", "apply", "mappings", len(ms), "err", err)
+		return fmt.Errorf("hostsync: apply data plane: %w", err)
+	}
+	s.log.Debug("data plane applied", "op", "apply", "mappings", len(ms))
+	return nil
+}
+
+// Reapply applies the data plane from the registry (at start and
+// periodically; idempotent).
+func (s *Service) Reapply(ctx context.Context) error { return s.applyDataPlane(ctx) }
+
+// WatchVIP reports whether a is a group's VIP (the passive GARP listener
+// asks it for every frame). Safe for concurrent use.
+func (s *Service) WatchVIP(a netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.vips[a.Unmap()]
+	return ok
+}
+
+func (s *Service) refreshVIPs(ctx context.Context) error {
+	vips := map[netip.Addr]string{}
+	err := s.store.View(ctx, func(tx registry.Tx) error {
+		groups, err := registry.List[registry.Group](tx, "")
+		for _, g := range groups {
+			if g.VIP != nil {
+				vips[g.VIP.Address] = g.ID
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.vips = vips
+	s.mu.Unlock()
+	return nil
+}

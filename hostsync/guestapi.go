@@ -1,0 +1,248 @@
+package hostsync
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// Neighbors looks up the MAC behind an address in the host's neighbour
+// table. A missing entry is (nil, nil), not an error: the caller is then
+// identified by its address alone.
+type Neighbors interface {
+	Lookup(addr netip.Addr) (net.HardwareAddr, error)
+}
+
+// GuestAPI serves the guest API (api.PathMetadata, api.PathClaims). The
+// caller is identified by the request's source address (and MAC, when the
+// neighbour table has it), never by the body.
+type GuestAPI struct {
+	svc   *Service
+	neigh Neighbors
+	log   *slog.Logger
+	mux   *http.ServeMux
+}
+
+// NewGuestAPI returns the guest API handler; neigh may be nil.
+func NewGuestAPI(svc *Service, neigh Neighbors, log *slog.Logger) *GuestAPI {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &GuestAPI{svc: svc, neigh: neigh, log: log, mux: http.NewServeMux()}
+	g.mux.HandleFunc("GET "+api.PathMetadata, g.metadata)
+	g.mux.HandleFunc("POST "+api.PathClaims, g.claims)
+	return g
+}
+
+func (g *GuestAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+
+// caller identifies the request's sender.
+func (g *GuestAPI) caller(r *http.Request) (Caller, error) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return Caller{}, fmt.Errorf("%w: source address %q", ErrForbidden, r.RemoteAddr)
+	}
+	c := Caller{Addr: ap.Addr().Unmap()}
+	if g.neigh != nil {
+		mac, err := g.neigh.Lookup(c.Addr)
+		if err != nil {
+			g.log.Debug("neighbour lookup failed", "addr", c.Addr, "err", err)
+		}
+		c.MAC = mac
+	}
+	return c, nil
+}
+
+func (g *GuestAPI) metadata(w http.ResponseWriter, r *http.Request) {
+	c, err := g.caller(r)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	md, err := g.svc.Metadata(r.Context(), c)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	etag := `"` + strconv.FormatUint(md.Revision, 10) + `"`
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Cache-Control", "no-cache")
+	if etagMatch(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	body, err := md.Marshal()
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+// etagMatch implements If-None-Match's weak comparison.
+func etagMatch(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *GuestAPI) claims(w http.ResponseWriter, r *http.Request) {
+	c, err := g.caller(r)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	claim, err := DecodeClaim(http.MaxBytesReader(w, r.Body, api.MaxBodySize))
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	res, err := g.svc.Claim(r.Context(), c, claim.Transition)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// Limits of a claim's free-text fields.
+const (
+	maxSourceLen = 32
+	maxNoteLen   = 256
+)
+
+// DecodeClaim reads one api.Claim strictly: unknown fields and trailing
+// data rejected, every field checked. Errors wrap ErrInvalid and name the
+// field.
+func DecodeClaim(r io.Reader) (api.Claim, error) {
+	var c api.Claim
+	data, err := io.ReadAll(r)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return c, invalid("", "body larger than %d bytes", mbe.Limit)
+		}
+		return c, invalid("", "read body: %v", err)
+	}
+	if err := decodeStrict(data, &c); err != nil {
+		return c, err
+	}
+	t := c.Transition
+	if t.Seq == 0 {
+		return c, invalid("transition.seq", "must be at least 1")
+	}
+	if _, err := vrrp.ParseRole(string(t.To)); err != nil {
+		return c, invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
+	}
+	if t.From != "" && t.From != vrrp.RoleUnknown {
+		if _, err := vrrp.ParseRole(string(t.From)); err != nil {
+			return c, invalid("transition.from", "%q is not one of UNKNOWN, MASTER, BACKUP, FAULT, STOP", t.From)
+		}
+	}
+	if t.Priority < 0 || t.Priority > 255 {
+		return c, invalid("transition.priority", "%d is out of range, allowed 0–255", t.Priority)
+	}
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{
+		{"transition.group", t.Group, 64}, {"transition.instance", t.Instance, 64}, {"transition.member", t.Member, 64},
+		{"transition.source", t.Source, maxSourceLen}, {"transition.note", t.Note, maxNoteLen},
+	} {
+		if len(f.v) > f.max {
+			return c, invalid(f.name, "is %d bytes long, at most %d are allowed", len(f.v), f.max)
+		}
+		for _, r := range f.v {
+			if !unicode.IsPrint(r) {
+				return c, invalid(f.name, "contains the non-printable character %U", r)
+			}
+		}
+	}
+	if t.Source == SourceGARP {
+		return c, invalid("transition.source", "%q is reserved for hostsync's passive detection", t.Source)
+	}
+	return c, nil
+}
+
+// decodeStrict decodes exactly one JSON value into v, rejecting unknown
+// fields and trailing data; the error names the field.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return invalid(te.Field, "expected %s, got JSON %s", te.Type, te.Value)
+		}
+		msg := strings.TrimPrefix(err.Error(), "json: ")
+		if f, ok := strings.CutPrefix(msg, "unknown field "); ok {
+			return invalid(strings.Trim(f, `"`), "unknown field")
+		}
+		return invalid("", "%s", msg)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return invalid("", "trailing data after the JSON value")
+	}
+	return nil
+}
+
+// statusOf maps an error to its HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case isRefusal(err):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+func (g *GuestAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := statusOf(err)
+	body := api.Error{Error: err.Error()}
+	var ie *invalidError
+	if errors.As(err, &ie) {
+		body.Field = ie.Field
+	}
+	if code == http.StatusInternalServerError {
+		g.log.Error("guest api", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+		body.Error = "hostsync: internal error"
+	} else {
+		g.log.Info("guest api refused", "path", r.URL.Path, "remote", r.RemoteAddr, "status", code, "err", err)
+	}
+	writeJSON(w, code, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"hostsync: encode response"}`)
+	}
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,100 @@
+package hostsync
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vipkeeper/vipkeeper/api"
+)
+
+// Metrics are hostsync's Prometheus metrics, registered on the registerer
+// passed to NewMetrics (never the global one). A nil *Metrics records
+// nothing.
+type Metrics struct {
+	claims       *prometheus.CounterVec
+	moves        prometheus.Counter
+	splitBrains  prometheus.Counter
+	observations *prometheus.CounterVec
+	applies      *prometheus.CounterVec
+	moveLatency  prometheus.Histogram
+}
+
+// NewMetrics creates and registers the metrics.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "claims_total",
+			Help: "Claims received from guests, by result (accepted, rejected, duplicate, forbidden, invalid, error).",
+		}, []string{"result"}),
+		moves: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "vip_moves_total",
+			Help: "Changes of a VIP's owner.",
+		}),
+		splitBrains: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "split_brains_total",
+			Help: "Times two members of a group claimed MASTER at once.",
+		}),
+		observations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "garp_observations_total",
+			Help: "Gratuitous ARP seen for known VIPs, by result (accepted, ignored).",
+		}, []string{"result"}),
+		applies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "dataplane_applies_total",
+			Help: "Data-plane applies of the EIP mappings, by result (ok, error).",
+		}, []string{"result"}),
+		moveLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "claim_to_applied_seconds",
+			Help:    "Time from a MASTER claim that moves the owner to the GARP started and the EIP mapping applied.",
+			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.claims, m.moves, m.splitBrains, m.observations, m.applies, m.moveLatency} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("hostsync: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) claim(err error, res api.ClaimResult) {
+	result := "accepted"
+	switch {
+	case errors.Is(err, ErrForbidden):
+		result = "forbidden"
+	case errors.Is(err, ErrInvalid):
+		result = "invalid"
+	case err != nil:
+		result = "error"
+	case res.Duplicate:
+		result = "duplicate"
+	case !res.Accepted:
+		result = "rejected"
+	}
+	m.claims.WithLabelValues(result).Inc()
+}
+
+func (m *Metrics) observation(accepted bool) {
+	if accepted {
+		m.observations.WithLabelValues("accepted").Inc()
+		return
+	}
+	m.observations.WithLabelValues("ignored").Inc()
+}
+
+func (m *Metrics) moved(d time.Duration) {
+	m.moves.Inc()
+	m.moveLatency.Observe(d.Seconds())
+}
+
+func (m *Metrics) splitBrain() { m.splitBrains.Inc() }
+
+func (m *Metrics) applied(err error) {
+	if err != nil {
+		m.applies.WithLabelValues("error").Inc()
+		return
+	}
+	m.applies.WithLabelValues("ok").Inc()
+}

@@ -1,0 +1,107 @@
+package hostsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/hostsync/eip"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/neigh"
+)
+
+// The real implementations satisfy the engine's interfaces.
+var (
+	_ Announcer   = (*garp.Sender)(nil)
+	_ eip.Backend = (*eip.NFT)(nil)
+	_ eip.Backend = (*eip.Command)(nil)
+	_ Neighbors   = (*neigh.Table)(nil)
+)
+
+// Notifier passes state to the service manager (systemd's sd_notify:
+// "READY=1", "STATUS=...", "WATCHDOG=1", "STOPPING=1").
+type Notifier interface {
+	Notify(state string) error
+}
+
+// ListenFunc runs passive GARP detection until ctx ends: it calls report
+// for each gratuitous ARP seen for an address watch accepts.
+type ListenFunc func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error
+
+// Platform is what Run drives on the host. OpenPlatform builds it from the
+// configuration; tests fill it with fakes. Nil fields are skipped.
+type Platform struct {
+	Announcer Announcer
+	Listen    ListenFunc
+	Backend   eip.Backend
+	Neighbors Neighbors
+	Notifier  Notifier
+	// Watchdog is systemd's watchdog interval (WATCHDOG_USEC); Run pings
+	// at half of it. Zero disables pings.
+	Watchdog time.Duration
+	// closers are closed by Close.
+	closers []io.Closer
+}
+
+// Close releases what OpenPlatform opened.
+func (p *Platform) Close() error {
+	var errs []error
+	for _, c := range p.closers {
+		errs = append(errs, c.Close())
+	}
+	p.closers = nil
+	return errors.Join(errs...)
+}
+
+// OpenPlatform opens the host side: the GARP sender and listener on
+// cfg.GARPInterface (needs CAP_NET_RAW), the data-plane backend and the
+// neighbour table. Close it after Run returns.
+func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Platform{Neighbors: neigh.New(nil)}
+	switch cfg.DataPlane.Backend {
+	case BackendNFTables:
+		b, err := eip.NewNFT(eip.NFTOptions{
+			Table: cfg.DataPlane.Table, NFT: cfg.DataPlane.NFT, RouteTable: cfg.DataPlane.RouteTable,
+			Timeout: cfg.DataPlane.Timeout, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("hostsync: data plane: %w", err)
+		}
+		p.Backend = b
+	case BackendCommand:
+		b, err := eip.NewCommand(eip.CommandOptions{
+			Path: cfg.DataPlane.Command, Args: cfg.DataPlane.Args, Timeout: cfg.DataPlane.Timeout, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("hostsync: data plane: %w", err)
+		}
+		p.Backend = b
+	}
+	if cfg.GARPInterface != "" {
+		s, c, err := garp.OpenSender(cfg.GARPInterface, garp.Options{Logger: log, Schedule: OneRound})
+		if err != nil {
+			return nil, fmt.Errorf("hostsync: %w", err)
+		}
+		p.Announcer = s
+		p.closers = append(p.closers, c)
+		iface := cfg.GARPInterface
+		p.Listen = func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error {
+			l, c, err := garp.OpenListener(iface, watch, garp.ListenerOptions{Logger: log})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return l.Run(ctx, func(o garp.Observation) {
+				report(Observation{VIP: o.VIP, MAC: o.MAC, At: o.At})
+			})
+		}
+	}
+	return p, nil
+}

@@ -1,0 +1,210 @@
+package hostsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+)
+
+// Timing of Run's loops.
+const (
+	// statusInterval is how often STATUS= is refreshed.
+	statusInterval = 5 * time.Second
+	// retryApply is how soon a failed data-plane apply is retried.
+	retryApply = 5 * time.Second
+	// shutdownGrace bounds the graceful shutdown of the HTTP servers.
+	shutdownGrace = 5 * time.Second
+)
+
+// Run is vipkeeper-hostsync: it opens the registry, serves the guest API
+// and the admin socket, re-applies the data plane from the registry at
+// start and then periodically, learns moves passively from GARP, and keeps
+// systemd informed. It returns when ctx ends (ctx's error) or a server
+// fails.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if p == nil {
+		p = &Platform{}
+	}
+	store, err := registry.OpenBolt(cfg.DBPath, cfg.DBTimeout)
+	if err != nil {
+		return fmt.Errorf("hostsync: %w", err)
+	}
+	defer store.Close()
+
+	var metrics *Metrics
+	var metricsReg *prometheus.Registry
+	if cfg.MetricsListen != "" {
+		metricsReg = prometheus.NewRegistry()
+		if metrics, err = NewMetrics(metricsReg); err != nil {
+			return err
+		}
+	}
+	svc, err := New(ctx, store, Options{
+		Logger: log, Announcer: p.Announcer, Backend: p.Backend, Hosts: cfg.Hosts, Metrics: metrics,
+		SplitBrainWindow: cfg.SplitBrainWindow, StaleClaimAge: cfg.StaleClaimAge, ApplyTimeout: cfg.DataPlane.Timeout,
+	})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+
+	guestLn, err := net.Listen("tcp", cfg.GuestListen)
+	if err != nil {
+		return fmt.Errorf("hostsync: guest API: %w", err)
+	}
+	adminLn, err := ListenAdmin(cfg.AdminSocket)
+	if err != nil {
+		guestLn.Close()
+		return err
+	}
+	defer os.Remove(cfg.AdminSocket)
+	servers := []*http.Server{
+		{
+			Handler: NewGuestAPI(svc, p.Neighbors, log), ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
+			MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		},
+		{
+			Handler: RequireRoot(NewAdminAPI(svc, log)), ConnContext: PeerContext,
+			ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		},
+	}
+	listeners := []net.Listener{guestLn, adminLn}
+	if metricsReg != nil {
+		ml, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			guestLn.Close()
+			adminLn.Close()
+			return fmt.Errorf("hostsync: metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(metricsReg, promhttp.HandlerOpts{}))
+		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second})
+		listeners = append(listeners, ml)
+	}
+	log.Info("hostsync started", "guest_api", guestLn.Addr().String(), "admin_socket", cfg.AdminSocket,
+		"db", cfg.DBPath, "garp_iface", cfg.GARPInterface, "backend", cfg.DataPlane.Backend)
+
+	g, gctx := errgroup.WithContext(ctx)
+	for i, srv := range servers {
+		ln := listeners[i]
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("hostsync: serve %s: %w", ln.Addr(), err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		notify(p, log, "STOPPING=1")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), shutdownGrace)
+		defer cancel()
+		for _, srv := range servers {
+			_ = srv.Shutdown(sctx)
+		}
+		return nil
+	})
+	g.Go(func() error { reconcile(gctx, svc, cfg.ReapplyInterval, log); return nil })
+	if p.Listen != nil {
+		g.Go(func() error {
+			err := p.Listen(gctx, svc.WatchVIP, func(o Observation) {
+				if _, err := svc.Observe(gctx, o); err != nil && !errors.Is(err, ErrForbidden) {
+					log.Warn("garp observation", "vip", o.VIP, "mac", o.MAC.String(), "err", err)
+				}
+			})
+			if err != nil && gctx.Err() == nil {
+				// Passive detection is a second source next to the
+				// agents' claims: keep serving without it.
+				log.Error("passive GARP detection stopped", "iface", cfg.GARPInterface, "err", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { statusLoop(gctx, svc, p, log); return nil })
+
+	err = g.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
+	log.Info("hostsync stopped", "reason", err)
+	return err
+}
+
+// reconcile applies the data plane at start, then every interval, and
+// sooner after a failure.
+func reconcile(ctx context.Context, svc *Service, interval time.Duration, log *slog.Logger) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		next := interval
+		if err := svc.Reapply(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("data plane will be retried", "op", "reconcile", "in", retryApply, "err", err)
+			next = retryApply
+		}
+		t.Reset(next)
+	}
+}
+
+// statusLoop sends READY=1 once, then STATUS= and watchdog pings.
+func statusLoop(ctx context.Context, svc *Service, p *Platform, log *slog.Logger) {
+	sendStatus := func() {
+		st, err := svc.Status(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("status", "err", err)
+			}
+			return
+		}
+		notify(p, log, "STATUS="+st.Sentence)
+	}
+	notify(p, log, "READY=1")
+	sendStatus()
+	status := time.NewTicker(statusInterval)
+	defer status.Stop()
+	var wd <-chan time.Time
+	if p.Watchdog > 0 {
+		t := time.NewTicker(p.Watchdog / 2)
+		defer t.Stop()
+		wd = t.C
+		notify(p, log, "WATCHDOG=1")
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-status.C:
+			sendStatus()
+		case <-wd:
+			notify(p, log, "WATCHDOG=1")
+		}
+	}
+}
+
+func notify(p *Platform, log *slog.Logger, state string) {
+	if p.Notifier == nil {
+		return
+	}
+	if err := p.Notifier.Notify(state); err != nil {
+		log.Debug("sd_notify", "state", state, "err", err)
+	}
+}
