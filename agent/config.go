@@ -300,7 +300,7 @@ func (c *Config) Validate() error {
 	}
 	switch {
 	case c.Metadata.URL == "" && c.Metadata.File == "":
-		return bad("metadata", "set url (hostsync's guest API, e.g. http://192.0.2.1:8775%s) or file (written by cloud-init)", api.PathMetadata)
+		return bad("metadata", "set url (hostsync's guest API, e.g. http://192.0.2.1:8750%s) or file (written by cloud-init)", api.PathMetadata)
 	case c.Metadata.URL != "" && c.Metadata.File != "":
 		return bad("metadata", "url and file are both set; set exactly one")
 	case c.Metadata.URL != "":

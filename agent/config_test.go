@@ -45,7 +45,7 @@ func TestParseConfigExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the shipped example does not parse: %v", err)
 	}
-	if got, want := cfg.ReportURL(), "http://192.0.2.1:8775/v1/claims"; got != want {
+	if got, want := cfg.ReportURL(), "http://192.0.2.1:8750/v1/claims"; got != want {
 		t.Errorf("ReportURL = %q, want %q (metadata host + claims path)", got, want)
 	}
 	if cfg.Report.MinBackoff != 500*time.Millisecond || cfg.Keepalived.Reload != ReloadAuto {
@@ -135,7 +135,7 @@ func TestParseConfigErrors(t *testing.T) {
 
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(minimalConfig))
-	f.Add([]byte("[metadata]\nurl = \"http://192.0.2.1:8775/v1/metadata\"\n[[checks]]\nname = \"c\"\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n"))
+	f.Add([]byte("[metadata]\nurl = \"http://192.0.2.1:8750/v1/metadata\"\n[[checks]]\nname = \"c\"\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n"))
 	f.Add([]byte("interface = 1\n"))
 	f.Add([]byte("[report]\nmin_backoff = \"-1s\"\n"))
 	if data, err := os.ReadFile("../cmd/vipkeeper-agent/agent.example.toml"); err == nil {

@@ -70,7 +70,7 @@ func (t *Topology) Other(g *Guest) *Guest {
 }
 
 // GuestAPIPort is where each hostsync serves its guests.
-const GuestAPIPort = 8787
+const GuestAPIPort = 8750
 
 // BuildTopology creates the namespaces and links of the nginx lab.
 func (l *Lab) BuildTopology() (*Topology, error) {
