@@ -93,6 +93,10 @@ type DataPlaneConfig struct {
 	Args []string `toml:"args"`
 	// Timeout bounds one apply (default 30s).
 	Timeout time.Duration `toml:"timeout"`
+	// Netns is the name of a network namespace (as in /run/netns/NAME)
+	// that the nftables backend programs instead of hostsync's own, e.g.
+	// a gateway namespace on the same machine. Empty means hostsync's own.
+	Netns string `toml:"netns"`
 }
 
 // LoadConfig reads, defaults and validates the file at path.
@@ -127,8 +131,10 @@ func ParseConfig(path string, data []byte) (Config, error) {
 }
 
 const allowedKeys = "state_dir, db_path, db_timeout, admin_socket, guest_listen, garp_interface, metrics_listen, " +
-	"reapply_interval, split_brain_window, stale_claim_age, [dataplane] backend, table, nft, route_table, command, args, timeout, " +
+	"reapply_interval, split_brain_window, stale_claim_age, [dataplane] backend, table, nft, route_table, command, args, timeout, netns, " +
 	"[hosts] HOST-ID = \"ADDRESS\""
+
+var reNetns = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // SetDefaults fills unset fields.
 func (c *Config) SetDefaults() {
@@ -214,12 +220,15 @@ func (c Config) Validate() error {
 		if dp.RouteTable < 0 {
 			return bad("dataplane.route_table", "%d is negative", dp.RouteTable)
 		}
+		if dp.Netns != "" && !reNetns.MatchString(dp.Netns) {
+			return bad("dataplane.netns", "%q is not a network namespace name (1–64 of A-Z a-z 0-9 . _ -)", dp.Netns)
+		}
 	case BackendCommand:
 		if !filepath.IsAbs(dp.Command) {
 			return bad("dataplane.command", "%q is not an absolute path (backend command runs it with the mappings on stdin)", dp.Command)
 		}
-		if dp.Table != "" || dp.NFT != "" || dp.RouteTable != 0 {
-			return bad("dataplane.table", "table, nft and route_table are only for backend %q", BackendNFTables)
+		if dp.Table != "" || dp.NFT != "" || dp.RouteTable != 0 || dp.Netns != "" {
+			return bad("dataplane.table", "table, nft, route_table and netns are only for backend %q", BackendNFTables)
 		}
 	case BackendNone:
 	default:

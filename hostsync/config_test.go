@@ -67,6 +67,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"command backend without command", "[dataplane]\nbackend = \"command\"", "dataplane.command"},
 		{"command for nftables", "[dataplane]\ncommand = \"/bin/true\"", "dataplane.command"},
 		{"bad table", "[dataplane]\ntable = \"vip keeper\"", "dataplane.table"},
+		{"bad netns", "[dataplane]\nnetns = \"../gw\"", "dataplane.netns"},
+		{"netns for command", "[dataplane]\nbackend = \"command\"\ncommand = \"/bin/true\"\nnetns = \"gw\"", "dataplane.table"},
 		{"bad host address", "[hosts]\nhost-a = \"2001:db8::1\"", "hosts.host-a"},
 		{"not an address", "[hosts]\nhost-a = \"host-a.example\"", "hosts"},
 		{"syntax", `state_dir = `, "hostsync.toml"},

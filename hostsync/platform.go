@@ -1,9 +1,14 @@
 package hostsync
 
 import (
+	"bytes"
+	"os/exec"
+
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -67,10 +72,19 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 	p := &Platform{Neighbors: neigh.New(nil)}
 	switch cfg.DataPlane.Backend {
 	case BackendNFTables:
-		b, err := eip.NewNFT(eip.NFTOptions{
+		opts := eip.NFTOptions{
 			Table: cfg.DataPlane.Table, NFT: cfg.DataPlane.NFT, RouteTable: cfg.DataPlane.RouteTable,
 			Timeout: cfg.DataPlane.Timeout, Logger: log,
-		})
+		}
+		if ns := cfg.DataPlane.Netns; ns != "" {
+			h, run, err := nftInNetns(ns, cfg.DataPlane.NFT)
+			if err != nil {
+				return nil, fmt.Errorf("hostsync: data plane: %w", err)
+			}
+			opts.Netlink, opts.Run = h, run
+			p.closers = append(p.closers, closerFunc(func() error { h.Close(); return nil }))
+		}
+		b, err := eip.NewNFT(opts)
 		if err != nil {
 			return nil, fmt.Errorf("hostsync: data plane: %w", err)
 		}
@@ -104,4 +118,34 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 		}
 	}
 	return p, nil
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// nftInNetns returns a netlink handle inside the named network namespace
+// and a runner that applies an nft script there as one transaction.
+func nftInNetns(name, nft string) (*netlink.Handle, func(ctx context.Context, script []byte) error, error) {
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("netns %s: %w", name, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, nil, fmt.Errorf("netlink in netns %s: %w", name, err)
+	}
+	if nft == "" {
+		nft = eip.DefaultNFT
+	}
+	run := func(ctx context.Context, script []byte) error {
+		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", name, nft, "-f", "-")
+		cmd.Stdin = bytes.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("nft in netns %s: %w: %s", name, err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+	return h, run, nil
 }
