@@ -286,4 +286,24 @@ type HostsyncStatus struct {
 	LastApply      time.Time   `json:"last_apply,omitzero"`
 	LastApplyError string      `json:"last_apply_error,omitempty"`
 	Sentence       string      `json:"sentence"`
+	// RecentMoves are the last owner changes this hostsync made, oldest
+	// first (kept in memory, at most 64).
+	RecentMoves []Move `json:"recent_moves,omitempty"`
+}
+
+// Move is one owner change with the time of each step, for timelines.
+type Move struct {
+	Group  string `json:"group"`
+	From   string `json:"from,omitempty"`
+	To     string `json:"to"`
+	Source string `json:"source"` // "claim" (an agent's report) or "garp" (passive)
+	// Received is when the claim or observation reached hostsync,
+	// Recorded when the owner compare-and-swap committed, Announced when
+	// the first GARP round was written, Applied when the data plane
+	// returned.
+	Received   time.Time `json:"received"`
+	Recorded   time.Time `json:"recorded"`
+	Announced  time.Time `json:"announced,omitzero"`
+	Applied    time.Time `json:"applied,omitzero"`
+	ApplyError string    `json:"apply_error,omitempty"`
 }

@@ -222,10 +222,21 @@ func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Gue
 			s.stats.moves++
 			s.stats.lastMove = now
 			s.mu.Unlock()
+			mv := api.Move{
+				Group: st.group.Name, From: st.guests[st.owner.GuestID].Name, To: st.guest.Name,
+				Source: in.source, Received: start, Recorded: time.Now(),
+			}
 			s.announce(st.group.ID, vip, st.guest.MAC)
+			if s.announcer != nil {
+				mv.Announced = time.Now()
+			}
 			if err := s.applyDataPlane(ctx); err != nil {
 				res.Message = "owner recorded; data plane: " + err.Error()
+				mv.ApplyError = err.Error()
+			} else if s.backend != nil {
+				mv.Applied = time.Now()
 			}
+			s.logMove(mv)
 			if s.metrics != nil {
 				s.metrics.moved(time.Since(start))
 			}

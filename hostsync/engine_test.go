@@ -84,6 +84,22 @@ func TestClaimMovesOwnerThenGARPThenEIP(t *testing.T) {
 	if o.GuestID != "g2" || o.Revision != 2 || o.Source != "notify" {
 		t.Fatalf("owner record = %+v", o)
 	}
+
+	// Both moves are in the status's move log, each step stamped in order.
+	st, err := f.svc.Status(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.RecentMoves) != 2 {
+		t.Fatalf("recent moves = %+v, want 2", st.RecentMoves)
+	}
+	mv := st.RecentMoves[1]
+	if mv.From != "nginx-master" || mv.To != "nginx-slave" || mv.Group != "nginx" {
+		t.Fatalf("last move = %+v", mv)
+	}
+	if mv.Recorded.Before(mv.Received) || mv.Announced.Before(mv.Recorded) || mv.Applied.Before(mv.Announced) || mv.Applied.IsZero() {
+		t.Fatalf("move steps out of order: %+v", mv)
+	}
 }
 
 func TestClaimIdempotentBySeq(t *testing.T) {

@@ -120,6 +120,20 @@ type stats struct {
 	lastSplit                            *api.SplitBrain
 	lastApply                            time.Time
 	lastApplyErr                         string
+	moveLog                              []api.Move // bounded by maxMoveLog
+}
+
+// maxMoveLog bounds the in-memory log of recent moves.
+const maxMoveLog = 64
+
+// logMove appends m to the bounded move log.
+func (s *Service) logMove(m api.Move) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.moveLog = append(s.stats.moveLog, m)
+	if n := len(s.stats.moveLog); n > maxMoveLog {
+		s.stats.moveLog = append([]api.Move(nil), s.stats.moveLog[n-maxMoveLog:]...)
+	}
 }
 
 // New returns a Service on store. Call Close when done (it stops GARP

@@ -65,6 +65,7 @@ func (s *Service) Status(ctx context.Context) (api.HostsyncStatus, error) {
 	}
 	st.LastApply = s.stats.lastApply
 	st.LastApplyError = s.stats.lastApplyErr
+	st.RecentMoves = append([]api.Move(nil), s.stats.moveLog...)
 	s.mu.Unlock()
 	st.Sentence = Sentence(st, s.now())
 	return st, nil
