@@ -229,7 +229,20 @@ func TestNetnsBridgeWithoutIPv4(t *testing.T) {
 	s := openSenderIn(t, nsH, "br0", Options{Logger: testLogger(t), Schedule: []time.Duration{0}})
 	checkObservation(t, announceUntilObserved(t, s, col, testVIP, testMAC), testVIP, testMAC, "gp0")
 
-	want, err := Frames(testVIP, testMAC)
+	// The frames leave with the bridge's own MAC as Ethernet source (so no
+	// bridge downstream learns the owner's MAC on this port) and the
+	// owner's MAC in the ARP payload.
+	var brMAC net.HardwareAddr
+	if err := inNetns(nsH, func() error {
+		br, err := net.InterfaceByName("br0")
+		if err == nil {
+			brMAC = br.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := FramesFrom(brMAC, testVIP, testMAC)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,6 +93,7 @@ type Options struct {
 type Sender struct {
 	// Immutable after NewSender.
 	ifname   string
+	src      net.HardwareAddr // Ethernet source; nil means the owner's MAC
 	conn     net.PacketConn
 	dst      net.Addr
 	log      *slog.Logger
@@ -118,8 +119,18 @@ func NewSender(ifi *net.Interface, conn net.PacketConn, opts Options) (*Sender, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The Ethernet source is the sending interface's own MAC, while the ARP
+	// payload carries the owner's MAC: neighbour caches learn the owner
+	// from the payload, and switches and bridges downstream do not learn
+	// the owner's MAC on the host's uplink port (which would divert the
+	// owner's traffic until it sends again).
+	var src net.HardwareAddr
+	if unicastMAC(ifi.HardwareAddr) {
+		src = append(net.HardwareAddr(nil), ifi.HardwareAddr...)
+	}
 	return &Sender{
 		ifname:   ifi.Name,
+		src:      src,
 		conn:     conn,
 		dst:      &packet.Addr{HardwareAddr: ethernet.Broadcast},
 		log:      log.With("iface", ifi.Name),
@@ -150,7 +161,13 @@ func checkSchedule(s []time.Duration) error {
 // zero) and the gratuitous reply (sender = target = vip, target MAC = mac),
 // both from mac to the Ethernet broadcast address.
 func Frames(vip netip.Addr, mac net.HardwareAddr) ([][]byte, error) {
-	if !usableVIP(vip) || !unicastMAC(mac) {
+	return FramesFrom(mac, vip, mac)
+}
+
+// FramesFrom is Frames with the Ethernet source src instead of mac (the
+// ARP payload still names mac as the VIP's owner).
+func FramesFrom(src net.HardwareAddr, vip netip.Addr, mac net.HardwareAddr) ([][]byte, error) {
+	if !usableVIP(vip) || !unicastMAC(mac) || !unicastMAC(src) {
 		return nil, fmt.Errorf("%w: vip %s mac %s", ErrInvalidAddress, vip, mac)
 	}
 	vip = vip.Unmap()
@@ -174,7 +191,7 @@ func Frames(vip netip.Addr, mac net.HardwareAddr) ([][]byte, error) {
 		}
 		f := ethernet.Frame{
 			Destination: ethernet.Broadcast,
-			Source:      mac,
+			Source:      src,
 			EtherType:   ethernet.EtherTypeARP,
 			Payload:     payload,
 		}
@@ -196,7 +213,11 @@ func Frames(vip netip.Addr, mac net.HardwareAddr) ([][]byte, error) {
 // ErrInvalidAddress when vip or mac cannot be announced.
 func (s *Sender) Announce(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) (sent int, err error) {
 	start := time.Now()
-	frames, err := Frames(vip, mac)
+	src := s.src
+	if src == nil {
+		src = mac
+	}
+	frames, err := FramesFrom(src, vip, mac)
 	if err != nil {
 		return 0, err
 	}
