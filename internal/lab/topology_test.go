@@ -17,7 +17,7 @@ func newLab(t *testing.T, bin string) *Lab {
 	if err := Privileged(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
-	l, err := New(Options{Bin: bin, Dir: t.TempDir() + "/lab", Out: tWriter{t}})
+	l, err := New(Options{Bin: bin, Out: tWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
