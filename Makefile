@@ -40,3 +40,10 @@ demo: deps build
 
 clean:
 	rm -rf bin dist
+
+# .deb and .rpm of vipkeeper-agent and vipkeeper-hostsync for amd64 and
+# arm64 into dist/, built with nfpm (pinned in go.mod's tool block); prints
+# each package's size. The packaging tests (make test) build them too.
+.PHONY: packages
+packages:
+	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' DIST=dist ./scripts/packages.sh

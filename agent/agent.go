@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vipkeeper/vipkeeper/render"
@@ -39,6 +41,10 @@ type deps struct {
 	now        func() time.Time
 	render     func(*vrrp.Metadata, render.Options) (*render.Output, error)
 	reportHTTP *http.Client
+	// metrics records the agent's metrics (nil: none); gatherer is the
+	// registry served on metrics_listen.
+	metrics  *Metrics
+	gatherer prometheus.Gatherer
 }
 
 // Agent is one running vipkeeper-agent. Build it with newAgent and run it
@@ -128,6 +134,19 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			log.Warn("keepalived binary not found: rendered files are installed without --config-test", "op", "apply", "binary", cfg.Keepalived.Binary)
 		}
 	}
+	if cfg.MetricsListen != "" {
+		reg := prometheus.NewRegistry()
+		m, err := NewMetrics(reg)
+		if err != nil {
+			return err
+		}
+		for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+			if err := reg.Register(c); err != nil {
+				return fmt.Errorf("agent: register metrics: %w", err)
+			}
+		}
+		d.metrics, d.gatherer = m, reg
+	}
 	ka, closeKA := newKeepalived(ctx, cfg.Keepalived, log)
 	defer closeKA()
 	d.keepalived = ka
@@ -178,6 +197,8 @@ func newAgent(cfg *Config, log *slog.Logger, d deps) (*Agent, error) {
 	if p, err := netip.ParsePrefix(s.VIP); err == nil {
 		a.vip = p
 	}
+	a.publishLocked() // a is not shared yet: no lock needed
+	a.noteOutbox()
 	return a, nil
 }
 
@@ -192,6 +213,11 @@ func (a *Agent) close() {
 func (a *Agent) run(ctx context.Context) error {
 	ln, err := listenControl(a.cfg.Socket)
 	if err != nil {
+		return err
+	}
+	mln, err := a.listenMetrics()
+	if err != nil {
+		ln.Close()
 		return err
 	}
 	a.removeStaleTemps()
@@ -213,6 +239,11 @@ func (a *Agent) run(ctx context.Context) error {
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
+	metricsAddr := "off"
+	if mln != nil {
+		metricsAddr = mln.Addr().String()
+		g.Go(func() error { return a.serveMetrics(gctx, mln) })
+	}
 	g.Go(func() error { return a.applyLoop(gctx) })
 	g.Go(func() error { return a.d.link.Watch(gctx, a.linkChanged) })
 	g.Go(func() error { return a.reconcileLoop(gctx) })
@@ -222,7 +253,7 @@ func (a *Agent) run(ctx context.Context) error {
 		a.log.Info("reporting is off: transitions are recorded but not sent", "op", "report")
 	}
 	g.Go(func() error { return a.systemdLoop(gctx) })
-	a.log.Info("agent started", "op", "start", "socket", a.cfg.Socket, "source", a.d.source.String(), "iface", a.cfg.Interface, "report", a.reportURL)
+	a.log.Info("agent started", "op", "start", "socket", a.cfg.Socket, "source", a.d.source.String(), "iface", a.cfg.Interface, "report", a.reportURL, "metrics", metricsAddr)
 	err = g.Wait()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err

@@ -121,7 +121,7 @@ func TestApplyWritesAndReloadsOnlyOnChange(t *testing.T) {
 		}
 		waitFor(t, "a STATUS= sentence", func() bool {
 			return slices.ContainsFunc(h.sd.messages(), func(m string) bool {
-				return strings.HasPrefix(m, "STATUS=UNKNOWN of web") && strings.Contains(m, "VIP 192.0.2.10/24 on eth0, 0 unreported events")
+				return strings.HasPrefix(m, "STATUS=UNKNOWN of web") && strings.Contains(m, "VIP 192.0.2.10/24 not on eth0, 0 unreported events")
 			})
 		})
 		waitFor(t, "a watchdog ping", func() bool { return slices.Contains(h.sd.messages(), "WATCHDOG=1") })
@@ -445,7 +445,7 @@ func TestReconcileMasterWithoutVIP(t *testing.T) {
 		!strings.Contains(last.Note, "MASTER without the VIP 192.0.2.10/24 on eth0") {
 		t.Errorf("transition = %+v", last)
 	}
-	if st := h.status(); !strings.Contains(st.Sentence, "VIP 192.0.2.10/24 on eth0 (missing)") {
+	if st := h.status(); !strings.Contains(st.Sentence, "VIP 192.0.2.10/24 missing from eth0") {
 		t.Errorf("sentence = %q", st.Sentence)
 	}
 	// Recorded once, not on every reconcile.
@@ -619,13 +619,15 @@ func TestStatusSentence(t *testing.T) {
 		{"master", api.AgentStatus{Group: "nginx", Role: vrrp.RoleMaster, Since: since, VIP: "192.0.2.10/24", Interface: "eth0", VIPPresent: true},
 			"MASTER of nginx since 12:04:05, VIP 192.0.2.10/24 on eth0, 0 unreported events"},
 		{"backup one event", api.AgentStatus{Group: "nginx", Role: vrrp.RoleBackup, Since: since, VIP: "192.0.2.10/24", Interface: "eth0", Unreported: 1},
-			"BACKUP of nginx since 12:04:05, VIP 192.0.2.10/24 on eth0, 1 unreported event"},
+			"BACKUP of nginx since 12:04:05, VIP 192.0.2.10/24 not on eth0, 1 unreported event"},
 		{"older day", api.AgentStatus{Group: "nginx", Role: vrrp.RoleBackup, Since: since.AddDate(0, 0, -1), VIP: "192.0.2.10/24", Interface: "eth0"},
-			"BACKUP of nginx since 2025-02-28 12:04:05, VIP 192.0.2.10/24 on eth0, 0 unreported events"},
+			"BACKUP of nginx since 2025-02-28 12:04:05, VIP 192.0.2.10/24 not on eth0, 0 unreported events"},
+		{"backup still holding", api.AgentStatus{Group: "nginx", Role: vrrp.RoleBackup, Since: since, VIP: "192.0.2.10/24", Interface: "eth0", VIPPresent: true},
+			"BACKUP of nginx since 12:04:05, VIP 192.0.2.10/24 still on eth0, 0 unreported events"},
 		{"waiting", api.AgentStatus{}, "waiting for metadata"},
 		{"no metadata", api.AgentStatus{LastError: "x"}, "no metadata yet: x"},
 		{"errors", api.AgentStatus{Group: "g", Role: vrrp.RoleMaster, VIP: "192.0.2.10/24", Interface: "eth0", LastError: "bad", ReportError: "503"},
-			"MASTER of g, VIP 192.0.2.10/24 on eth0 (missing), 0 unreported events; last apply failed: bad; report failing: 503"},
+			"MASTER of g, VIP 192.0.2.10/24 missing from eth0, 0 unreported events; last apply failed: bad; report failing: 503"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,18 +26,24 @@ const configMode = render.ConfigMode
 // apply fetches the metadata and, when it is new (or force), renders,
 // validates, installs and reloads. Any failure before the install leaves
 // every file as it was and keepalived untouched.
-func (a *Agent) apply(ctx context.Context, force bool) error {
+func (a *Agent) apply(ctx context.Context, force bool) (err error) {
+	// result is the apply's label in vipkeeper_agent_apply_total: the step
+	// under way when an error returns, else the outcome.
+	result := ApplyFetchError
+	defer func() { a.d.metrics.applied(result) }()
 	prev := a.lastTag
 	if force {
 		prev = ""
 	}
 	doc, tag, err := a.d.source.Fetch(ctx, prev)
 	if errors.Is(err, ErrNotModified) {
+		result = ApplyNotModified
 		return nil
 	}
 	if err != nil {
 		return err // names the source already
 	}
+	result = ApplyMetadataError
 	m, err := vrrp.Parse(doc)
 	if err != nil {
 		return fmt.Errorf("agent: metadata from %s: %w", a.d.source, err)
@@ -61,6 +67,7 @@ func (a *Agent) apply(ctx context.Context, force bool) error {
 		c.Checks = nil
 		rm = &c
 	}
+	result = ApplyRenderError
 	out, err := a.d.render(rm, opts)
 	if err != nil {
 		return fmt.Errorf("agent: render: %w", err)
@@ -81,16 +88,20 @@ func (a *Agent) apply(ctx context.Context, force bool) error {
 	if !changed && appliedHash == out.Hash {
 		a.lastTag = tag
 		a.noteApplied(m, self, nil)
+		result = ApplyUnchanged
 		return nil
 	}
 	if changed {
+		result = ApplyValidateError
 		if err := a.validate(ctx, rm, opts); err != nil {
 			return err
 		}
+		result = ApplyInstallError
 		if err := a.install(files, oldScripts, out); err != nil {
 			return err
 		}
 	}
+	result = ApplyReloadError
 	// Reload after the files are in place and before the apply is
 	// recorded: a crash in between makes the next start reload again.
 	if a.cfg.Keepalived.Reload == ReloadNone {
@@ -106,9 +117,11 @@ func (a *Agent) apply(ctx context.Context, force bool) error {
 		Hash: out.Hash, Revision: m.Revision, Scripts: scriptNames(out),
 		Member: self, Group: m.Group.Name, VIP: m.VIP.String(), At: a.d.now(),
 	}
+	result = ApplyStateError
 	if err := a.store.SetApplied(ap); err != nil {
 		return err
 	}
+	result = ApplyApplied
 	a.lastTag = tag
 	a.noteApplied(m, self, &ap)
 	a.log.Info("applied metadata", "op", "apply", "group", m.Group.Name, "vip", m.VIP.String(), "revision", m.Revision, "hash", short(out.Hash), "changed", changed)
@@ -124,6 +137,7 @@ func (a *Agent) noteApplied(m *vrrp.Metadata, self string, ap *Applied) {
 	if ap != nil {
 		a.applied, a.lastApply, a.scripts = ap.Hash, ap.At, ap.Scripts
 	}
+	a.publishLocked()
 }
 
 // member is the configured member name, or the member whose address is on

@@ -3,11 +3,14 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +49,11 @@ type Config struct {
 	// disagreement is recorded (keepalived adds the VIP and runs the notify
 	// hook a moment apart).
 	ReconcileGrace time.Duration `toml:"reconcile_grace"`
+	// MetricsListen serves Prometheus GET /metrics on this host:port, e.g.
+	// "127.0.0.1:9851"; empty (the default) is off. Keep it on loopback
+	// (or an address only the monitoring system reaches): the endpoint
+	// has no authentication.
+	MetricsListen string `toml:"metrics_listen"`
 
 	Metadata   MetadataConfig   `toml:"metadata"`
 	Report     ReportConfig     `toml:"report"`
@@ -274,6 +282,11 @@ func (c *Config) Validate() error {
 	if len(c.Socket) > 100 {
 		return bad("socket", "%q is longer than 100 bytes, too long for a unix socket path", c.Socket)
 	}
+	if c.MetricsListen != "" {
+		if err := checkListen(c.MetricsListen); err != nil {
+			return bad("metrics_listen", "%v", err)
+		}
+	}
 	if c.HistoryLimit < 1 || c.HistoryLimit > 100000 {
 		return bad("history_limit", "%d is out of range, allowed 1–100000", c.HistoryLimit)
 	}
@@ -409,6 +422,24 @@ func checkAbs(p string) error {
 	}
 	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
 		return fmt.Errorf("%q is not a clean absolute path", p)
+	}
+	return nil
+}
+
+// checkListen accepts IP:PORT (an empty host means every address); port 0
+// lets the kernel pick one.
+func checkListen(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port, e.g. \"127.0.0.1:9851\"", v)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("%q: the host must be an IP address, e.g. \"127.0.0.1:9851\"", v)
+		}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: the port must be 0–65535", v)
 	}
 	return nil
 }

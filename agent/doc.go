@@ -17,6 +17,8 @@
 //     reported to hostsync with retries (idempotent by member + sequence).
 //   - the control socket (status, history, refresh) and systemd
 //     notification (READY=1, STATUS=, WATCHDOG=1).
+//   - Prometheus metrics (Metrics), served on metrics_listen when it is
+//     set (off by default).
 //
 // Files it owns: keepalived.conf, the scripts directory, state_dir
 // (agent.db, stage/), the spool directory and the control socket.

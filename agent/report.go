@@ -47,18 +47,21 @@ func (a *Agent) reportLoop(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil
 				}
+				a.d.metrics.report(err)
 				a.noteReport(err)
 				backoff = nextBackoff(backoff, a.cfg.Report)
 				a.log.Warn("report failed; kept in the outbox", "op", "report", "seq", t.Seq, "retry_in", backoff, "err", err)
 				failed = true
 				break
 			}
+			a.d.metrics.report(nil)
 			if err := a.store.Ack(t.Seq); err != nil {
 				a.log.Error("ack delivered transition", "op", "report", "seq", t.Seq, "err", err)
 				failed = true
 				backoff = nextBackoff(backoff, a.cfg.Report)
 				break
 			}
+			a.noteOutbox()
 			a.noteReport(nil)
 			a.log.Debug("reported", "op", "report", "seq", t.Seq, "state", t.To)
 		}

@@ -61,6 +61,7 @@ func (a *Agent) notify(req api.NotifyRequest, n vrrp.Notify, spool string) (vrrp
 	}
 	if n.State == a.role {
 		a.vipPresent = present
+		a.publishLocked()
 		return vrrp.Transition{}, notifySameRole, nil
 	}
 	return a.recordLocked(vrrp.Transition{
@@ -76,6 +77,7 @@ func (a *Agent) notify(req api.NotifyRequest, n vrrp.Notify, spool string) (vrrp
 // recordLocked stores a transition from the current role; a.mu is held.
 func (a *Agent) recordLocked(t vrrp.Transition, spool string) (vrrp.Transition, notifyOutcome, error) {
 	t.From, t.Member, t.Group = a.role, a.self, a.group
+	t.Recorded = time.Now()
 	rec, dup, err := a.store.Record(t, spool)
 	if err != nil {
 		return vrrp.Transition{}, notifyRecorded, err
@@ -88,6 +90,9 @@ func (a *Agent) recordLocked(t vrrp.Transition, spool string) (vrrp.Transition, 
 		a.mismatchSince, a.mismatchRecorded = time.Time{}, false
 	}
 	a.role, a.vipPresent, a.lastAt = rec.To, rec.VIPPresent, rec.At
+	a.d.metrics.transition(rec.To)
+	a.publishLocked()
+	a.noteOutbox()
 	a.log.Info("transition", "op", "record", "seq", rec.Seq, "group", rec.Group, "from", rec.From, "state", rec.To,
 		"source", rec.Source, "vip_present", rec.VIPPresent, "note", rec.Note)
 	kick(a.reportKick)
@@ -188,6 +193,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 			a.log.Warn("cannot read the interface's addresses", "op", "reconcile", "iface", a.cfg.Interface, "err", perr)
 		} else if present != a.vipPresent {
 			a.vipPresent = present
+			a.publishLocked()
 			kick(a.statusChanged)
 		}
 	}

@@ -153,12 +153,17 @@ func sentence(st api.AgentStatus, now time.Time) string {
 		}
 		s += " since " + since.Format(layout)
 	}
-	s += ", VIP " + st.VIP + " on " + st.Interface
+	// Where the VIP is, said plainly for the role: a MASTER holds it, the
+	// others do not; the two mismatches are called out.
 	switch {
-	case st.Role == vrrp.RoleMaster && !st.VIPPresent:
-		s += " (missing)"
-	case st.Role != vrrp.RoleMaster && st.VIPPresent:
-		s += " (present)"
+	case st.Role == vrrp.RoleMaster && st.VIPPresent:
+		s += ", VIP " + st.VIP + " on " + st.Interface
+	case st.Role == vrrp.RoleMaster:
+		s += ", VIP " + st.VIP + " missing from " + st.Interface
+	case st.VIPPresent:
+		s += ", VIP " + st.VIP + " still on " + st.Interface
+	default:
+		s += ", VIP " + st.VIP + " not on " + st.Interface
 	}
 	s += fmt.Sprintf(", %d unreported event%s", st.Unreported, plural(st.Unreported))
 	if st.LastError != "" {

@@ -306,7 +306,7 @@ func (s *Service) decide(st claimState, in claimIn, now time.Time) decision {
 		return decision{move: true, accepted: true}
 	}
 	cur, ok := st.guests[st.owner.GuestID]
-	if !ok || st.other.Role != vrrp.RoleMaster || now.Sub(st.other.MasterAt) >= s.window {
+	if !ok || st.other.Role != vrrp.RoleMaster || now.Sub(st.other.MasterAt) >= splitWindow(s.window, st.group) {
 		// The owner left MASTER, left the group, or claimed it long
 		// enough ago that this is a failover, not two masters.
 		return decision{move: true, accepted: true}
@@ -326,6 +326,20 @@ func (s *Service) decide(st claimState, in claimIn, now time.Time) decision {
 	}
 	return decision{accepted: false, split: split, reannounce: true,
 		message: fmt.Sprintf("split brain: %s also claims MASTER; %s keeps the VIP (%s)", cur.Name, cur.Name, reason)}
+}
+
+// splitWindow is how close two members' MASTER claims must be to count as
+// a split brain: the configured window, but at most two advertisement
+// intervals of the group. A real failover comes at least three intervals
+// (keepalived's master-down timer) after the old master stopped being
+// heard, while members that both elect themselves MASTER (a partition, or
+// a start without hearing each other) do so within about one interval.
+func splitWindow(configured time.Duration, g registry.Group) time.Duration {
+	adv := g.Settings.AdvertInt.Duration()
+	if adv <= 0 {
+		adv = time.Second
+	}
+	return min(configured, 2*adv)
 }
 
 // resolveSplit picks the winner of two members claiming MASTER.
@@ -397,6 +411,7 @@ func (s *Service) announce(group string, vip netip.Addr, macText string) {
 	}
 	round := func() bool {
 		sent, err := s.announcer.Announce(ctx, vip, mac)
+		s.metrics.garpSent(sent)
 		switch {
 		case ctx.Err() != nil:
 			s.log.Debug("garp: burst superseded", "group", group, "vip", vip, "mac", macText, "sent", sent)
@@ -493,7 +508,9 @@ func (s *Service) applyDataPlane(ctx context.Context) error {
 	defer s.applyMu.Unlock()
 	ms, err := s.Mappings(ctx)
 	if err == nil {
+		start := time.Now()
 		err = s.backend.Apply(ctx, ms)
+		s.metrics.applyTook(time.Since(start))
 	}
 	s.mu.Lock()
 	s.stats.lastApply = s.nowUTC()

@@ -158,7 +158,9 @@ func TestSplitBrain(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.rec.take()
-			f.clock.Advance(2 * time.Second) // inside the 10 s window
+			// Within two advertisement intervals (1 s each): both elected
+			// themselves, which a failover (3 intervals at least) cannot do.
+			f.clock.Advance(1500 * time.Millisecond)
 			res, err := f.svc.Claim(f.ctx, tc.second, transition(1, "MASTER"))
 			if err != nil {
 				t.Fatal(err)
@@ -182,6 +184,24 @@ func TestSplitBrain(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("three advertisement intervals later it is a failover", func(t *testing.T) {
+		f := newFixture(t)
+		f.nginx()
+		if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
+			t.Fatal(err)
+		}
+		// keepalived's master-down timer: the backup takes over no sooner
+		// than three intervals after it last heard the master.
+		f.clock.Advance(3 * time.Second)
+		res, err := f.svc.Claim(f.ctx, slave, transition(1, "MASTER"))
+		if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
+			t.Fatalf("result = %+v, %v", res, err)
+		}
+		if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 0 {
+			t.Fatalf("split brains = %d, want 0", st.SplitBrains)
+		}
+	})
 
 	t.Run("after the window it is a failover", func(t *testing.T) {
 		f := newFixture(t)

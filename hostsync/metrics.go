@@ -19,7 +19,9 @@ type Metrics struct {
 	splitBrains  prometheus.Counter
 	observations *prometheus.CounterVec
 	applies      *prometheus.CounterVec
+	applyLatency prometheus.Histogram
 	moveLatency  prometheus.Histogram
+	garpFrames   prometheus.Counter
 }
 
 // NewMetrics creates and registers the metrics.
@@ -45,13 +47,24 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "dataplane_applies_total",
 			Help: "Data-plane applies of the EIP mappings, by result (ok, error).",
 		}, []string{"result"}),
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "dataplane_apply_seconds",
+			Help: "Duration of one data-plane apply of the EIP mappings (the backend's work: one nft -f transaction, or the hook), ok or not.",
+			// nft -f takes milliseconds; a command hook may call a remote
+			// gateway, bounded by dataplane.timeout (default 30 s).
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		garpFrames: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "garp_frames_sent_total",
+			Help: "Gratuitous ARP frames (requests and replies) written for new VIP owners.",
+		}),
 		moveLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "claim_to_applied_seconds",
 			Help:    "Time from a MASTER claim that moves the owner to the GARP started and the EIP mapping applied.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.claims, m.moves, m.splitBrains, m.observations, m.applies, m.moveLatency} {
+	for _, c := range []prometheus.Collector{m.claims, m.moves, m.splitBrains, m.observations, m.applies, m.applyLatency, m.moveLatency, m.garpFrames} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("hostsync: register metrics: %w", err)
 		}
@@ -60,6 +73,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 func (m *Metrics) claim(err error, res api.ClaimResult) {
+	if m == nil {
+		return
+	}
 	result := "accepted"
 	switch {
 	case errors.Is(err, ErrForbidden):
@@ -77,6 +93,9 @@ func (m *Metrics) claim(err error, res api.ClaimResult) {
 }
 
 func (m *Metrics) observation(accepted bool) {
+	if m == nil {
+		return
+	}
 	if accepted {
 		m.observations.WithLabelValues("accepted").Inc()
 		return
@@ -85,16 +104,41 @@ func (m *Metrics) observation(accepted bool) {
 }
 
 func (m *Metrics) moved(d time.Duration) {
+	if m == nil {
+		return
+	}
 	m.moves.Inc()
 	m.moveLatency.Observe(d.Seconds())
 }
 
-func (m *Metrics) splitBrain() { m.splitBrains.Inc() }
+func (m *Metrics) splitBrain() {
+	if m == nil {
+		return
+	}
+	m.splitBrains.Inc()
+}
 
 func (m *Metrics) applied(err error) {
+	if m == nil {
+		return
+	}
 	if err != nil {
 		m.applies.WithLabelValues("error").Inc()
 		return
 	}
 	m.applies.WithLabelValues("ok").Inc()
+}
+
+func (m *Metrics) applyTook(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.applyLatency.Observe(d.Seconds())
+}
+
+func (m *Metrics) garpSent(frames int) {
+	if m == nil || frames <= 0 {
+		return
+	}
+	m.garpFrames.Add(float64(frames))
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
@@ -52,6 +53,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		if metrics, err = NewMetrics(metricsReg); err != nil {
 			return err
 		}
+		for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+			if err := metricsReg.Register(c); err != nil {
+				return fmt.Errorf("hostsync: metrics: %w", err)
+			}
+		}
 	}
 	svc, err := New(ctx, store, Options{
 		Logger: log, Announcer: p.Announcer, Backend: p.Backend, Hosts: cfg.Hosts, Metrics: metrics,
@@ -84,6 +90,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		},
 	}
 	listeners := []net.Listener{guestLn, adminLn}
+	metricsAddr := "off"
 	if metricsReg != nil {
 		ml, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -95,9 +102,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(metricsReg, promhttp.HandlerOpts{}))
 		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second})
 		listeners = append(listeners, ml)
+		metricsAddr = ml.Addr().String()
 	}
 	log.Info("hostsync started", "guest_api", guestLn.Addr().String(), "admin_socket", cfg.AdminSocket,
-		"db", cfg.DBPath, "garp_iface", cfg.GARPInterface, "backend", cfg.DataPlane.Backend)
+		"db", cfg.DBPath, "garp_iface", cfg.GARPInterface, "backend", cfg.DataPlane.Backend, "metrics", metricsAddr)
 
 	g, gctx := errgroup.WithContext(ctx)
 	for i, srv := range servers {

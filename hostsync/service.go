@@ -60,7 +60,9 @@ type Options struct {
 	Intn func(n int) int
 	// SplitBrainWindow: a MASTER claim from one member while another
 	// member's MASTER claim is younger than this, and that member has not
-	// reported leaving MASTER, is a split brain (default 10 s).
+	// reported leaving MASTER, is a split brain (default 10 s). The window
+	// used is at most two advertisement intervals of the group (see
+	// splitWindow), so an ordinary failover is never taken for one.
 	SplitBrainWindow time.Duration
 	// StaleClaimAge: a MASTER claim stamped (by the guest) longer ago than
 	// this is recorded but does not move the VIP, since a newer event may

@@ -82,6 +82,9 @@ type Transition struct {
 	// Source says who saw it: "notify" (keepalived's hook), "netlink" (the
 	// VIP appeared or vanished on the NIC), "reconcile" (the agent's check).
 	Source string `json:"source"`
+	// Recorded is when the agent stored it durably (At is when it
+	// happened, e.g. when keepalived ran the notify hook).
+	Recorded time.Time `json:"recorded,omitzero"`
 	// VIPPresent is whether the VIP was on the interface when recorded.
 	VIPPresent bool   `json:"vip_present"`
 	Note       string `json:"note,omitempty"`

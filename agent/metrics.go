@@ -1,0 +1,209 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// Results of an apply (label "result" of vipkeeper_agent_apply_total).
+// The *_error results name the step that failed; every failure keeps the
+// last good files.
+const (
+	ApplyNotModified   = "not_modified"   // the source had nothing new
+	ApplyUnchanged     = "unchanged"      // fetched and rendered; the files were already right
+	ApplyApplied       = "applied"        // files installed and/or keepalived reloaded
+	ApplyFetchError    = "fetch_error"    // the source could not be read
+	ApplyMetadataError = "metadata_error" // invalid document, or this VM is not a member
+	ApplyRenderError   = "render_error"   // render refused the metadata
+	ApplyValidateError = "validate_error" // keepalived --config-test refused the staged files
+	ApplyInstallError  = "install_error"  // writing the files failed
+	ApplyReloadError   = "reload_error"   // files installed, keepalived's reload failed
+	ApplyStateError    = "state_error"    // the state database could not record the apply
+)
+
+// metricsRoles are the values of the role gauge's "role" label.
+var metricsRoles = []vrrp.Role{vrrp.RoleUnknown, vrrp.RoleMaster, vrrp.RoleBackup, vrrp.RoleFault, vrrp.RoleStop}
+
+// Metrics are the agent's Prometheus metrics, registered on the registerer
+// passed to NewMetrics (never the global one). A nil *Metrics records
+// nothing. Safe for concurrent use.
+type Metrics struct {
+	// Immutable after NewMetrics.
+	role        *prometheus.GaugeVec
+	transitions *prometheus.CounterVec
+	apply       *prometheus.CounterVec
+	outbox      prometheus.Gauge
+	reports     *prometheus.CounterVec
+	vipPresent  prometheus.Gauge
+
+	mu sync.Mutex // guards group
+	// group is the group label of the role series last published.
+	group *string
+}
+
+// NewMetrics creates the agent's metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		role: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "vipkeeper", Subsystem: "agent", Name: "role",
+			Help: "This VM's VRRP role in its group: 1 for the current role, 0 for the others.",
+		}, []string{"group", "role"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vipkeeper", Subsystem: "agent", Name: "transitions_total",
+			Help: "Role transitions recorded, by the role entered.",
+		}, []string{"to"}),
+		apply: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vipkeeper", Subsystem: "agent", Name: "apply_total",
+			Help: "Apply passes (fetch, render, validate, install, reload), by result: not_modified, unchanged, applied, " +
+				"or the failed step: fetch_error, metadata_error, render_error, validate_error, install_error, reload_error, state_error.",
+		}, []string{"result"}),
+		outbox: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "vipkeeper", Subsystem: "agent", Name: "outbox_depth",
+			Help: "Recorded transitions not yet delivered to hostsync.",
+		}),
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vipkeeper", Subsystem: "agent", Name: "reports_total",
+			Help: "Deliveries of a transition to hostsync, by result (ok, error).",
+		}, []string{"result"}),
+		vipPresent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "vipkeeper", Subsystem: "agent", Name: "vip_present",
+			Help: "1 when the group's VIP is on the VRRP interface, else 0.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.role, m.transitions, m.apply, m.outbox, m.reports, m.vipPresent} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("agent: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// state publishes the current role of group and whether the VIP is on the
+// interface. The series of a previous group are removed.
+func (m *Metrics) state(group string, role vrrp.Role, vipPresent bool) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.group != nil && *m.group != group {
+		m.role.DeletePartialMatch(prometheus.Labels{"group": *m.group})
+	}
+	m.group = &group
+	for _, r := range metricsRoles {
+		v := 0.0
+		if r == role {
+			v = 1
+		}
+		m.role.WithLabelValues(group, string(r)).Set(v)
+	}
+	if vipPresent {
+		m.vipPresent.Set(1)
+	} else {
+		m.vipPresent.Set(0)
+	}
+}
+
+func (m *Metrics) transition(to vrrp.Role) {
+	if m == nil {
+		return
+	}
+	m.transitions.WithLabelValues(string(to)).Inc()
+}
+
+func (m *Metrics) applied(result string) {
+	if m == nil {
+		return
+	}
+	m.apply.WithLabelValues(result).Inc()
+}
+
+func (m *Metrics) outboxDepth(n int) {
+	if m == nil {
+		return
+	}
+	m.outbox.Set(float64(n))
+}
+
+func (m *Metrics) report(err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.reports.WithLabelValues("error").Inc()
+		return
+	}
+	m.reports.WithLabelValues("ok").Inc()
+}
+
+// noteOutbox publishes the outbox depth.
+func (a *Agent) noteOutbox() {
+	if a.d.metrics == nil {
+		return
+	}
+	n, err := a.store.PendingCount()
+	if err != nil {
+		a.log.Warn("read outbox depth", "op", "metrics", "err", err)
+		return
+	}
+	a.d.metrics.outboxDepth(n)
+}
+
+// publishLocked publishes the role and VIP presence; a.mu is held.
+func (a *Agent) publishLocked() {
+	a.d.metrics.state(a.group, a.role, a.vipPresent)
+}
+
+// listenMetrics opens the metrics listener when metrics_listen is set
+// (nil, nil when it is not).
+func (a *Agent) listenMetrics() (net.Listener, error) {
+	if a.cfg.MetricsListen == "" {
+		return nil, nil
+	}
+	if a.d.gatherer == nil {
+		return nil, errors.New("agent: metrics_listen is set but no metrics registry was given")
+	}
+	ln, err := net.Listen("tcp", a.cfg.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("agent: metrics: %w", err)
+	}
+	return ln, nil
+}
+
+// serveMetrics serves GET /metrics on ln until ctx ends, then shuts the
+// server down and returns.
+func (a *Agent) serveMetrics(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.d.gatherer, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}))
+	srv := &http.Server{
+		Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("agent: metrics: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("agent: metrics: %w", err)
+	}
+	return nil
+}

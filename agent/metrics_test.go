@@ -1,0 +1,522 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/render"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// applyResults are every value of apply_total's result label.
+var applyResults = []string{
+	ApplyNotModified, ApplyUnchanged, ApplyApplied, ApplyFetchError, ApplyMetadataError,
+	ApplyRenderError, ApplyValidateError, ApplyInstallError, ApplyReloadError, ApplyStateError,
+}
+
+func applyCounts(m *Metrics) map[string]float64 {
+	out := map[string]float64{}
+	for _, r := range applyResults {
+		out[r] = testutil.ToFloat64(m.apply.WithLabelValues(r))
+	}
+	return out
+}
+
+// roleValues is the role gauge of group by role.
+func roleValues(m *Metrics, group string) map[vrrp.Role]float64 {
+	out := map[vrrp.Role]float64{}
+	for _, r := range metricsRoles {
+		out[r] = testutil.ToFloat64(m.role.WithLabelValues(group, string(r)))
+	}
+	return out
+}
+
+func wantRole(t *testing.T, m *Metrics, group string, role vrrp.Role) {
+	t.Helper()
+	if n := testutil.CollectAndCount(m.role); n != len(metricsRoles) {
+		t.Errorf("role series = %d, want %d (one per role of group %s)", n, len(metricsRoles), group)
+	}
+	for r, v := range roleValues(m, group) {
+		want := 0.0
+		if r == role {
+			want = 1
+		}
+		if v != want {
+			t.Errorf("vipkeeper_agent_role{group=%q,role=%q} = %v, want %v", group, r, v, want)
+		}
+	}
+}
+
+// TestMetricsFollowAgentEvents drives notify events over the control socket
+// with a fake hostsync that is down and then up, and apply passes that
+// succeed or fail at each step, and checks the metrics each one touches.
+func TestMetricsFollowAgentEvents(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &claimServer{seen: map[uint64]int{}, down: true}
+	srv := httptest.NewServer(cs)
+	defer srv.Close()
+	var renderFails atomic.Bool
+	h := startTestAgent(t, metaJSON(t, testMeta(1)), func(c *Config, d *deps) {
+		c.Report.URL = srv.URL + api.PathClaims
+		d.metrics = m
+		d.render = func(md *vrrp.Metadata, o render.Options) (*render.Output, error) {
+			if renderFails.Load() {
+				return nil, errors.New("render: refused")
+			}
+			return render.Render(md, o)
+		}
+	})
+	waitFor(t, "first apply", func() bool { return h.status().Ready })
+	gauge := func(g prometheus.Gauge) float64 { return testutil.ToFloat64(g) }
+
+	t.Run("after the first apply", func(t *testing.T) {
+		if got := applyCounts(m)[ApplyApplied]; got != 1 {
+			t.Errorf("apply_total{applied} = %v, want 1", got)
+		}
+		wantRole(t, m, "web", vrrp.RoleUnknown)
+		if gauge(m.vipPresent) != 0 || gauge(m.outbox) != 0 {
+			t.Errorf("vip_present %v, outbox_depth %v, want 0 and 0", gauge(m.vipPresent), gauge(m.outbox))
+		}
+	})
+
+	t.Run("MASTER with the VIP while hostsync is down", func(t *testing.T) {
+		h.link.set("192.0.2.11/24", "192.0.2.10/24")
+		h.hook("INSTANCE", "VI_web", "MASTER", "100")
+		wantRole(t, m, "web", vrrp.RoleMaster)
+		if got := testutil.ToFloat64(m.transitions.WithLabelValues("MASTER")); got != 1 {
+			t.Errorf("transitions_total{to=MASTER} = %v, want 1", got)
+		}
+		if gauge(m.vipPresent) != 1 {
+			t.Error("vip_present is not 1 with the VIP on the interface")
+		}
+		waitFor(t, "a failed report", func() bool { return testutil.ToFloat64(m.reports.WithLabelValues("error")) >= 1 })
+		if gauge(m.outbox) != 1 {
+			t.Errorf("outbox_depth = %v, want 1", gauge(m.outbox))
+		}
+		h.hook("INSTANCE", "VI_web", "BACKUP", "100")
+		if got := testutil.ToFloat64(m.transitions.WithLabelValues("BACKUP")); got != 1 {
+			t.Errorf("transitions_total{to=BACKUP} = %v, want 1", got)
+		}
+		wantRole(t, m, "web", vrrp.RoleBackup)
+		if gauge(m.outbox) != 2 {
+			t.Errorf("outbox_depth = %v, want 2", gauge(m.outbox))
+		}
+	})
+
+	t.Run("hostsync back: the outbox drains", func(t *testing.T) {
+		cs.setDown(false)
+		waitFor(t, "outbox_depth 0", func() bool { return gauge(m.outbox) == 0 })
+		if got := testutil.ToFloat64(m.reports.WithLabelValues("ok")); got != 2 {
+			t.Errorf("reports_total{ok} = %v, want 2", got)
+		}
+	})
+
+	t.Run("the VIP leaves the interface", func(t *testing.T) {
+		h.link.set("192.0.2.11/24")
+		waitFor(t, "vip_present 0", func() bool { return gauge(m.vipPresent) == 0 })
+	})
+
+	scripts := h.cfg.Keepalived.ScriptsDir
+	rev := uint64(10)
+	newDoc := func(t *testing.T) {
+		rev++
+		md := testMeta(rev)
+		md.VirtualRouterID = int(rev) // a content change
+		h.writeMeta(metaJSON(t, md))
+	}
+	// Each step leaves the agent with good files for the next.
+	steps := []struct {
+		name   string
+		result string
+		do     func(t *testing.T)
+		undo   func(t *testing.T)
+	}{
+		{"new content", ApplyApplied, func(t *testing.T) { newDoc(t); h.refresh() }, nil},
+		{"same content", ApplyUnchanged, func(t *testing.T) { h.refresh() }, nil},
+		{"source unchanged", ApplyNotModified, func(t *testing.T) {
+			if err := h.apply(context.Background(), false); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		{"metadata file missing", ApplyFetchError, func(t *testing.T) {
+			if err := os.Remove(h.metaPath); err != nil {
+				t.Fatal(err)
+			}
+			h.refresh()
+		}, func(t *testing.T) { newDoc(t) }},
+		{"invalid metadata", ApplyMetadataError, func(t *testing.T) { h.writeMeta([]byte(`{"version": 1,`)); h.refresh() },
+			func(t *testing.T) { newDoc(t) }},
+		{"render refuses", ApplyRenderError, func(t *testing.T) { renderFails.Store(true); newDoc(t); h.refresh() },
+			func(t *testing.T) { renderFails.Store(false) }},
+		{"config test fails", ApplyValidateError, func(t *testing.T) {
+			h.val.mu.Lock()
+			h.val.err = errors.New("keepalived --config-test failed")
+			h.val.mu.Unlock()
+			newDoc(t)
+			h.refresh()
+		}, func(t *testing.T) {
+			h.val.mu.Lock()
+			h.val.err = nil
+			h.val.mu.Unlock()
+		}},
+		{"scripts dir cannot be created", ApplyInstallError, func(t *testing.T) {
+			if err := os.RemoveAll(scripts); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(scripts, []byte("a file in the way"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			newDoc(t)
+			h.refresh()
+		}, func(t *testing.T) { os.Remove(scripts) }},
+		{"reload fails", ApplyReloadError, func(t *testing.T) {
+			h.ka.mu.Lock()
+			h.ka.err = errors.New("reload refused")
+			h.ka.mu.Unlock()
+			newDoc(t)
+			h.refresh()
+		}, func(t *testing.T) {
+			h.ka.mu.Lock()
+			h.ka.err = nil
+			h.ka.mu.Unlock()
+		}},
+	}
+	for _, s := range steps {
+		t.Run("apply: "+s.name, func(t *testing.T) {
+			before := applyCounts(m)
+			s.do(t)
+			after := applyCounts(m)
+			for _, r := range applyResults {
+				want := before[r]
+				if r == s.result {
+					want++
+				}
+				if after[r] != want {
+					t.Errorf("apply_total{result=%q} = %v, want %v", r, after[r], want)
+				}
+			}
+			if s.undo != nil {
+				s.undo(t)
+				if st := h.refresh(); st.LastError != "" {
+					t.Fatalf("the next apply still fails: %s", st.LastError)
+				}
+			}
+		})
+	}
+
+	t.Run("another group: the old group's series are removed", func(t *testing.T) {
+		md := testMeta(100)
+		md.Group = vrrp.Group{ID: "ig-shop", Name: "shop"}
+		h.writeMeta(metaJSON(t, md))
+		if st := h.refresh(); st.LastError != "" {
+			t.Fatal(st.LastError)
+		}
+		wantRole(t, m, "shop", vrrp.RoleBackup)
+	})
+}
+
+// logRecorder passes records on to a handler and keeps the attributes of
+// each message (the last record of that message wins).
+type logRecorder struct {
+	slog.Handler
+	st *logState
+}
+
+type logState struct {
+	mu    sync.Mutex
+	attrs map[string]map[string]string
+}
+
+func newLogRecorder(h slog.Handler) *logRecorder {
+	return &logRecorder{Handler: h, st: &logState{attrs: map[string]map[string]string{}}}
+}
+
+func (h *logRecorder) Handle(ctx context.Context, r slog.Record) error {
+	m := map[string]string{}
+	r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.String(); return true })
+	h.st.mu.Lock()
+	h.st.attrs[r.Message] = m
+	h.st.mu.Unlock()
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logRecorder{Handler: h.Handler.WithAttrs(as), st: h.st}
+}
+
+func (h *logRecorder) WithGroup(name string) slog.Handler {
+	return &logRecorder{Handler: h.Handler.WithGroup(name), st: h.st}
+}
+
+// attr is the attribute key of the last record with message msg.
+func (h *logRecorder) attr(msg, key string) (string, bool) {
+	h.st.mu.Lock()
+	defer h.st.mu.Unlock()
+	v, ok := h.st.attrs[msg][key]
+	return v, ok
+}
+
+// listenPorts returns the ports of the listening TCP sockets this process
+// holds (read from /proc), to tell which listeners the agent opened.
+func listenPorts(t testing.TB) map[int]bool {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("needs Linux /proc to list this process's sockets: %v", err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		l, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	ports := map[int]bool{}
+	for _, name := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			continue // no IPv6
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			fs := strings.Fields(line)
+			// sl local_address rem_address st ... uid timeout inode; 0A is LISTEN.
+			if len(fs) < 10 || fs[3] != "0A" || !inodes[fs[9]] {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(fs[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
+				ports[int(p)] = true
+			}
+		}
+	}
+	return ports
+}
+
+func newPorts(before, after map[int]bool) map[int]bool {
+	out := map[int]bool{}
+	for p := range after {
+		if !before[p] {
+			out[p] = true
+		}
+	}
+	return out
+}
+
+// scrape GETs url and returns each sample line's value by its series
+// ("name" or `name{label="value",...}`).
+func scrape(t testing.TB, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("sample line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestMetricsEndpoint runs the agent with metrics_listen set and empty.
+// Set: GET /metrics answers on that address (the agent's only TCP
+// listener) with the role a notify set, and stops with the agent. Empty:
+// the agent opens no TCP listener at all and runs without metrics.
+func TestMetricsEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		listen string
+	}{
+		{"on", "127.0.0.1:0"},
+		{"off", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := newLogRecorder(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+			before := listenPorts(t)
+			h := startTestAgentLog(t, slog.New(logs), metaJSON(t, testMeta(1)), func(c *Config, d *deps) {
+				c.MetricsListen = tc.listen
+				if tc.listen != "" {
+					// As Run does when metrics_listen is set.
+					reg := prometheus.NewRegistry()
+					m, err := NewMetrics(reg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					d.metrics, d.gatherer = m, reg
+				}
+			})
+			waitFor(t, "first apply", func() bool { return h.status().Ready })
+			addr, _ := logs.attr("agent started", "metrics")
+			got := newPorts(before, listenPorts(t))
+			h.link.set("192.0.2.11/24", "192.0.2.10/24")
+			h.hook("INSTANCE", "VI_web", "MASTER", "100")
+
+			if tc.listen == "" {
+				if addr != "off" || len(got) != 0 {
+					t.Fatalf("metrics %q, new TCP listeners %v; want off and none", addr, got)
+				}
+				if h.d.metrics != nil || h.d.gatherer != nil {
+					t.Fatal("metrics created although metrics_listen is empty")
+				}
+				if st := h.status(); st.Role != vrrp.RoleMaster {
+					t.Fatalf("role = %s without metrics, want MASTER", st.Role)
+				}
+				return
+			}
+			_, p, err := net.SplitHostPort(addr)
+			if err != nil {
+				t.Fatalf("start log metrics=%q: %v", addr, err)
+			}
+			if n, _ := strconv.Atoi(p); len(got) != 1 || !got[n] {
+				t.Fatalf("new TCP listeners %v, want only the metrics port %s", got, p)
+			}
+			url := "http://" + addr + "/metrics"
+			s := scrape(t, url)
+			for series, want := range map[string]float64{
+				`vipkeeper_agent_role{group="web",role="MASTER"}`:  1,
+				`vipkeeper_agent_role{group="web",role="UNKNOWN"}`: 0,
+				`vipkeeper_agent_transitions_total{to="MASTER"}`:   1,
+				`vipkeeper_agent_apply_total{result="applied"}`:    1,
+				"vipkeeper_agent_vip_present":                      1,
+				"vipkeeper_agent_outbox_depth":                     0, // reporting is off with a metadata file
+			} {
+				if v, ok := s[series]; !ok || v != want {
+					t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)
+				}
+			}
+
+			h.stop()
+			if resp, err := http.Get(url); err == nil {
+				resp.Body.Close()
+				t.Error("/metrics still answers after the agent stopped")
+			}
+			if left := newPorts(before, listenPorts(t)); len(left) != 0 {
+				t.Errorf("listeners left open after the agent stopped: %v", left)
+			}
+		})
+	}
+}
+
+func TestParseConfigMetricsListen(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		ok    bool
+	}{
+		{"127.0.0.1:9851", true},
+		{"[::1]:9851", true},
+		{":9851", true},
+		{"127.0.0.1:0", true},
+		{"localhost:9851", false},
+		{"127.0.0.1", false},
+		{"127.0.0.1:65536", false},
+		{"127.0.0.1:http", false},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			cfg, err := ParseConfig("agent.toml", []byte("metrics_listen = "+strconv.Quote(tc.value)+"\n"+minimalConfig))
+			if tc.ok {
+				if err != nil || cfg.MetricsListen != tc.value {
+					t.Fatalf("ParseConfig: %v (metrics_listen %q)", err, cfg.MetricsListen)
+				}
+				return
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Key != "metrics_listen" {
+				t.Fatalf("ParseConfig(%q) = %v, want a *ConfigError on metrics_listen", tc.value, err)
+			}
+		})
+	}
+	cfg, err := ParseConfig("agent.toml", []byte(minimalConfig))
+	if err != nil || cfg.MetricsListen != "" {
+		t.Fatalf("default metrics_listen = %q (%v), want empty: off", cfg.MetricsListen, err)
+	}
+}
+
+// recordingRegisterer keeps what is registered on it.
+type recordingRegisterer struct{ cs []prometheus.Collector }
+
+func (r *recordingRegisterer) Register(c prometheus.Collector) error {
+	r.cs = append(r.cs, c)
+	return nil
+}
+
+func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) { r.cs = append(r.cs, cs...) }
+
+func (r *recordingRegisterer) Unregister(prometheus.Collector) bool { return false }
+
+// metricNames are the fully qualified names of every metric registered on r.
+func (r *recordingRegisterer) metricNames(t *testing.T) []string {
+	t.Helper()
+	reName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	var names []string
+	for _, c := range r.cs {
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			m := reName.FindStringSubmatch(d.String())
+			if m == nil {
+				t.Fatalf("no name in %s", d)
+			}
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+func TestREADMEDocumentsEveryMetric(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r recordingRegisterer
+	if _, err := NewMetrics(&r); err != nil {
+		t.Fatal(err)
+	}
+	names := r.metricNames(t)
+	if len(names) != 6 {
+		t.Fatalf("metrics %v, want 6", names)
+	}
+	for _, n := range names {
+		if !strings.Contains(string(readme), "| `"+n+"` |") {
+			t.Errorf("README.md's Metrics section has no row for %s", n)
+		}
+	}
+}

@@ -1,0 +1,525 @@
+package hostsync
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+)
+
+// histCount is the sample count of the histogram name in g.
+func histCount(t testing.TB, g prometheus.Gatherer, name string) uint64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// TestMetricsFollowClaims drives claims through the engine and checks
+// every counter and histogram they touch: a move (claim, move, GARP
+// frames, apply and its latency), a split brain (re-announce, no move) and
+// a move whose apply fails.
+func TestMetricsFollowClaims(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, func(o *Options) { o.Metrics = m })
+	f.nginx()
+	// Binding the EIP applied the data plane already.
+	applies := histCount(t, reg, "vipkeeper_hostsync_dataplane_apply_seconds")
+	if applies == 0 || testutil.ToFloat64(m.applies.WithLabelValues("ok")) != float64(applies) {
+		t.Fatalf("after the EIP was bound: %d applies timed, %v ok", applies, testutil.ToFloat64(m.applies.WithLabelValues("ok")))
+	}
+
+	type want struct {
+		claims       map[string]float64
+		moves        float64
+		splitBrains  float64
+		garpFrames   float64
+		appliesOK    float64
+		appliesErr   float64
+		applyTimed   uint64
+		moveLatency  uint64
+		observations float64
+	}
+	check := func(t *testing.T, w want) {
+		t.Helper()
+		for result, n := range w.claims {
+			if got := testutil.ToFloat64(m.claims.WithLabelValues(result)); got != n {
+				t.Errorf("claims_total{result=%q} = %v, want %v", result, got, n)
+			}
+		}
+		for name, c := range map[string]struct {
+			got, want float64
+		}{
+			"vip_moves_total":                   {testutil.ToFloat64(m.moves), w.moves},
+			"split_brains_total":                {testutil.ToFloat64(m.splitBrains), w.splitBrains},
+			"garp_frames_sent_total":            {testutil.ToFloat64(m.garpFrames), w.garpFrames},
+			`dataplane_applies_total{ok}`:       {testutil.ToFloat64(m.applies.WithLabelValues("ok")), w.appliesOK},
+			`dataplane_applies_total{error}`:    {testutil.ToFloat64(m.applies.WithLabelValues("error")), w.appliesErr},
+			`garp_observations_total{accepted}`: {testutil.ToFloat64(m.observations.WithLabelValues("accepted")), w.observations},
+		} {
+			if c.got != c.want {
+				t.Errorf("%s = %v, want %v", name, c.got, c.want)
+			}
+		}
+		if got := histCount(t, reg, "vipkeeper_hostsync_dataplane_apply_seconds"); got != w.applyTimed {
+			t.Errorf("dataplane_apply_seconds count = %d, want %d", got, w.applyTimed)
+		}
+		if got := histCount(t, reg, "vipkeeper_hostsync_claim_to_applied_seconds"); got != w.moveLatency {
+			t.Errorf("claim_to_applied_seconds count = %d, want %d", got, w.moveLatency)
+		}
+	}
+
+	// Each step builds on the one before.
+	steps := []struct {
+		name string
+		do   func(t *testing.T)
+		want want
+	}{
+		{
+			name: "first MASTER claim moves the owner: one GARP round (2 frames) and one apply",
+			do: func(t *testing.T) {
+				if res, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil || !res.Accepted {
+					t.Fatalf("claim: %+v %v", res, err)
+				}
+			},
+			want: want{claims: map[string]float64{"accepted": 1}, moves: 1, garpFrames: 2, appliesOK: float64(applies) + 1,
+				applyTimed: applies + 1, moveLatency: 1},
+		},
+		{
+			name: "the same claim again is a duplicate and changes nothing else",
+			do: func(t *testing.T) {
+				if res, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil || !res.Duplicate {
+					t.Fatalf("claim: %+v %v", res, err)
+				}
+			},
+			want: want{claims: map[string]float64{"accepted": 1, "duplicate": 1}, moves: 1, garpFrames: 2, appliesOK: float64(applies) + 1,
+				applyTimed: applies + 1, moveLatency: 1},
+		},
+		{
+			name: "split brain: the lower priority claims within the window, the owner is re-announced",
+			do: func(t *testing.T) {
+				f.clock.Advance(500 * time.Millisecond) // well inside the split-brain window
+				if res, err := f.svc.Claim(f.ctx, slave, transition(1, "MASTER")); err != nil || res.Accepted {
+					t.Fatalf("claim: %+v %v", res, err)
+				}
+			},
+			want: want{claims: map[string]float64{"accepted": 1, "duplicate": 1, "rejected": 1}, moves: 1, splitBrains: 1, garpFrames: 4,
+				appliesOK: float64(applies) + 1, applyTimed: applies + 1, moveLatency: 1},
+		},
+		{
+			name: "a failover whose apply fails: moved, counted as an apply error, still timed",
+			do: func(t *testing.T) {
+				f.backend.setErr(errors.New("nft: boom"))
+				f.clock.Advance(time.Second)
+				if res, err := f.svc.Claim(f.ctx, master, transition(2, "FAULT")); err != nil || !res.Accepted {
+					t.Fatalf("claim: %+v %v", res, err)
+				}
+				f.clock.Advance(time.Minute)
+				if res, err := f.svc.Claim(f.ctx, slave, transition(2, "MASTER")); err != nil || res.Owner != "nginx-slave" {
+					t.Fatalf("claim: %+v %v", res, err)
+				}
+			},
+			want: want{claims: map[string]float64{"accepted": 3, "duplicate": 1, "rejected": 1}, moves: 2, splitBrains: 1, garpFrames: 6,
+				appliesOK: float64(applies) + 1, appliesErr: 1, applyTimed: applies + 2, moveLatency: 2},
+		},
+		{
+			name: "a GARP from the old owner's MAC moves the VIP back",
+			do: func(t *testing.T) {
+				f.backend.setErr(nil)
+				f.clock.Advance(time.Minute) // past the split-brain window
+				mac, _ := net.ParseMAC("52:54:00:00:00:11")
+				if res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: mac}); err != nil || res.Owner != "nginx-master" {
+					t.Fatalf("observe: %+v %v", res, err)
+				}
+			},
+			want: want{claims: map[string]float64{"accepted": 3, "duplicate": 1, "rejected": 1}, moves: 3, splitBrains: 1, garpFrames: 8,
+				appliesOK: float64(applies) + 2, appliesErr: 1, applyTimed: applies + 3, moveLatency: 3, observations: 1},
+		},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			s.do(t)
+			check(t, s.want)
+		})
+	}
+}
+
+func TestNewMetricsRefusesDoubleRegistration(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewMetrics(reg); err == nil {
+		t.Fatal("registering the metrics twice on one registry succeeded")
+	}
+}
+
+// logRecorder passes records on to a handler and keeps the attributes of
+// each message (the last record of that message wins).
+type logRecorder struct {
+	slog.Handler
+	st *logState
+}
+
+type logState struct {
+	mu    sync.Mutex
+	attrs map[string]map[string]string
+}
+
+func newLogRecorder(h slog.Handler) *logRecorder {
+	return &logRecorder{Handler: h, st: &logState{attrs: map[string]map[string]string{}}}
+}
+
+func (h *logRecorder) Handle(ctx context.Context, r slog.Record) error {
+	m := map[string]string{}
+	r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.String(); return true })
+	h.st.mu.Lock()
+	h.st.attrs[r.Message] = m
+	h.st.mu.Unlock()
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logRecorder{Handler: h.Handler.WithAttrs(as), st: h.st}
+}
+
+func (h *logRecorder) WithGroup(name string) slog.Handler {
+	return &logRecorder{Handler: h.Handler.WithGroup(name), st: h.st}
+}
+
+// attr is the attribute key of the last record with message msg, and
+// whether there was one.
+func (h *logRecorder) attr(msg, key string) (string, bool) {
+	h.st.mu.Lock()
+	defer h.st.mu.Unlock()
+	m, ok := h.st.attrs[msg]
+	if !ok {
+		return "", false
+	}
+	v, ok := m[key]
+	return v, ok
+}
+
+// listenPorts returns the ports of the listening TCP sockets this process
+// holds (read from /proc), to tell which listeners a daemon opened.
+func listenPorts(t testing.TB) map[int]bool {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("needs Linux /proc to list this process's sockets: %v", err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		l, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	ports := map[int]bool{}
+	for _, name := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			continue // no IPv6
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			fs := strings.Fields(line)
+			// sl local_address rem_address st ... uid timeout inode; 0A is LISTEN.
+			if len(fs) < 10 || fs[3] != "0A" || !inodes[fs[9]] {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(fs[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
+				ports[int(p)] = true
+			}
+		}
+	}
+	return ports
+}
+
+// newPorts lists the ports in after and not in before.
+func newPorts(before, after map[int]bool) map[int]bool {
+	out := map[int]bool{}
+	for p := range after {
+		if !before[p] {
+			out[p] = true
+		}
+	}
+	return out
+}
+
+func port(t testing.TB, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("address %q: %v", addr, err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// scrape GETs url and returns each sample line's value by its series
+// ("name" or `name{label="value",...}`).
+func scrape(t testing.TB, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("sample line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRunMetricsEndpoint runs the daemon with metrics_listen set and with
+// it empty. Set: /metrics is served on that address (and on no other new
+// port but the guest API's), shows a move learnt from GARP with its GARP
+// frames and timed applies, and is gone once Run returns. Empty: the only
+// TCP listener Run opens is the guest API.
+func TestRunMetricsEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		listen string
+	}{
+		{"on", "127.0.0.1:0"},
+		{"off", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg, err := ParseConfig("test.toml", []byte(fmt.Sprintf(`
+state_dir = %q
+admin_socket = %q
+guest_listen = "127.0.0.1:0"
+metrics_listen = %q
+reapply_interval = "1h"
+[dataplane]
+backend = "none"
+`, dir, filepath.Join(dir, "hostsync.sock"), tc.listen)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			seedNginxOwnedByMaster(t, cfg)
+
+			backend := &fakeBackend{}
+			observe := make(chan Observation)
+			p := &Platform{
+				Backend:   backend,
+				Announcer: &fakeAnnouncer{rec: &recorder{}},
+				Listen: func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error {
+					for {
+						select {
+						case <-ctx.Done():
+							return ctx.Err()
+						case o := <-observe:
+							if watch(o.VIP) {
+								report(o)
+							}
+						}
+					}
+				},
+			}
+			logs := newLogRecorder(testLogger(t).Handler())
+			before := listenPorts(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- Run(ctx, cfg, slog.New(logs), p) }()
+			waitFor(t, "the start log", func() bool { _, ok := logs.attr("hostsync started", "metrics"); return ok })
+			guest, _ := logs.attr("hostsync started", "guest_api")
+			addr, _ := logs.attr("hostsync started", "metrics")
+			got := newPorts(before, listenPorts(t))
+
+			if tc.listen == "" {
+				if addr != "off" {
+					t.Errorf("start log says metrics %q, want off", addr)
+				}
+				if len(got) != 1 || !got[port(t, guest)] {
+					t.Errorf("new TCP listeners on ports %v, want only the guest API's %s", got, guest)
+				}
+			} else {
+				if len(got) != 2 || !got[port(t, guest)] || !got[port(t, addr)] {
+					t.Fatalf("new TCP listeners on ports %v, want the guest API's %s and metrics %s", got, guest, addr)
+				}
+				url := "http://" + addr + "/metrics"
+				waitFor(t, "the data plane applied at start", func() bool { return len(backend.lastSet()) == 1 })
+				slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
+				observe <- Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: time.Now()}
+				waitFor(t, "the mapping re-pointed", func() bool {
+					ms := backend.lastSet()
+					return len(ms) == 1 && ms[0].Owner == "nginx-slave"
+				})
+				var s map[string]float64
+				waitFor(t, "the move in /metrics", func() bool {
+					s = scrape(t, url)
+					return s["vipkeeper_hostsync_vip_moves_total"] == 1
+				})
+				for series, want := range map[string]float64{
+					`vipkeeper_hostsync_garp_observations_total{result="accepted"}`: 1,
+					`vipkeeper_hostsync_dataplane_applies_total{result="ok"}`:       2, // at start, after the move
+					"vipkeeper_hostsync_dataplane_apply_seconds_count":              2,
+					"vipkeeper_hostsync_claim_to_applied_seconds_count":             1,
+					"vipkeeper_hostsync_split_brains_total":                         0,
+				} {
+					if s[series] != want {
+						t.Errorf("%s = %v, want %v", series, s[series], want)
+					}
+				}
+				// The first round went out before the apply; later rounds follow.
+				if n := s["vipkeeper_hostsync_garp_frames_sent_total"]; n < 2 || int(n)%2 != 0 {
+					t.Errorf("garp_frames_sent_total = %v, want whole rounds of 2", n)
+				}
+				if _, ok := s["process_start_time_seconds"]; !ok {
+					t.Error("no process metrics")
+				}
+			}
+
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Run returned %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run did not stop")
+			}
+			if tc.listen != "" {
+				if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+					resp.Body.Close()
+					t.Error("/metrics still answers after Run returned")
+				}
+			}
+			if left := newPorts(before, listenPorts(t)); len(left) != 0 {
+				t.Errorf("listeners left open after Run returned: %v", left)
+			}
+		})
+	}
+}
+
+// seedNginxOwnedByMaster writes the seed's group, owned by nginx-master
+// since an hour ago, into the registry at cfg.DBPath.
+func seedNginxOwnedByMaster(t *testing.T, cfg Config) {
+	t.Helper()
+	store, err := registry.OpenBolt(cfg.DBPath, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	f := &fixture{t: t, ctx: context.Background(), store: store, clock: newClock(), rec: &recorder{}}
+	f.svc, err = New(f.ctx, store, Options{Logger: testLogger(t), Now: func() time.Time { return time.Now().Add(-time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.svc.Close()
+	f.mustNetwork(api.NetworkCreate{ID: "net1", CIDR: vpcNet, VPCID: "vpc1"})
+	f.mustNetwork(api.NetworkCreate{ID: "pub", CIDR: eipNet, Kind: "eip"})
+	f.mustGuest("g1", "nginx-master", "net1", "192.0.2.11", "52:54:00:00:00:11", 1, "host-a")
+	f.mustGuest("g2", "nginx-slave", "net1", "192.0.2.12", "52:54:00:00:00:12", 1, "host-b")
+	f.nginx()
+	if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recordingRegisterer keeps what is registered on it.
+type recordingRegisterer struct{ cs []prometheus.Collector }
+
+func (r *recordingRegisterer) Register(c prometheus.Collector) error {
+	r.cs = append(r.cs, c)
+	return nil
+}
+
+func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) { r.cs = append(r.cs, cs...) }
+
+func (r *recordingRegisterer) Unregister(prometheus.Collector) bool { return false }
+
+// metricNames are the fully qualified names of every metric registered on r.
+func (r *recordingRegisterer) metricNames(t *testing.T) []string {
+	t.Helper()
+	reName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	var names []string
+	for _, c := range r.cs {
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			m := reName.FindStringSubmatch(d.String())
+			if m == nil {
+				t.Fatalf("no name in %s", d)
+			}
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+func TestREADMEDocumentsEveryMetric(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r recordingRegisterer
+	if _, err := NewMetrics(&r); err != nil {
+		t.Fatal(err)
+	}
+	names := r.metricNames(t)
+	if len(names) != 8 {
+		t.Fatalf("metrics %v, want 8", names)
+	}
+	for _, n := range names {
+		if !strings.Contains(string(readme), "| `"+n+"` |") {
+			t.Errorf("README.md's Metrics section has no row for %s", n)
+		}
+	}
+}

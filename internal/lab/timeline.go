@@ -1,0 +1,303 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// Watch records, from the moment it starts, the gratuitous ARP seen on a
+// host's bridge and the answers the client gets through the EIP, so a
+// failover's timeline can be measured from the outside.
+type Watch struct {
+	s      *Stack
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex // guards the fields below
+	garps   []garpSeen
+	answers []answer
+	holders []holderSeen
+}
+
+type holderSeen struct {
+	at    time.Time
+	names []string
+}
+
+type garpSeen struct {
+	at  time.Time
+	mac string
+}
+
+type answer struct {
+	at   time.Time // when the request was sent
+	name string    // who answered; "" on failure
+}
+
+// StartWatch listens for GARP on host h's bridge and polls the client
+// through the EIP every interval.
+func (s *Stack) StartWatch(h *Host, interval time.Duration) (*Watch, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Watch{s: s, cancel: cancel}
+	var (
+		l      *garp.Listener
+		closer io.Closer
+	)
+	err := s.InNS(h.ID, func() error {
+		var err error
+		l, closer, err = garp.OpenListener("br0", func(a netip.Addr) bool { return a == VIP.Addr() }, garp.ListenerOptions{})
+		return err
+	})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	w.wg.Add(3)
+	go func() {
+		defer w.wg.Done()
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		var last []string
+		for {
+			if hs, err := s.VIPHolders(); err == nil {
+				var names []string
+				for _, g := range hs {
+					names = append(names, g.Name)
+				}
+				if !slices.Equal(names, last) {
+					w.mu.Lock()
+					w.holders = append(w.holders, holderSeen{at: time.Now(), names: names})
+					w.mu.Unlock()
+					last = names
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	go func() {
+		defer w.wg.Done()
+		defer closer.Close()
+		_ = l.Run(ctx, func(o garp.Observation) {
+			w.mu.Lock()
+			w.garps = append(w.garps, garpSeen{at: o.At, mac: o.MAC.String()})
+			w.mu.Unlock()
+		})
+	}()
+	go func() {
+		defer w.wg.Done()
+		// One request every interval, each on its own connection and
+		// goroutine, so a request lost in the move (it waits for its
+		// timeout) does not delay the next: the first success is known to
+		// within one interval. At most 64 are in flight.
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		var inflight sync.WaitGroup
+		defer inflight.Wait()
+		slots := make(chan struct{}, 64)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			select {
+			case slots <- struct{}{}:
+			default:
+				continue // too many in flight: skip this tick
+			}
+			inflight.Add(1)
+			go func(sent time.Time) {
+				defer inflight.Done()
+				defer func() { <-slots }()
+				name, _ := s.ClientGet(ctx, 300*time.Millisecond)
+				w.mu.Lock()
+				w.answers = append(w.answers, answer{at: sent, name: name})
+				w.mu.Unlock()
+			}(time.Now())
+		}
+	}()
+	return w, nil
+}
+
+// Stop ends the watch and waits for its goroutines.
+func (w *Watch) Stop() {
+	w.cancel()
+	w.wg.Wait()
+}
+
+// FirstGARP is the first GARP for the VIP with mac seen at or after t.
+func (w *Watch) FirstGARP(mac string, t time.Time) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, g := range w.garps {
+		if g.mac == mac && !g.at.Before(t) {
+			return g.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// FirstSoleHolder is when name was first seen as the only guest with the
+// VIP on its NIC at or after t (polled every 5 ms through netlink).
+func (w *Watch) FirstSoleHolder(name string, t time.Time) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, h := range w.holders {
+		if !h.at.Before(t) && len(h.names) == 1 && h.names[0] == name {
+			return h.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// FirstAnswer is when the earliest request sent at or after t that was
+// answered by name was sent (its answer came within the request timeout
+// after that).
+func (w *Watch) FirstAnswer(name string, t time.Time) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var first time.Time
+	for _, a := range w.answers {
+		if a.name == name && !a.at.Before(t) && (first.IsZero() || a.at.Before(first)) {
+			first = a.at
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// Failed counts the client requests sent after t that got no answer.
+func (w *Watch) Failed(t time.Time) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, a := range w.answers {
+		if a.name == "" && !a.at.Before(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// Step is one point of a failover timeline.
+type Step struct {
+	What string
+	At   time.Time // zero when not observed
+}
+
+// Timeline is a measured failover.
+type Timeline struct {
+	From, To string
+	Fault    time.Time
+	Steps    []Step
+}
+
+// Offset is the step's time after the fault; ok is false when unobserved.
+func (tl Timeline) Offset(what string) (time.Duration, bool) {
+	for _, s := range tl.Steps {
+		if s.What == what && !s.At.IsZero() {
+			return s.At.Sub(tl.Fault), true
+		}
+	}
+	return 0, false
+}
+
+// The steps of a timeline.
+const (
+	StepTransition = "keepalived transition (notify hook on the new master)"
+	StepVIP        = "VIP only on the new master's NIC (netlink, polled every 5 ms)"
+	StepRecorded   = "agent recorded the transition"
+	StepClaim      = "hostsync received the claim"
+	StepGARP       = "GARP for the VIP seen on the bridge"
+	StepApplied    = "EIP mapping applied on the gateway"
+	StepClient     = "first client success through the EIP"
+)
+
+// MeasureFailover collects the timeline of the move from one guest to
+// another that a fault at t0 started. Call it once the move is complete.
+func (s *Stack) MeasureFailover(ctx context.Context, w *Watch, from, to *Guest, t0 time.Time) (Timeline, error) {
+	tl := Timeline{From: from.Name, To: to.Name, Fault: t0}
+	hist, err := s.AgentHistory(ctx, to)
+	if err != nil {
+		return tl, err
+	}
+	var tr vrrp.Transition
+	for _, h := range hist {
+		if h.To == vrrp.RoleMaster && h.At.After(t0) {
+			tr = h
+			break
+		}
+	}
+	vipAt, _ := w.FirstSoleHolder(to.Name, t0)
+	var claimAt, appliedAt time.Time
+	for _, h := range s.Topo.Hosts {
+		st, err := s.HostsyncStatus(ctx, h)
+		if err != nil {
+			continue
+		}
+		for _, mv := range st.RecentMoves {
+			if mv.To != to.Name || mv.Received.Before(t0) {
+				continue
+			}
+			if claimAt.IsZero() || mv.Received.Before(claimAt) {
+				claimAt = mv.Received
+			}
+			if h == s.GatewayHost && !mv.Applied.IsZero() && (appliedAt.IsZero() || mv.Applied.Before(appliedAt)) {
+				appliedAt = mv.Applied
+			}
+		}
+	}
+	garpAt, _ := w.FirstGARP(to.MAC, t0)
+	clientAt, _ := w.FirstAnswer(to.Name, t0)
+	tl.Steps = []Step{
+		{StepTransition, tr.At},
+		{StepVIP, vipAt},
+		{StepRecorded, tr.Recorded},
+		{StepClaim, claimAt},
+		{StepGARP, garpAt},
+		{StepApplied, appliedAt},
+		{StepClient, clientAt},
+	}
+	return tl, nil
+}
+
+// Print writes the timeline as a table of offsets from the fault.
+func (tl Timeline) Print(w io.Writer) {
+	fmt.Fprintf(w, "failover %s -> %s, fault at %s\n", tl.From, tl.To, tl.Fault.Format("15:04:05.000"))
+	steps := slices.Clone(tl.Steps)
+	slices.SortStableFunc(steps, func(a, b Step) int {
+		switch {
+		case a.At.IsZero() && b.At.IsZero():
+			return 0
+		case a.At.IsZero():
+			return 1
+		case b.At.IsZero():
+			return -1
+		}
+		return a.At.Compare(b.At)
+	})
+	fmt.Fprintf(w, "  %-12s %-9s  %s\n", "at", "+fault", "step")
+	fmt.Fprintf(w, "  %-12s %-9s  %s\n", tl.Fault.Format("15:04:05.000"), "0 ms", "fault injected")
+	for _, s := range steps {
+		if s.At.IsZero() {
+			fmt.Fprintf(w, "  %-12s %-9s  %s\n", "-", "-", s.What+" (not observed)")
+			continue
+		}
+		fmt.Fprintf(w, "  %-12s %-9s  %s\n", s.At.Format("15:04:05.000"), fmtMS(s.At.Sub(tl.Fault)), s.What)
+	}
+}
+
+func fmtMS(d time.Duration) string {
+	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}
