@@ -380,7 +380,17 @@ backend = "none"
 			waitFor(t, "the start log", func() bool { _, ok := logs.attr("hostsync started", "metrics"); return ok })
 			guest, _ := logs.attr("hostsync started", "guest_api")
 			addr, _ := logs.attr("hostsync started", "metrics")
-			got := newPorts(before, listenPorts(t))
+			// The start log comes just before the listeners accept: wait
+			// until the guest API's port (and the metrics one, when on)
+			// shows up, then look at the whole set.
+			var got map[int]bool
+			waitFor(t, "the listeners", func() bool {
+				got = newPorts(before, listenPorts(t))
+				if !got[port(t, guest)] {
+					return false
+				}
+				return tc.listen == "" || (addr != "off" && got[port(t, addr)])
+			})
 
 			if tc.listen == "" {
 				if addr != "off" {
