@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -294,7 +295,12 @@ func listenPorts(t testing.TB) map[int]bool {
 		}
 	}
 	ports := map[int]bool{}
-	for _, name := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+	// /proc/self/net is the main thread's network namespace, which a
+	// parallel netns test may have entered for a moment; this goroutine's
+	// own (unlocked, so never moved) thread is in the test's namespace.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for _, name := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			continue // no IPv6

@@ -65,6 +65,10 @@ type Config struct {
 	MetricsListen string `toml:"metrics_listen"`
 	// ReapplyInterval re-applies the data plane from the registry (default 1m).
 	ReapplyInterval time.Duration `toml:"reapply_interval"`
+	// ProbeInterval is how often every VIP is probed with an ARP request on
+	// GARPInterface to learn who holds it (default 10s; also at start and
+	// when an owner reports leaving MASTER). "0s" turns probing off.
+	ProbeInterval time.Duration `toml:"probe_interval"`
 	// SplitBrainWindow: see Options.SplitBrainWindow (default 10s).
 	SplitBrainWindow time.Duration `toml:"split_brain_window"`
 	// StaleClaimAge: see Options.StaleClaimAge (default 2m).
@@ -124,6 +128,9 @@ func ParseConfig(path string, data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("%w: %s: unknown key %s (allowed: %s)", ErrConfig, path, strings.Join(keys, ", "), allowedKeys)
 	}
 	c.SetDefaults()
+	if !md.IsDefined("probe_interval") {
+		c.ProbeInterval = DefaultProbeInterval
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%w: %s: %s", ErrConfig, path, strings.TrimPrefix(err.Error(), ErrConfig.Error()+": "))
 	}
@@ -131,7 +138,7 @@ func ParseConfig(path string, data []byte) (Config, error) {
 }
 
 const allowedKeys = "state_dir, db_path, db_timeout, admin_socket, guest_listen, garp_interface, metrics_listen, " +
-	"reapply_interval, split_brain_window, stale_claim_age, [dataplane] backend, table, nft, route_table, command, args, timeout, netns, " +
+	"reapply_interval, probe_interval, split_brain_window, stale_claim_age, [dataplane] backend, table, nft, route_table, command, args, timeout, netns, " +
 	"[hosts] HOST-ID = \"ADDRESS\""
 
 var reNetns = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -204,6 +211,9 @@ func (c Config) Validate() error {
 		if d.v <= 0 {
 			return bad(d.key, "%s must be positive, e.g. \"10s\"", d.v)
 		}
+	}
+	if c.ProbeInterval < 0 {
+		return bad("probe_interval", "%s is negative; \"0s\" turns probing off", c.ProbeInterval)
 	}
 	if c.ReapplyInterval < time.Second {
 		return bad("reapply_interval", "%s is shorter than 1s", c.ReapplyInterval)

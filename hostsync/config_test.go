@@ -67,6 +67,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"command backend without command", "[dataplane]\nbackend = \"command\"", "dataplane.command"},
 		{"command for nftables", "[dataplane]\ncommand = \"/bin/true\"", "dataplane.command"},
 		{"bad table", "[dataplane]\ntable = \"vip keeper\"", "dataplane.table"},
+		{"negative probe interval", `probe_interval = "-1s"`, "probe_interval"},
 		{"bad netns", "[dataplane]\nnetns = \"../gw\"", "dataplane.netns"},
 		{"netns for command", "[dataplane]\nbackend = \"command\"\ncommand = \"/bin/true\"\nnetns = \"gw\"", "dataplane.table"},
 		{"bad host address", "[hosts]\nhost-a = \"2001:db8::1\"", "hosts.host-a"},

@@ -20,6 +20,10 @@ import (
 // ARP keepalived sent for a VIP, attributed to the member by its MAC.
 const SourceGARP = "garp"
 
+// SourceARP is the claim source of an ARP reply for a VIP (an answer to a
+// probe): the member with that MAC holds the VIP.
+const SourceARP = "arp"
+
 // maxCASAttempts bounds the read-decide-swap loop of one claim; each
 // failed attempt means another claim moved the owner in between.
 const maxCASAttempts = 8
@@ -84,11 +88,13 @@ func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.C
 	return res, err
 }
 
-// Observation is a gratuitous ARP seen on the wire: MAC announced VIP.
+// Observation is ARP seen on the wire: MAC announced VIP (a gratuitous
+// ARP), or answered for it (Reply: an ARP reply, e.g. to a probe).
 type Observation struct {
-	VIP netip.Addr
-	MAC net.HardwareAddr
-	At  time.Time
+	VIP   netip.Addr
+	MAC   net.HardwareAddr
+	At    time.Time
+	Reply bool
 }
 
 // Observe treats a gratuitous ARP for a known VIP as a MASTER claim of
@@ -99,6 +105,19 @@ type Observation struct {
 func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, error) {
 	mac := o.MAC.String()
 	vip := o.VIP.Unmap()
+	source := SourceGARP
+	if o.Reply {
+		source = SourceARP
+		// Two members answering one probe both hold the VIP: a split
+		// brain. The winner's answer is the claim that counts.
+		if macs := s.probeAnswer(vip, mac, o.At); macs != nil {
+			winner, err := s.probeSplit(ctx, vip, macs)
+			if err != nil {
+				return api.ClaimResult{}, err
+			}
+			mac = winner
+		}
+	}
 	res, err := s.claim(ctx, func(tx registry.Tx) (registry.Guest, registry.Group, error) {
 		g, err := groupByVIP(tx, vip)
 		if err != nil {
@@ -114,7 +133,7 @@ func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, 
 			}
 		}
 		return registry.Guest{}, g, fmt.Errorf("%w: MAC %s announcing %s is no member of group %s", ErrForbidden, mac, vip, g.Name)
-	}, claimIn{role: vrrp.RoleMaster, source: SourceGARP})
+	}, claimIn{role: vrrp.RoleMaster, source: source})
 	if s.metrics != nil {
 		s.metrics.observation(err == nil && res.Accepted)
 	}
@@ -243,6 +262,11 @@ func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Gue
 		case d.reannounce:
 			cur := st.guests[st.owner.GuestID]
 			s.announce(st.group.ID, vip, cur.MAC)
+		}
+		if in.role != vrrp.RoleMaster && st.owner.GuestID == st.guest.ID {
+			// The owner left MASTER: ask the wire who holds the VIP now,
+			// in case no other member's claim or GARP reaches us.
+			s.KickProbe()
 		}
 		return res, nil
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -247,7 +248,12 @@ func listenPorts(t testing.TB) map[int]bool {
 		}
 	}
 	ports := map[int]bool{}
-	for _, name := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+	// /proc/self/net is the network namespace of the main thread, which a
+	// parallel netns test may have entered for a moment; this goroutine's
+	// own (unlocked, so never moved) thread is in the test's namespace.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for _, name := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			continue // no IPv6

@@ -41,6 +41,8 @@ type ListenFunc func(ctx context.Context, watch func(netip.Addr) bool, report fu
 // configuration; tests fill it with fakes. Nil fields are skipped.
 type Platform struct {
 	Announcer Announcer
+	// Prober asks who holds a VIP; nil disables probing.
+	Prober    Prober
 	Listen    ListenFunc
 	Backend   eip.Backend
 	Neighbors Neighbors
@@ -104,6 +106,7 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 			return nil, fmt.Errorf("hostsync: %w", err)
 		}
 		p.Announcer = s
+		p.Prober = s
 		p.closers = append(p.closers, c)
 		iface := cfg.GARPInterface
 		p.Listen = func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error {
@@ -113,7 +116,7 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 			}
 			defer c.Close()
 			return l.Run(ctx, func(o garp.Observation) {
-				report(Observation{VIP: o.VIP, MAC: o.MAC, At: o.At})
+				report(Observation{VIP: o.VIP, MAC: o.MAC, At: o.At, Reply: o.Reply})
 			})
 		}
 	}

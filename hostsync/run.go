@@ -143,6 +143,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 			return nil
 		})
 	}
+	if p.Prober != nil && p.Listen != nil && cfg.ProbeInterval > 0 {
+		g.Go(func() error { probeLoop(gctx, svc, p.Prober, cfg.ProbeInterval); return nil })
+	}
 	g.Go(func() error { statusLoop(gctx, svc, p, log); return nil })
 
 	err = g.Wait()

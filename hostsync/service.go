@@ -108,6 +108,8 @@ type Service struct {
 	// announcing holds the cancel func of the running burst per group.
 	announcing map[string]*announcement
 	vips       map[netip.Addr]string // VIP → group id, for WatchVIP
+	rounds     map[netip.Addr]*probeRound
+	probeKick  chan struct{} // buffered 1: a probe is wanted soon
 	stats      stats
 	closed     bool
 }
@@ -156,6 +158,8 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Service, err
 		applyLimit:    opts.ApplyTimeout,
 		schedule:      slices.Clone(opts.AnnounceSchedule),
 		announcing:    map[string]*announcement{},
+		rounds:        map[netip.Addr]*probeRound{},
+		probeKick:     make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -59,13 +59,24 @@ func unicastMAC(mac net.HardwareAddr) bool {
 // replies, ARP probes with sender 0.0.0.0, truncated or malformed frames)
 // gives ok == false; it never panics on any input.
 func parseGratuitous(b []byte) (vip netip.Addr, mac net.HardwareAddr, ok bool) {
+	vip, mac, reply, ok := parseARP(b)
+	if !ok || reply {
+		return netip.Addr{}, nil, false
+	}
+	return vip, mac, true
+}
+
+// parseARP is parseGratuitous that also accepts an ARP reply whose sender
+// is a usable address (reply == true): only the holder of an address
+// answers for it, so a reply to a probe says who holds the VIP now.
+func parseARP(b []byte) (ip netip.Addr, mac net.HardwareAddr, reply, ok bool) {
 	var f ethernet.Frame
 	if err := f.UnmarshalBinary(b); err != nil || f.EtherType != ethernet.EtherTypeARP {
-		return netip.Addr{}, nil, false
+		return netip.Addr{}, nil, false, false
 	}
 	var p arp.Packet
 	if err := p.UnmarshalBinary(f.Payload); err != nil {
-		return netip.Addr{}, nil, false
+		return netip.Addr{}, nil, false, false
 	}
 	switch {
 	case p.HardwareType != 1, // Ethernet
@@ -73,10 +84,13 @@ func parseGratuitous(b []byte) (vip netip.Addr, mac net.HardwareAddr, ok bool) {
 		p.HardwareAddrLength != 6,
 		p.IPLength != 4,
 		p.Operation != arp.OperationRequest && p.Operation != arp.OperationReply,
-		p.SenderIP != p.TargetIP,
 		!usableVIP(p.SenderIP),
 		!unicastMAC(p.SenderHardwareAddr):
-		return netip.Addr{}, nil, false
+		return netip.Addr{}, nil, false, false
 	}
-	return p.SenderIP.Unmap(), append(net.HardwareAddr(nil), p.SenderHardwareAddr...), true
+	gratuitous := p.SenderIP == p.TargetIP
+	if !gratuitous && p.Operation != arp.OperationReply {
+		return netip.Addr{}, nil, false, false
+	}
+	return p.SenderIP.Unmap(), append(net.HardwareAddr(nil), p.SenderHardwareAddr...), !gratuitous, true
 }

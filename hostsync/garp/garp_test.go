@@ -44,7 +44,10 @@ func rawARP(op uint16, ethSrc, sha net.HardwareAddr, spa [4]byte, tha net.Hardwa
 	return append(b, make([]byte, 60-len(b))...)
 }
 
-var zeroMAC = net.HardwareAddr{0, 0, 0, 0, 0, 0}
+var (
+	zeroMAC  = net.HardwareAddr{0, 0, 0, 0, 0, 0}
+	otherMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x02, 0x01}
+)
 
 func TestFramesExactBytes(t *testing.T) {
 	// The request, written out in full.
@@ -339,6 +342,48 @@ func TestParseGratuitous(t *testing.T) {
 				t.Errorf("got %s %s, want %s %s", gotVIP, gotMAC, testVIP, testMAC)
 			}
 		})
+	}
+}
+
+func TestParseARPReplies(t *testing.T) {
+	vip := [4]byte{192, 0, 2, 10}
+	other := [4]byte{192, 0, 2, 11}
+	for _, tc := range []struct {
+		name      string
+		frame     []byte
+		ok, reply bool
+	}{
+		{"gratuitous request", rawARP(1, testMAC, testMAC, vip, zeroMAC, vip), true, false},
+		{"reply to a probe", rawARP(2, testMAC, testMAC, vip, otherMAC, [4]byte{}), true, true},
+		{"ordinary reply", rawARP(2, testMAC, testMAC, vip, otherMAC, other), true, true},
+		{"ordinary request", rawARP(1, testMAC, testMAC, vip, zeroMAC, other), false, false},
+		{"probe", rawARP(1, testMAC, testMAC, [4]byte{}, zeroMAC, vip), false, false},
+		{"reply from 0.0.0.0", rawARP(2, testMAC, testMAC, [4]byte{}, otherMAC, vip), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gotVIP, gotMAC, reply, ok := parseARP(tc.frame)
+			if ok != tc.ok || reply != tc.reply {
+				t.Fatalf("ok, reply = %v, %v; want %v, %v", ok, reply, tc.ok, tc.reply)
+			}
+			if ok && (gotVIP != testVIP || !bytes.Equal(gotMAC, testMAC)) {
+				t.Errorf("got %s %s, want %s %s", gotVIP, gotMAC, testVIP, testMAC)
+			}
+		})
+	}
+}
+
+func TestProbeFrame(t *testing.T) {
+	got, err := ProbeFrame(otherMAC, testVIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Broadcast, from src, ARP request: sender src/0.0.0.0, target 0/VIP.
+	want := rawARP(1, otherMAC, otherMAC, [4]byte{}, zeroMAC, [4]byte{192, 0, 2, 10})
+	if !bytes.Equal(got[:42], want[:42]) {
+		t.Fatalf("probe frame\n got % x\nwant % x", got, want)
+	}
+	if _, _, _, ok := parseARP(got); ok {
+		t.Error("a probe is itself taken for an observation")
 	}
 }
 

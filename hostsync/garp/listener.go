@@ -22,6 +22,9 @@ type Observation struct {
 	MAC       net.HardwareAddr
 	Interface string
 	At        time.Time
+	// Reply is set for an ARP reply from the VIP's holder (an answer to a
+	// Probe) rather than a gratuitous announcement.
+	Reply bool
 }
 
 // ListenerOptions tunes a Listener. The zero value is the production default.
@@ -136,14 +139,14 @@ func (l *Listener) Run(ctx context.Context, fn func(Observation)) error {
 	}
 }
 
-// handle decodes one frame and reports it when it is a gratuitous ARP for a
-// watched VIP. It reports whether fn was called.
+// handle decodes one frame and reports it when it is a gratuitous ARP, or
+// an ARP reply, for a watched VIP. It reports whether fn was called.
 func (l *Listener) handle(frame []byte, fn func(Observation)) bool {
-	vip, mac, ok := parseGratuitous(frame)
+	vip, mac, reply, ok := parseARP(frame)
 	if !ok || !l.watch(vip) {
 		return false
 	}
-	fn(Observation{VIP: vip, MAC: mac, Interface: l.ifname, At: l.now()})
+	fn(Observation{VIP: vip, MAC: mac, Interface: l.ifname, At: l.now(), Reply: reply})
 	return true
 }
 

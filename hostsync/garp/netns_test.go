@@ -266,3 +266,38 @@ func TestNetnsBridgeWithoutIPv4(t *testing.T) {
 		i++
 	}
 }
+
+// TestNetnsProbeFindsHolder: a probe from one end of a veth is answered
+// by the kernel of the namespace holding the VIP, and the Listener on the
+// probing end reports that reply with the holder's MAC.
+func TestNetnsProbeFindsHolder(t *testing.T) {
+	requirePrivileges(t)
+	nsH, nsP := newNetns(t, "h"), newNetns(t, "p")
+	ipCmd(t, "-n", nsH, "link", "add", "vh", "type", "veth", "peer", "name", "vp", "netns", nsP)
+	holderMAC := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x02, 0x0b}
+	ipCmd(t, "-n", nsH, "link", "set", "vh", "address", holderMAC.String())
+	ipCmd(t, "-n", nsH, "link", "set", "vh", "up")
+	ipCmd(t, "-n", nsP, "link", "set", "vp", "up")
+	ipCmd(t, "-n", nsH, "addr", "add", testVIP.String()+"/24", "dev", "vh")
+
+	col := listenIn(t, nsP, "vp", watchOnly(testVIP))
+	s := openSenderIn(t, nsP, "vp", Options{Logger: testLogger(t), Schedule: []time.Duration{0}})
+	deadline := time.After(20 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := s.Probe(testVIP); err != nil {
+			t.Fatalf("Probe: %v", err)
+		}
+		select {
+		case o := <-col.ch:
+			if !o.Reply || o.VIP != testVIP || !bytes.Equal(o.MAC, holderMAC) {
+				t.Fatalf("observation %+v, want a reply for %s from %s", o, testVIP, holderMAC)
+			}
+			return
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("no reply to the probe observed")
+		}
+	}
+}

@@ -313,3 +313,43 @@ func OpenSender(ifname string, opts Options) (*Sender, io.Closer, error) {
 func dropAllFilter() []bpf.RawInstruction {
 	return []bpf.RawInstruction{{Op: unix.BPF_RET | unix.BPF_K, K: 0}}
 }
+
+// Probe asks who holds vip now: one ARP request from this interface's MAC
+// with sender address 0.0.0.0 (an RFC 5227 probe, so no neighbour cache
+// learns anything from it), broadcast. Every holder of vip answers with a
+// reply to this interface, which a Listener on it reports with Reply set:
+// one answer names the owner, two are a split brain.
+func (s *Sender) Probe(vip netip.Addr) error {
+	if s.src == nil {
+		return fmt.Errorf("%w: interface %s has no MAC to probe from", ErrInvalidOptions, s.ifname)
+	}
+	if !usableVIP(vip) {
+		return fmt.Errorf("%w: vip %s", ErrInvalidAddress, vip)
+	}
+	b, err := ProbeFrame(s.src, vip)
+	if err != nil {
+		return err
+	}
+	if _, err := s.conn.WriteTo(b, s.dst); err != nil {
+		return fmt.Errorf("garp: probe %s on %s: %w", vip, s.ifname, err)
+	}
+	return nil
+}
+
+// ProbeFrame is the frame Probe sends.
+func ProbeFrame(src net.HardwareAddr, vip netip.Addr) ([]byte, error) {
+	p, err := arp.NewPacket(arp.OperationRequest, src, netip.IPv4Unspecified(), make(net.HardwareAddr, 6), vip.Unmap())
+	if err != nil {
+		return nil, fmt.Errorf("garp: build probe: %w", err)
+	}
+	payload, err := p.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("garp: marshal probe: %w", err)
+	}
+	f := ethernet.Frame{Destination: ethernet.Broadcast, Source: src, EtherType: ethernet.EtherTypeARP, Payload: payload}
+	b, err := f.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("garp: marshal frame: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,158 @@
+package hostsync
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+)
+
+// Prober asks the guests' segment who holds a VIP (garp.Sender.Probe):
+// every holder answers with an ARP reply, which the passive listener
+// reports as an Observation with Reply set.
+type Prober interface {
+	Probe(vip netip.Addr) error
+}
+
+// probeReplyWindow is how long after a probe its replies are counted as
+// answers to it. Answers come within a millisecond on one segment; the
+// margin covers a busy guest.
+const probeReplyWindow = time.Second
+
+// probeRound is one probe of a VIP and the member MACs that answered it.
+type probeRound struct {
+	sent time.Time
+	macs []string
+}
+
+// DefaultProbeInterval is how often every VIP is probed.
+const DefaultProbeInterval = 10 * time.Second
+
+// ProbeAll probes every known VIP once. The answers establish the owner
+// from the wire (a hostsync that was down during a move catches up, an
+// owner that left MASTER without another member's claim is replaced by
+// whoever holds the VIP) and expose a split brain: two members answering
+// the same probe both hold the VIP.
+func (s *Service) ProbeAll(ctx context.Context, p Prober) {
+	if err := s.refreshVIPs(ctx); err != nil {
+		s.log.Warn("probe: list VIPs", "err", err)
+		return
+	}
+	s.mu.Lock()
+	vips := make([]netip.Addr, 0, len(s.vips))
+	for v := range s.vips {
+		vips = append(vips, v)
+	}
+	now := s.now()
+	for _, v := range vips {
+		s.rounds[v] = &probeRound{sent: now}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(vips, netip.Addr.Compare)
+	for _, v := range vips {
+		if err := p.Probe(v); err != nil {
+			s.log.Warn("probe failed", "op", "probe", "vip", v, "err", err)
+		}
+	}
+}
+
+// KickProbe asks the probe loop to probe soon (the owner reported leaving
+// MASTER: find out who holds the VIP now).
+func (s *Service) KickProbe() {
+	select {
+	case s.probeKick <- struct{}{}:
+	default:
+	}
+}
+
+// probeLoop probes at start, every interval, and when kicked.
+func probeLoop(ctx context.Context, svc *Service, p Prober, interval time.Duration) {
+	// The first probe waits a moment for the listener's socket, so the
+	// answers are not missed.
+	t := time.NewTimer(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-svc.probeKick:
+			// A kicked probe lets the new master's keepalived settle first.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		svc.ProbeAll(ctx, p)
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(interval)
+	}
+}
+
+// probeAnswer records a reply to the current probe round of vip and
+// returns the member MACs that answered the round so far when there are
+// two or more (a split brain), else nil.
+func (s *Service) probeAnswer(vip netip.Addr, mac string, at time.Time) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rounds[vip]
+	if r == nil || at.Before(r.sent) || at.Sub(r.sent) > probeReplyWindow {
+		return nil
+	}
+	if !slices.Contains(r.macs, mac) {
+		r.macs = append(r.macs, mac)
+	}
+	if len(r.macs) < 2 {
+		return nil
+	}
+	return slices.Clone(r.macs)
+}
+
+// probeSplit resolves members answering the same probe for vip: both hold
+// the VIP. It records the split brain and returns the MAC of the member
+// that keeps the ownership (higher priority, then lower address).
+func (s *Service) probeSplit(ctx context.Context, vip netip.Addr, macs []string) (string, error) {
+	var g registry.Group
+	var holders []registry.Guest
+	err := s.store.View(ctx, func(tx registry.Tx) error {
+		var err error
+		if g, err = groupByVIP(tx, vip); err != nil {
+			return err
+		}
+		for _, m := range g.Members {
+			gu, err := registry.Get[registry.Guest](tx, m.GuestID)
+			if err != nil {
+				return err
+			}
+			if slices.Contains(macs, gu.MAC) {
+				holders = append(holders, gu)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if len(holders) < 2 {
+		return "", fmt.Errorf("hostsync: probe of %s: fewer than two members among %v", vip, macs)
+	}
+	winner, reason := holders[0], ""
+	names := []string{holders[0].Name}
+	for _, h := range holders[1:] {
+		winner, reason = resolveSplit(g, winner, h)
+		names = append(names, h.Name)
+	}
+	s.recordSplit(api.SplitBrain{Group: g.Name, Members: names, Winner: winner.Name,
+		Reason: reason + "; both answered one ARP probe for " + vip.String(), At: s.nowUTC()})
+	return winner.MAC, nil
+}

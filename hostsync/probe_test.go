@@ -1,0 +1,114 @@
+package hostsync
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeProber records the VIPs probed.
+type fakeProber struct {
+	mu   sync.Mutex
+	vips []netip.Addr
+}
+
+func (p *fakeProber) Probe(vip netip.Addr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.vips = append(p.vips, vip)
+	return nil
+}
+
+func TestProbeReplyMovesStaleOwner(t *testing.T) {
+	f := newFixture(t)
+	f.nginx()
+	if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Minute)
+	f.rec.take()
+	// This hostsync missed the move (it was down): the registry still
+	// names the master. A probe finds the slave holding the VIP.
+	p := &fakeProber{}
+	f.svc.ProbeAll(f.ctx, p)
+	if len(p.vips) != 1 || p.vips[0] != ip("192.0.2.10") {
+		t.Fatalf("probed %v, want the VIP", p.vips)
+	}
+	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
+	res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true})
+	if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
+		t.Fatalf("reply from the slave: %+v, %v", res, err)
+	}
+	if o := f.owner("ig-nginx"); o.GuestID != "g2" || o.Source != SourceARP {
+		t.Fatalf("owner = %+v, want g2 learnt from an ARP reply", o)
+	}
+	if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 0 {
+		t.Fatalf("a single answer counted as split brain: %+v", st)
+	}
+}
+
+func TestProbeTwoAnswersAreSplitBrain(t *testing.T) {
+	f := newFixture(t)
+	f.nginx()
+	// The slave owns the VIP (the master's check failed earlier).
+	if _, err := f.svc.Claim(f.ctx, slave, transition(1, "MASTER")); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Minute)
+	f.rec.take()
+	f.svc.ProbeAll(f.ctx, &fakeProber{})
+	masterMAC, _ := net.ParseMAC("52:54:00:00:00:11")
+	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
+	// Both answer the same probe: both hold the VIP.
+	if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Millisecond)
+	res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: masterMAC, At: f.clock.Now(), Reply: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.svc.Status(f.ctx)
+	if st.SplitBrains != 1 || st.LastSplitBrain == nil || st.LastSplitBrain.Winner != "nginx-master" ||
+		!strings.Contains(st.LastSplitBrain.Reason, "ARP probe") {
+		t.Fatalf("status = %+v", st)
+	}
+	// Resolved deterministically: the higher priority keeps the VIP.
+	if o := f.owner("ig-nginx"); o.GuestID != "g1" || res.Owner != "nginx-master" {
+		t.Fatalf("owner = %+v (result %+v), want g1", o, res)
+	}
+
+	// An answer long after the probe belongs to no round: no new split.
+	f.clock.Advance(5 * time.Second)
+	if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 1 {
+		t.Fatalf("split brains = %d after a late answer, want 1", st.SplitBrains)
+	}
+}
+
+func TestOwnerLeavingMasterKicksProbe(t *testing.T) {
+	f := newFixture(t)
+	f.nginx()
+	if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-f.svc.probeKick:
+		t.Fatal("a MASTER claim asked for a probe")
+	default:
+	}
+	f.clock.Advance(time.Second)
+	if _, err := f.svc.Claim(f.ctx, master, transition(2, "BACKUP")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-f.svc.probeKick:
+	default:
+		t.Fatal("the owner leaving MASTER did not ask for a probe")
+	}
+}
