@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
 // DefaultConfigPath is where vipkeeper-hostsync reads its configuration.
@@ -31,6 +33,22 @@ const (
 	DefaultReapplyInterval  = time.Minute
 	DefaultSplitBrainWindow = 10 * time.Second
 	DefaultStaleClaimAge    = 2 * time.Minute
+)
+
+// Registry stores (Config.Store).
+const (
+	StoreBolt = "bbolt"
+	StoreEtcd = "etcd"
+)
+
+// Roles of the daemon (Config.Role).
+const (
+	// RoleHost is a hypervisor host: registry, guest and admin APIs,
+	// GARP and the data plane.
+	RoleHost = "host"
+	// RoleGateway is an EIP gateway: it only watches the shared registry
+	// (store "etcd") and programs its data plane; several may run.
+	RoleGateway = "gateway"
 )
 
 // Data-plane backends.
@@ -78,6 +96,28 @@ type Config struct {
 	// Hosts maps a host id (a guest's host) to the address the VIP is
 	// routed through when a guest on that host owns it.
 	Hosts map[string]netip.Addr `toml:"hosts"`
+	// Store is where the registry lives: "bbolt" (default, the file at
+	// DBPath, one host) or "etcd" (shared by every host and gateway).
+	Store string `toml:"store"`
+	// Role is "host" (default) or "gateway".
+	Role string `toml:"role"`
+	// Etcd configures store "etcd".
+	Etcd EtcdConfig `toml:"etcd"`
+}
+
+// EtcdConfig is the [etcd] table.
+type EtcdConfig struct {
+	// Endpoints are etcd's client URLs, http:// or https://.
+	Endpoints []string `toml:"endpoints"`
+	// DialTimeout bounds the first connection (default 5s).
+	DialTimeout time.Duration `toml:"dial_timeout"`
+	// CAFile verifies etcd's certificates (PEM); empty uses the system's.
+	CAFile string `toml:"ca_file"`
+	// CertFile and KeyFile are the client certificate (PEM), both or none.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// Prefix of every key (default "/vipkeeper/"), "/" at both ends.
+	Prefix string `toml:"prefix"`
 }
 
 // DataPlaneConfig is the [dataplane] table.
@@ -172,6 +212,20 @@ func (c *Config) SetDefaults() {
 	if c.DataPlane.Backend == "" {
 		c.DataPlane.Backend = BackendNFTables
 	}
+	if c.Store == "" {
+		c.Store = StoreBolt
+	}
+	if c.Role == "" {
+		c.Role = RoleHost
+	}
+	if c.Store == StoreEtcd {
+		if c.Etcd.DialTimeout == 0 {
+			c.Etcd.DialTimeout = registry.DefaultEtcdDialTimeout
+		}
+		if c.Etcd.Prefix == "" {
+			c.Etcd.Prefix = registry.DefaultEtcdPrefix
+		}
+	}
 }
 
 var (
@@ -247,6 +301,9 @@ func (c Config) Validate() error {
 	if dp.Timeout < 0 {
 		return bad("dataplane.timeout", "%s is negative", dp.Timeout)
 	}
+	if err := c.validateStore(bad); err != nil {
+		return err
+	}
 	ids := make([]string, 0, len(c.Hosts))
 	for id := range c.Hosts {
 		ids = append(ids, id)
@@ -260,6 +317,57 @@ func (c Config) Validate() error {
 		if !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
 			return bad("hosts."+id, "%s is not a unicast IPv4 address", a)
 		}
+	}
+	return nil
+}
+
+// validateStore checks store, role and [etcd].
+func (c Config) validateStore(bad func(key, format string, args ...any) error) error {
+	switch c.Role {
+	case RoleHost, RoleGateway:
+	default:
+		return bad("role", "%q is not one of host, gateway", c.Role)
+	}
+	if c.Role == RoleGateway && c.GARPInterface != "" {
+		return bad("garp_interface", "is not used by role gateway (the host whose guest took the VIP announces it)")
+	}
+	e := c.Etcd
+	switch c.Store {
+	case StoreBolt:
+		if c.Role == RoleGateway {
+			return bad("role", "gateway needs store = \"etcd\" (it follows the registry the hosts share)")
+		}
+		if len(e.Endpoints) > 0 || e.CAFile != "" || e.CertFile != "" || e.KeyFile != "" || e.Prefix != "" || e.DialTimeout != 0 {
+			return bad("etcd", "the [etcd] table is only for store = \"etcd\"")
+		}
+		return nil
+	case StoreEtcd:
+	default:
+		return bad("store", "%q is not one of bbolt, etcd", c.Store)
+	}
+	if len(e.Endpoints) == 0 {
+		return bad("etcd.endpoints", "is required with store = \"etcd\", e.g. [\"https://192.0.2.1:2379\"]")
+	}
+	for i, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q is not http://HOST:PORT or https://HOST:PORT", ep)
+		}
+	}
+	if e.DialTimeout <= 0 {
+		return bad("etcd.dial_timeout", "%s must be positive, e.g. \"5s\"", e.DialTimeout)
+	}
+	for _, f := range []struct{ key, v string }{{"etcd.ca_file", e.CAFile}, {"etcd.cert_file", e.CertFile}, {"etcd.key_file", e.KeyFile}} {
+		if f.v != "" && !filepath.IsAbs(f.v) {
+			return bad(f.key, "%q is not an absolute path", f.v)
+		}
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		return bad("etcd.cert_file", "cert_file and key_file go together (a client certificate and its key)")
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") || strings.ContainsAny(e.Prefix, " \t\n") {
+		return bad("etcd.prefix", "%q must start and end with / and hold no spaces, e.g. \"/vipkeeper/\"", e.Prefix)
 	}
 	return nil
 }

@@ -6,7 +6,8 @@
 // moves, records the new owner with a compare-and-swap, sends gratuitous
 // ARP for it and re-points the EIP mapping in the data plane.
 //
-// Storage is package hostsync/registry (bbolt), GARP is hostsync/garp and
+// Storage is package hostsync/registry (bbolt on one host, etcd shared by
+// several hosts and gateways, which follow it with a watch: store.go), GARP is hostsync/garp and
 // the data plane is hostsync/eip; Service reaches them through the small
 // interfaces Announcer and eip.Backend, so tests use recording fakes.
 package hostsync

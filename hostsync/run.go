@@ -31,7 +31,9 @@ const (
 // Run is vipkeeper-hostsync: it opens the registry, serves the guest API
 // and the admin socket, re-applies the data plane from the registry at
 // start and then periodically, learns moves passively from GARP, and keeps
-// systemd informed. It returns when ctx ends (ctx's error) or a server
+// systemd informed. On a shared registry (store "etcd") it also follows
+// the other hosts' changes; role "gateway" does only that, with the data
+// plane and metrics (no guest or admin API, no GARP). It returns when ctx ends (ctx's error) or a server
 // fails.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	if log == nil {
@@ -40,11 +42,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	if p == nil {
 		p = &Platform{}
 	}
-	store, err := registry.OpenBolt(cfg.DBPath, cfg.DBTimeout)
+	store, err := OpenStore(cfg)
 	if err != nil {
-		return fmt.Errorf("hostsync: %w", err)
+		return err
 	}
 	defer store.Close()
+	gateway := cfg.Role == RoleGateway
+	if gateway {
+		// A gateway follows the registry and programs its data plane;
+		// the host whose guest took the VIP sends the GARP.
+		gw := *p
+		gw.Announcer, gw.Listen = nil, nil
+		p = &gw
+	}
 
 	var metrics *Metrics
 	var metricsReg *prometheus.Registry
@@ -68,34 +78,43 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	}
 	defer svc.Close()
 
-	guestLn, err := net.Listen("tcp", cfg.GuestListen)
-	if err != nil {
-		return fmt.Errorf("hostsync: guest API: %w", err)
+	var servers []*http.Server
+	var listeners []net.Listener
+	closeListeners := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
 	}
-	adminLn, err := ListenAdmin(cfg.AdminSocket)
-	if err != nil {
-		guestLn.Close()
-		return err
+	guestAddr := "off"
+	if !gateway {
+		guestLn, err := net.Listen("tcp", cfg.GuestListen)
+		if err != nil {
+			return fmt.Errorf("hostsync: guest API: %w", err)
+		}
+		adminLn, err := ListenAdmin(cfg.AdminSocket)
+		if err != nil {
+			guestLn.Close()
+			return err
+		}
+		defer os.Remove(cfg.AdminSocket)
+		servers = append(servers,
+			&http.Server{
+				Handler: NewGuestAPI(svc, p.Neighbors, log), ReadHeaderTimeout: 5 * time.Second,
+				ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
+				MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+			},
+			&http.Server{
+				Handler: RequireRoot(NewAdminAPI(svc, log)), ConnContext: PeerContext,
+				ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+			})
+		listeners = append(listeners, guestLn, adminLn)
+		guestAddr = guestLn.Addr().String()
 	}
-	defer os.Remove(cfg.AdminSocket)
-	servers := []*http.Server{
-		{
-			Handler: NewGuestAPI(svc, p.Neighbors, log), ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
-			MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		},
-		{
-			Handler: RequireRoot(NewAdminAPI(svc, log)), ConnContext: PeerContext,
-			ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		},
-	}
-	listeners := []net.Listener{guestLn, adminLn}
 	metricsAddr := "off"
 	if metricsReg != nil {
 		ml, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
-			guestLn.Close()
-			adminLn.Close()
+			closeListeners()
 			return fmt.Errorf("hostsync: metrics: %w", err)
 		}
 		mux := http.NewServeMux()
@@ -104,8 +123,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		listeners = append(listeners, ml)
 		metricsAddr = ml.Addr().String()
 	}
-	log.Info("hostsync started", "guest_api", guestLn.Addr().String(), "admin_socket", cfg.AdminSocket,
-		"db", cfg.DBPath, "garp_iface", cfg.GARPInterface, "backend", cfg.DataPlane.Backend, "metrics", metricsAddr)
+	log.Info("hostsync started", "role", cfg.Role, "store", cfg.Store, "guest_api", guestAddr, "admin_socket", cfg.AdminSocket,
+		"db", storeName(cfg), "garp_iface", cfg.GARPInterface, "backend", cfg.DataPlane.Backend, "metrics", metricsAddr)
 
 	g, gctx := errgroup.WithContext(ctx)
 	for i, srv := range servers {
@@ -128,6 +147,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		return nil
 	})
 	g.Go(func() error { reconcile(gctx, svc, cfg.ReapplyInterval, log); return nil })
+	if w, ok := store.(registry.Watcher); ok {
+		g.Go(func() error { follow(gctx, svc, w, log); return nil })
+	}
 	if p.Listen != nil {
 		g.Go(func() error {
 			err := p.Listen(gctx, svc.WatchVIP, func(o Observation) {

@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	checkOnly := fs.Bool("check-config", false, "validate the configuration (and that the GARP interface exists), then exit")
 	debug := fs.Bool("debug", false, "log at debug level")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	role := fs.String("role", "", "override the configuration's role: host (registry, guest API, GARP, data plane) or gateway (only the data plane, following the shared etcd registry)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -54,6 +55,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	cfg, err := hostsync.LoadConfig(*configPath)
+	if err == nil && *role != "" {
+		cfg.Role = *role
+		if err = cfg.Validate(); err != nil {
+			err = fmt.Errorf("--role %s: %w", *role, err)
+		}
+	}
 	if err == nil {
 		err = cfg.CheckHost()
 	}

@@ -19,8 +19,9 @@ func openTest(t *testing.T) *Bolt {
 	return s
 }
 
-func TestGetPutListDelete(t *testing.T) {
-	s := openTest(t)
+func TestGetPutListDelete(t *testing.T) { forEachStore(t, testGetPutListDelete) }
+
+func testGetPutListDelete(t *testing.T, s Store) {
 	ctx := context.Background()
 	err := s.View(ctx, func(tx Tx) error {
 		_, err := Get[Guest](tx, "g1")
@@ -73,8 +74,9 @@ func TestGetPutListDelete(t *testing.T) {
 	}
 }
 
-func TestUpdateRollsBackOnError(t *testing.T) {
-	s := openTest(t)
+func TestUpdateRollsBackOnError(t *testing.T) { forEachStore(t, testUpdateRollsBackOnError) }
+
+func testUpdateRollsBackOnError(t *testing.T, s Store) {
 	ctx := context.Background()
 	boom := errors.New("boom")
 	err := s.Update(ctx, func(tx Tx) error {
@@ -91,8 +93,9 @@ func TestUpdateRollsBackOnError(t *testing.T) {
 	}
 }
 
-func TestSwapOwner(t *testing.T) {
-	s := openTest(t)
+func TestSwapOwner(t *testing.T) { forEachStore(t, testSwapOwner) }
+
+func testSwapOwner(t *testing.T, s Store) {
 	ctx := context.Background()
 	swap := func(expect uint64, guest string) (Owner, error) {
 		var o Owner

@@ -1,9 +1,10 @@
 // Package registry is hostsync's storage: the records of networks, guests,
 // instance groups, EIPs, address leases and VIP owners, and the small Store
 // interface they are kept behind. The embedded implementation is bbolt
-// (OpenBolt); an etcd implementation can satisfy the same interface later,
-// since every read-modify-write happens inside one Update and the VIP owner
-// carries a revision that is changed only by compare-and-swap (SwapOwner).
+// (OpenBolt); the shared one, for several hosts and gateways, is etcd
+// (OpenEtcd, NewEtcd), with optimistic transactions and a Watcher. Every
+// read-modify-write happens inside one Update and the VIP owner carries a
+// revision that is changed only by compare-and-swap (SwapOwner).
 //
 // The package holds no rules: package hostsync checks the platform's rules
 // inside Update transactions.
