@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -304,7 +305,7 @@ func BenchmarkWatchToApply(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			rec := &followRecorder{applied: make(chan string, 64)}
-			svc, err := New(ctx, stores[name], Options{Logger: testLogger(b), Backend: rec})
+			svc, err := New(ctx, stores[name], Options{Logger: slog.New(slog.DiscardHandler), Backend: rec})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -318,7 +319,7 @@ func BenchmarkWatchToApply(b *testing.B) {
 				// The moves come from another host: a second client.
 				endpoints := etcdServer.Endpoints()
 				writer = openEtcdStore(b, endpoints, stores[name].(*registry.Etcd).Prefix())
-				wg.Go(func() { follow(ctx, svc, w, testLogger(b)) })
+				wg.Go(func() { follow(ctx, svc, w, slog.New(slog.DiscardHandler)) })
 				waitOwner(b, rec.applied, "*") // the watch is established
 			}
 			names := map[string]string{"g1": "nginx-master", "g2": "nginx-slave"}

@@ -57,6 +57,11 @@ func BenchmarkFailover(b *testing.B) {
 			b.ReportMetric(f.VIPMs.Median, "vip-median-ms")
 			b.ReportMetric(f.ApplyMs.P99, "apply-p99-ms")
 			b.ReportMetric(f.ClientMs.Median, "client-median-ms")
+			// The benchmark runs once with b.N = 1 before the real run:
+			// keep only the last run of each profile.
+			if len(all) > 0 && all[len(all)-1].Profile == f.Profile {
+				all = all[:len(all)-1]
+			}
 			all = append(all, f)
 		})
 	}

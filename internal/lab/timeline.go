@@ -228,17 +228,39 @@ const (
 // another that a fault at t0 started. Call it once the move is complete.
 func (s *Stack) MeasureFailover(ctx context.Context, w *Watch, from, to *Guest, t0 time.Time) (Timeline, error) {
 	tl := Timeline{From: from.Name, To: to.Name, Fault: t0}
-	hist, err := s.AgentHistory(ctx, to)
+	// keepalived runs the notify hook a moment after it moved the VIP (a
+	// process start, longer on a busy machine): wait for the record.
+	var tr vrrp.Transition
+	err := s.poll(ctx, 10*time.Second, "the new master's agent recording MASTER", func() (bool, error) {
+		hist, err := s.AgentHistory(ctx, to)
+		if err != nil {
+			return false, nil
+		}
+		for _, h := range hist {
+			if h.To == vrrp.RoleMaster && h.At.After(t0) {
+				tr = h
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 	if err != nil {
 		return tl, err
 	}
-	var tr vrrp.Transition
-	for _, h := range hist {
-		if h.To == vrrp.RoleMaster && h.At.After(t0) {
-			tr = h
-			break
+	// The gateway's hostsync may learn the move from the claim a moment
+	// after the GARP: wait until it has applied it.
+	_ = s.poll(ctx, 5*time.Second, "the gateway host's move applied", func() (bool, error) {
+		st, err := s.HostsyncStatus(ctx, s.GatewayHost)
+		if err != nil {
+			return false, nil
 		}
-	}
+		for _, mv := range st.RecentMoves {
+			if mv.To == to.Name && !mv.Received.Before(t0) && !mv.Applied.IsZero() {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 	vipAt, _ := w.FirstSoleHolder(to.Name, t0)
 	var claimAt, appliedAt time.Time
 	for _, h := range s.Topo.Hosts {
