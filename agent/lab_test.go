@@ -11,39 +11,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
-
-// ipCmd runs ip(8) and fails the test on error.
-func ipCmd(t testing.TB, args ...string) {
-	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// addNetns creates a network namespace removed when the test ends.
-func addNetns(t testing.TB, name string) {
-	t.Helper()
-	ipCmd(t, "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Logf("ip netns del %s: %v %s", name, err, out)
-		}
-	})
-	ipCmd(t, "-n", name, "link", "set", "lo", "up")
-}
 
 // nsAddrs lists the addresses of dev inside namespace ns.
 func nsAddrs(t testing.TB, ns, dev string) []netip.Prefix {
@@ -85,45 +61,15 @@ func nsHasAddr(t testing.TB, ns, dev string, addr netip.Addr) bool {
 // in that namespace after the thread switches back.
 func listenInNetns(t testing.TB, ns, addr string) net.Listener {
 	t.Helper()
-	type result struct {
-		ln  net.Listener
-		err error
+	var ln net.Listener
+	if err := testutil.InNetns(ns, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		ln, lerr := net.Listen("tcp", addr)
-		if err := netns.Set(orig); err != nil {
-			// The thread is stuck in the namespace: keep it locked so that
-			// it dies with this goroutine instead of serving others.
-			ch <- result{err: fmt.Errorf("switch back: %w", err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{ln, lerr}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { r.ln.Close() })
-	return r.ln
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }
 
 // fakeHostsync serves the guest API from the bridge namespace: metadata

@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -50,14 +48,6 @@ func binaries(t testing.TB) (agentBin, vipctlBin string) {
 	return filepath.Join(binDir, "vipkeeper-agent"), filepath.Join(binDir, "vipctl")
 }
 
-// requireRoot skips privileged tests when not root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and runs keepalived (CI runs it as root)")
-	}
-}
-
 // requireBinary skips when a program the test runs is not installed.
 func requireBinary(t testing.TB, names ...string) {
 	t.Helper()
@@ -66,11 +56,4 @@ func requireBinary(t testing.TB, names ...string) {
 			t.Skipf("needs %s, which is not installed (apt-get install %s)", n, n)
 		}
 	}
-}
-
-// randTag is a short random suffix for namespace and link names.
-func randTag() string {
-	var b [3]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

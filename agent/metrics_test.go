@@ -1,28 +1,24 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 	"github.com/vipkeeper/vipkeeper/render"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -36,7 +32,7 @@ var applyResults = []string{
 func applyCounts(m *Metrics) map[string]float64 {
 	out := map[string]float64{}
 	for _, r := range applyResults {
-		out[r] = testutil.ToFloat64(m.apply.WithLabelValues(r))
+		out[r] = promtest.ToFloat64(m.apply.WithLabelValues(r))
 	}
 	return out
 }
@@ -45,14 +41,14 @@ func applyCounts(m *Metrics) map[string]float64 {
 func roleValues(m *Metrics, group string) map[vrrp.Role]float64 {
 	out := map[vrrp.Role]float64{}
 	for _, r := range metricsRoles {
-		out[r] = testutil.ToFloat64(m.role.WithLabelValues(group, string(r)))
+		out[r] = promtest.ToFloat64(m.role.WithLabelValues(group, string(r)))
 	}
 	return out
 }
 
 func wantRole(t *testing.T, m *Metrics, group string, role vrrp.Role) {
 	t.Helper()
-	if n := testutil.CollectAndCount(m.role); n != len(metricsRoles) {
+	if n := promtest.CollectAndCount(m.role); n != len(metricsRoles) {
 		t.Errorf("role series = %d, want %d (one per role of group %s)", n, len(metricsRoles), group)
 	}
 	for r, v := range roleValues(m, group) {
@@ -90,7 +86,7 @@ func TestMetricsFollowAgentEvents(t *testing.T) {
 		}
 	})
 	waitFor(t, "first apply", func() bool { return h.status().Ready })
-	gauge := func(g prometheus.Gauge) float64 { return testutil.ToFloat64(g) }
+	gauge := func(g prometheus.Gauge) float64 { return promtest.ToFloat64(g) }
 
 	t.Run("after the first apply", func(t *testing.T) {
 		if got := applyCounts(m)[ApplyApplied]; got != 1 {
@@ -106,18 +102,18 @@ func TestMetricsFollowAgentEvents(t *testing.T) {
 		h.link.set("192.0.2.11/24", "192.0.2.10/24")
 		h.hook("INSTANCE", "VI_web", "MASTER", "100")
 		wantRole(t, m, "web", vrrp.RoleMaster)
-		if got := testutil.ToFloat64(m.transitions.WithLabelValues("MASTER")); got != 1 {
+		if got := promtest.ToFloat64(m.transitions.WithLabelValues("MASTER")); got != 1 {
 			t.Errorf("transitions_total{to=MASTER} = %v, want 1", got)
 		}
 		if gauge(m.vipPresent) != 1 {
 			t.Error("vip_present is not 1 with the VIP on the interface")
 		}
-		waitFor(t, "a failed report", func() bool { return testutil.ToFloat64(m.reports.WithLabelValues("error")) >= 1 })
+		waitFor(t, "a failed report", func() bool { return promtest.ToFloat64(m.reports.WithLabelValues("error")) >= 1 })
 		if gauge(m.outbox) != 1 {
 			t.Errorf("outbox_depth = %v, want 1", gauge(m.outbox))
 		}
 		h.hook("INSTANCE", "VI_web", "BACKUP", "100")
-		if got := testutil.ToFloat64(m.transitions.WithLabelValues("BACKUP")); got != 1 {
+		if got := promtest.ToFloat64(m.transitions.WithLabelValues("BACKUP")); got != 1 {
 			t.Errorf("transitions_total{to=BACKUP} = %v, want 1", got)
 		}
 		wantRole(t, m, "web", vrrp.RoleBackup)
@@ -129,7 +125,7 @@ func TestMetricsFollowAgentEvents(t *testing.T) {
 	t.Run("hostsync back: the outbox drains", func(t *testing.T) {
 		cs.setDown(false)
 		waitFor(t, "outbox_depth 0", func() bool { return gauge(m.outbox) == 0 })
-		if got := testutil.ToFloat64(m.reports.WithLabelValues("ok")); got != 2 {
+		if got := promtest.ToFloat64(m.reports.WithLabelValues("ok")); got != 2 {
 			t.Errorf("reports_total{ok} = %v, want 2", got)
 		}
 	})
@@ -238,131 +234,6 @@ func TestMetricsFollowAgentEvents(t *testing.T) {
 	})
 }
 
-// logRecorder passes records on to a handler and keeps the attributes of
-// each message (the last record of that message wins).
-type logRecorder struct {
-	slog.Handler
-	st *logState
-}
-
-type logState struct {
-	mu    sync.Mutex
-	attrs map[string]map[string]string
-}
-
-func newLogRecorder(h slog.Handler) *logRecorder {
-	return &logRecorder{Handler: h, st: &logState{attrs: map[string]map[string]string{}}}
-}
-
-func (h *logRecorder) Handle(ctx context.Context, r slog.Record) error {
-	m := map[string]string{}
-	r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.String(); return true })
-	h.st.mu.Lock()
-	h.st.attrs[r.Message] = m
-	h.st.mu.Unlock()
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
-	return &logRecorder{Handler: h.Handler.WithAttrs(as), st: h.st}
-}
-
-func (h *logRecorder) WithGroup(name string) slog.Handler {
-	return &logRecorder{Handler: h.Handler.WithGroup(name), st: h.st}
-}
-
-// attr is the attribute key of the last record with message msg.
-func (h *logRecorder) attr(msg, key string) (string, bool) {
-	h.st.mu.Lock()
-	defer h.st.mu.Unlock()
-	v, ok := h.st.attrs[msg][key]
-	return v, ok
-}
-
-// listenPorts returns the ports of the listening TCP sockets this process
-// holds (read from /proc), to tell which listeners the agent opened.
-func listenPorts(t testing.TB) map[int]bool {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("needs Linux /proc to list this process's sockets: %v", err)
-	}
-	inodes := map[string]bool{}
-	for _, fd := range fds {
-		l, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-		if err == nil && strings.HasPrefix(l, "socket:[") {
-			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
-		}
-	}
-	ports := map[int]bool{}
-	// /proc/self/net is the main thread's network namespace, which a
-	// parallel netns test may have entered for a moment; this goroutine's
-	// own (unlocked, so never moved) thread is in the test's namespace.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for _, name := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
-		data, err := os.ReadFile(name)
-		if err != nil {
-			continue // no IPv6
-		}
-		for _, line := range strings.Split(string(data), "\n")[1:] {
-			fs := strings.Fields(line)
-			// sl local_address rem_address st ... uid timeout inode; 0A is LISTEN.
-			if len(fs) < 10 || fs[3] != "0A" || !inodes[fs[9]] {
-				continue
-			}
-			_, hexPort, _ := strings.Cut(fs[1], ":")
-			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
-				ports[int(p)] = true
-			}
-		}
-	}
-	return ports
-}
-
-func newPorts(before, after map[int]bool) map[int]bool {
-	out := map[int]bool{}
-	for p := range after {
-		if !before[p] {
-			out[p] = true
-		}
-	}
-	return out
-}
-
-// scrape GETs url and returns each sample line's value by its series
-// ("name" or `name{label="value",...}`).
-func scrape(t testing.TB, url string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("sample line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // TestMetricsEndpoint runs the agent with metrics_listen set and empty.
 // Set: GET /metrics answers on that address (the agent's only TCP
 // listener) with the role a notify set, and stops with the agent. Empty:
@@ -376,8 +247,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		{"off", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			logs := newLogRecorder(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-			before := listenPorts(t)
+			logs := testutil.NewLogRecorder(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+			before := testutil.ListenPorts(t)
 			h := startTestAgentLog(t, slog.New(logs), metaJSON(t, testMeta(1)), func(c *Config, d *deps) {
 				c.MetricsListen = tc.listen
 				if tc.listen != "" {
@@ -391,8 +262,8 @@ func TestMetricsEndpoint(t *testing.T) {
 				}
 			})
 			waitFor(t, "first apply", func() bool { return h.status().Ready })
-			addr, _ := logs.attr("agent started", "metrics")
-			got := newPorts(before, listenPorts(t))
+			addr, _ := logs.Attr("agent started", "metrics")
+			got := testutil.NewPorts(before, testutil.ListenPorts(t))
 			h.link.set("192.0.2.11/24", "192.0.2.10/24")
 			h.hook("INSTANCE", "VI_web", "MASTER", "100")
 
@@ -416,7 +287,7 @@ func TestMetricsEndpoint(t *testing.T) {
 				t.Fatalf("new TCP listeners %v, want only the metrics port %s", got, p)
 			}
 			url := "http://" + addr + "/metrics"
-			s := scrape(t, url)
+			s := testutil.Scrape(t, url)
 			for series, want := range map[string]float64{
 				`vipkeeper_agent_role{group="web",role="MASTER"}`:  1,
 				`vipkeeper_agent_role{group="web",role="UNKNOWN"}`: 0,
@@ -435,7 +306,7 @@ func TestMetricsEndpoint(t *testing.T) {
 				resp.Body.Close()
 				t.Error("/metrics still answers after the agent stopped")
 			}
-			if left := newPorts(before, listenPorts(t)); len(left) != 0 {
+			if left := testutil.NewPorts(before, testutil.ListenPorts(t)); len(left) != 0 {
 				t.Errorf("listeners left open after the agent stopped: %v", left)
 			}
 		})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -46,29 +47,25 @@ type lab struct {
 // newLab builds a bridge namespace with the fake hostsync on 192.0.2.1 and
 // one namespace per guest with a veth into the bridge.
 func newLab(t *testing.T, names ...string) *lab {
-	requireRoot(t)
-	requireBinary(t, "ip", "keepalived")
+	testutil.RequireRoot(t, "keepalived")
 	agentBin, vipctlBin := binaries(t)
-	tag := randTag()
-	l := &lab{t: t, br: "vkb" + tag, hs: &fakeHostsync{seen: map[string]bool{}}, vip: netip.MustParsePrefix("192.0.2.10/24"), vipctl: vipctlBin, agent: agentBin}
-	addNetns(t, l.br)
-	ipCmd(t, "-n", l.br, "link", "add", "br0", "type", "bridge")
-	ipCmd(t, "-n", l.br, "addr", "add", "192.0.2.1/24", "dev", "br0")
-	ipCmd(t, "-n", l.br, "link", "set", "br0", "up")
+	l := &lab{t: t, br: testutil.NewNetns(t, "b"), hs: &fakeHostsync{seen: map[string]bool{}}, vip: netip.MustParsePrefix("192.0.2.10/24"), vipctl: vipctlBin, agent: agentBin}
+	testutil.IP(t, "-n", l.br, "link", "add", "br0", "type", "bridge")
+	testutil.IP(t, "-n", l.br, "addr", "add", "192.0.2.1/24", "dev", "br0")
+	testutil.IP(t, "-n", l.br, "link", "set", "br0", "up")
 	root := t.TempDir()
 	for i, name := range names {
 		g := &labGuest{
 			name: name,
-			ns:   fmt.Sprintf("vkg%d%s", i+1, tag),
+			ns:   testutil.NewNetns(t, fmt.Sprintf("g%d", i+1)),
 			addr: netip.MustParsePrefix(fmt.Sprintf("192.0.2.%d/24", 11+i)),
 			dir:  filepath.Join(root, name),
 		}
-		addNetns(t, g.ns)
 		port := fmt.Sprintf("p%d", i+1)
-		ipCmd(t, "-n", l.br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", g.ns)
-		ipCmd(t, "-n", l.br, "link", "set", port, "master", "br0", "up")
-		ipCmd(t, "-n", g.ns, "addr", "add", g.addr.String(), "dev", "eth0")
-		ipCmd(t, "-n", g.ns, "link", "set", "eth0", "up")
+		testutil.IP(t, "-n", l.br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", g.ns)
+		testutil.IP(t, "-n", l.br, "link", "set", port, "master", "br0", "up")
+		testutil.IP(t, "-n", g.ns, "addr", "add", g.addr.String(), "dev", "eth0")
+		testutil.IP(t, "-n", g.ns, "link", "set", "eth0", "up")
 		if err := os.MkdirAll(g.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package hostsync
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -159,12 +158,7 @@ func (a *AdminAPI) answer(w http.ResponseWriter, r *http.Request) func(v any, er
 }
 
 func (a *AdminAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := statusOf(err)
-	body := api.Error{Error: err.Error()}
-	var ie *invalidError
-	if errors.As(err, &ie) {
-		body.Field = ie.Field
-	}
+	code, body := errorBody(err)
 	if code == http.StatusInternalServerError {
 		a.log.Error("admin api", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else {

@@ -2,24 +2,19 @@ package hostsync
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
-	"github.com/vishvananda/netns"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // TestPassiveGARPMovesOwnerOnTheWire is the host's GARP loop with real
@@ -28,26 +23,11 @@ import (
 // guest's keepalived-style gratuitous ARP request moves the owner, and
 // hostsync answers with its own burst (request and reply) for the new owner.
 func TestPassiveGARPMovesOwnerOnTheWire(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and raw packet sockets")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip binary (iproute2)")
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	ns := "vkhs" + hex.EncodeToString(b[:])
-	ipc := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	ipc("netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	ipc("-n", ns, "link", "add", "vkhost0", "type", "veth", "peer", "name", "vkguest0")
-	ipc("-n", ns, "link", "set", "vkhost0", "up")
-	ipc("-n", ns, "link", "set", "vkguest0", "up")
+	testutil.RequireRoot(t)
+	ns := testutil.NewNetns(t, "hs")
+	testutil.IP(t, "-n", ns, "link", "add", "vkhost0", "type", "veth", "peer", "name", "vkguest0")
+	testutil.IP(t, "-n", ns, "link", "set", "vkhost0", "up")
+	testutil.IP(t, "-n", ns, "link", "set", "vkguest0", "up")
 
 	// Open every socket inside the namespace.
 	var (
@@ -59,7 +39,7 @@ func TestPassiveGARPMovesOwnerOnTheWire(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.Announcer = nil })
 	var svc *Service // set below, once the sender exists
 	watch := func(a netip.Addr) bool { return svc.WatchVIP(a) }
-	err := inNamespace(ns, func() error {
+	err := testutil.InNetns(ns, func() error {
 		s, c, err := garp.OpenSender("vkhost0", garp.Options{Logger: testLogger(t), Schedule: OneRound})
 		if err != nil {
 			return err
@@ -155,27 +135,4 @@ func TestPassiveGARPMovesOwnerOnTheWire(t *testing.T) {
 	if err := <-lerr; !errors.Is(err, context.Canceled) {
 		t.Fatalf("listener: %v", err)
 	}
-}
-
-// inNamespace runs fn on an OS thread switched into the named network
-// namespace; sockets it opens stay in that namespace.
-func inNamespace(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is left locked and so discarded when this goroutine
-		// ends, never returned to the scheduler in the wrong namespace.
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }

@@ -219,13 +219,19 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
-func (g *GuestAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := statusOf(err)
+// errorBody is err's HTTP status and the api.Error that says it, with the
+// field when err is an *invalidError.
+func errorBody(err error) (int, api.Error) {
 	body := api.Error{Error: err.Error()}
 	var ie *invalidError
 	if errors.As(err, &ie) {
 		body.Field = ie.Field
 	}
+	return statusOf(err), body
+}
+
+func (g *GuestAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code, body := errorBody(err)
 	if code == http.StatusInternalServerError {
 		g.log.Error("guest api", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 		body.Error = "hostsync: internal error"

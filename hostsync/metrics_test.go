@@ -1,11 +1,9 @@
 package hostsync
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,18 +11,17 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // histCount is the sample count of the histogram name in g.
@@ -57,8 +54,8 @@ func TestMetricsFollowClaims(t *testing.T) {
 	f.nginx()
 	// Binding the EIP applied the data plane already.
 	applies := histCount(t, reg, "vipkeeper_hostsync_dataplane_apply_seconds")
-	if applies == 0 || testutil.ToFloat64(m.applies.WithLabelValues("ok")) != float64(applies) {
-		t.Fatalf("after the EIP was bound: %d applies timed, %v ok", applies, testutil.ToFloat64(m.applies.WithLabelValues("ok")))
+	if applies == 0 || promtest.ToFloat64(m.applies.WithLabelValues("ok")) != float64(applies) {
+		t.Fatalf("after the EIP was bound: %d applies timed, %v ok", applies, promtest.ToFloat64(m.applies.WithLabelValues("ok")))
 	}
 
 	type want struct {
@@ -75,19 +72,19 @@ func TestMetricsFollowClaims(t *testing.T) {
 	check := func(t *testing.T, w want) {
 		t.Helper()
 		for result, n := range w.claims {
-			if got := testutil.ToFloat64(m.claims.WithLabelValues(result)); got != n {
+			if got := promtest.ToFloat64(m.claims.WithLabelValues(result)); got != n {
 				t.Errorf("claims_total{result=%q} = %v, want %v", result, got, n)
 			}
 		}
 		for name, c := range map[string]struct {
 			got, want float64
 		}{
-			"vip_moves_total":                   {testutil.ToFloat64(m.moves), w.moves},
-			"split_brains_total":                {testutil.ToFloat64(m.splitBrains), w.splitBrains},
-			"garp_frames_sent_total":            {testutil.ToFloat64(m.garpFrames), w.garpFrames},
-			`dataplane_applies_total{ok}`:       {testutil.ToFloat64(m.applies.WithLabelValues("ok")), w.appliesOK},
-			`dataplane_applies_total{error}`:    {testutil.ToFloat64(m.applies.WithLabelValues("error")), w.appliesErr},
-			`garp_observations_total{accepted}`: {testutil.ToFloat64(m.observations.WithLabelValues("accepted")), w.observations},
+			"vip_moves_total":                   {promtest.ToFloat64(m.moves), w.moves},
+			"split_brains_total":                {promtest.ToFloat64(m.splitBrains), w.splitBrains},
+			"garp_frames_sent_total":            {promtest.ToFloat64(m.garpFrames), w.garpFrames},
+			`dataplane_applies_total{ok}`:       {promtest.ToFloat64(m.applies.WithLabelValues("ok")), w.appliesOK},
+			`dataplane_applies_total{error}`:    {promtest.ToFloat64(m.applies.WithLabelValues("error")), w.appliesErr},
+			`garp_observations_total{accepted}`: {promtest.ToFloat64(m.observations.WithLabelValues("accepted")), w.observations},
 		} {
 			if c.got != c.want {
 				t.Errorf("%s = %v, want %v", name, c.got, c.want)
@@ -186,104 +183,6 @@ func TestNewMetricsRefusesDoubleRegistration(t *testing.T) {
 	}
 }
 
-// logRecorder passes records on to a handler and keeps the attributes of
-// each message (the last record of that message wins).
-type logRecorder struct {
-	slog.Handler
-	st *logState
-}
-
-type logState struct {
-	mu    sync.Mutex
-	attrs map[string]map[string]string
-}
-
-func newLogRecorder(h slog.Handler) *logRecorder {
-	return &logRecorder{Handler: h, st: &logState{attrs: map[string]map[string]string{}}}
-}
-
-func (h *logRecorder) Handle(ctx context.Context, r slog.Record) error {
-	m := map[string]string{}
-	r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.String(); return true })
-	h.st.mu.Lock()
-	h.st.attrs[r.Message] = m
-	h.st.mu.Unlock()
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
-	return &logRecorder{Handler: h.Handler.WithAttrs(as), st: h.st}
-}
-
-func (h *logRecorder) WithGroup(name string) slog.Handler {
-	return &logRecorder{Handler: h.Handler.WithGroup(name), st: h.st}
-}
-
-// attr is the attribute key of the last record with message msg, and
-// whether there was one.
-func (h *logRecorder) attr(msg, key string) (string, bool) {
-	h.st.mu.Lock()
-	defer h.st.mu.Unlock()
-	m, ok := h.st.attrs[msg]
-	if !ok {
-		return "", false
-	}
-	v, ok := m[key]
-	return v, ok
-}
-
-// listenPorts returns the ports of the listening TCP sockets this process
-// holds (read from /proc), to tell which listeners a daemon opened.
-func listenPorts(t testing.TB) map[int]bool {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("needs Linux /proc to list this process's sockets: %v", err)
-	}
-	inodes := map[string]bool{}
-	for _, fd := range fds {
-		l, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-		if err == nil && strings.HasPrefix(l, "socket:[") {
-			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
-		}
-	}
-	ports := map[int]bool{}
-	// /proc/self/net is the network namespace of the main thread, which a
-	// parallel netns test may have entered for a moment; this goroutine's
-	// own (unlocked, so never moved) thread is in the test's namespace.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	for _, name := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
-		data, err := os.ReadFile(name)
-		if err != nil {
-			continue // no IPv6
-		}
-		for _, line := range strings.Split(string(data), "\n")[1:] {
-			fs := strings.Fields(line)
-			// sl local_address rem_address st ... uid timeout inode; 0A is LISTEN.
-			if len(fs) < 10 || fs[3] != "0A" || !inodes[fs[9]] {
-				continue
-			}
-			_, hexPort, _ := strings.Cut(fs[1], ":")
-			if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
-				ports[int(p)] = true
-			}
-		}
-	}
-	return ports
-}
-
-// newPorts lists the ports in after and not in before.
-func newPorts(before, after map[int]bool) map[int]bool {
-	out := map[int]bool{}
-	for p := range after {
-		if !before[p] {
-			out[p] = true
-		}
-	}
-	return out
-}
-
 func port(t testing.TB, addr string) int {
 	t.Helper()
 	_, p, err := net.SplitHostPort(addr)
@@ -295,39 +194,6 @@ func port(t testing.TB, addr string) int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// scrape GETs url and returns each sample line's value by its series
-// ("name" or `name{label="value",...}`).
-func scrape(t testing.TB, url string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("sample line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // TestRunMetricsEndpoint runs the daemon with metrics_listen set and with
@@ -377,21 +243,21 @@ backend = "none"
 					}
 				},
 			}
-			logs := newLogRecorder(testLogger(t).Handler())
-			before := listenPorts(t)
+			logs := testutil.NewLogRecorder(testLogger(t).Handler())
+			before := testutil.ListenPorts(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { done <- Run(ctx, cfg, slog.New(logs), p) }()
-			waitFor(t, "the start log", func() bool { _, ok := logs.attr("hostsync started", "metrics"); return ok })
-			guest, _ := logs.attr("hostsync started", "guest_api")
-			addr, _ := logs.attr("hostsync started", "metrics")
+			waitFor(t, "the start log", func() bool { _, ok := logs.Attr("hostsync started", "metrics"); return ok })
+			guest, _ := logs.Attr("hostsync started", "guest_api")
+			addr, _ := logs.Attr("hostsync started", "metrics")
 			// The start log comes just before the listeners accept: wait
 			// until the guest API's port (and the metrics one, when on)
 			// shows up, then look at the whole set.
 			var got map[int]bool
 			waitFor(t, "the listeners", func() bool {
-				got = newPorts(before, listenPorts(t))
+				got = testutil.NewPorts(before, testutil.ListenPorts(t))
 				if !got[port(t, guest)] {
 					return false
 				}
@@ -419,7 +285,7 @@ backend = "none"
 				})
 				var s map[string]float64
 				waitFor(t, "the move in /metrics", func() bool {
-					s = scrape(t, url)
+					s = testutil.Scrape(t, url)
 					return s["vipkeeper_hostsync_vip_moves_total"] == 1
 				})
 				for series, want := range map[string]float64{
@@ -457,7 +323,7 @@ backend = "none"
 					t.Error("/metrics still answers after Run returned")
 				}
 			}
-			if left := newPorts(before, listenPorts(t)); len(left) != 0 {
+			if left := testutil.NewPorts(before, testutil.ListenPorts(t)); len(left) != 0 {
 				t.Errorf("listeners left open after Run returned: %v", left)
 			}
 		})

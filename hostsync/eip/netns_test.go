@@ -3,22 +3,20 @@ package eip
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -62,73 +60,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func requirePrivileges(tb testing.TB, bins ...string) {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root: creates network namespaces, nftables tables and routes")
-	}
-	for _, b := range append([]string{"ip"}, bins...) {
-		if _, err := exec.LookPath(b); err != nil {
-			tb.Skipf("needs the %s binary", b)
-		}
-	}
-}
-
-// ipCmd runs ip with args and fails the test on error.
-func ipCmd(tb testing.TB, args ...string) string {
-	tb.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// newNetns creates a network namespace with a unique name (at most 15
-// characters) and its loopback up, removed when the test ends.
-func newNetns(tb testing.TB, tag string) string {
-	tb.Helper()
-	name := fmt.Sprintf("vke%s%05x", tag, rand.Uint32()&0xfffff)
-	ipCmd(tb, "netns", "add", name)
-	tb.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			tb.Errorf("ip netns del %s: %v\n%s", name, err, out)
-		}
-	})
-	ipCmd(tb, "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
-// inNetns runs fn on an OS thread switched into the named namespace;
-// sockets fn opens and processes it starts belong to that namespace.
-func inNetns(name string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// The thread stays locked, so the runtime retires it with this
-		// goroutine instead of reusing it in the wrong namespace.
-		return errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
 // netnsNFT is an NFTOptions.Run that applies the script with
 // `ip netns exec NS nft -f -`.
 func netnsNFT(ns string) func(context.Context, []byte) error {
@@ -146,7 +77,7 @@ func netnsNFT(ns string) func(context.Context, []byte) error {
 // only nft itself is timed.
 func forkNFT(ns string) func(context.Context, []byte) error {
 	return func(ctx context.Context, script []byte) error {
-		return inNetns(ns, func() error {
+		return testutil.InNetns(ns, func() error {
 			cmd := exec.CommandContext(ctx, "nft", "-f", "-")
 			cmd.Stdin = bytes.NewReader(script)
 			if out, err := cmd.CombinedOutput(); err != nil {
@@ -227,8 +158,8 @@ func nftList(t *testing.T, ns string) string {
 }
 
 func TestNetnsGoldenScriptsLoad(t *testing.T) {
-	requirePrivileges(t, "nft")
-	ns := newNetns(t, "n")
+	testutil.RequireRoot(t, "nft")
+	ns := testutil.NewNetns(t, "en")
 	for _, tc := range renderCases {
 		t.Run(tc.name, func(t *testing.T) {
 			golden := filepath.Join("testdata", tc.name+".golden")
@@ -246,19 +177,19 @@ func TestNetnsGoldenScriptsLoad(t *testing.T) {
 }
 
 func TestNetnsEIPFollowsVIP(t *testing.T) {
-	requirePrivileges(t, "nft")
-	client, gw, srvA, srvB := newNetns(t, "c"), newNetns(t, "g"), newNetns(t, "a"), newNetns(t, "b")
+	testutil.RequireRoot(t, "nft")
+	client, gw, srvA, srvB := testutil.NewNetns(t, "ec"), testutil.NewNetns(t, "eg"), testutil.NewNetns(t, "ea"), testutil.NewNetns(t, "eb")
 
 	// client 198.51.100.2 -- 198.51.100.1 gateway 192.0.2.1 (bridge) -- A 192.0.2.11, B 192.0.2.12
-	ipCmd(t, "-n", client, "link", "add", "c0", "type", "veth", "peer", "name", "g0", "netns", gw)
-	ipCmd(t, "-n", client, "addr", "add", "198.51.100.2/24", "dev", "c0")
-	ipCmd(t, "-n", client, "link", "set", "c0", "up")
-	ipCmd(t, "-n", client, "route", "add", "203.0.113.0/24", "via", "198.51.100.1")
-	ipCmd(t, "-n", gw, "addr", "add", "198.51.100.1/24", "dev", "g0")
-	ipCmd(t, "-n", gw, "link", "set", "g0", "up")
-	ipCmd(t, "-n", gw, "link", "add", "br0", "type", "bridge")
-	ipCmd(t, "-n", gw, "addr", "add", "192.0.2.1/24", "dev", "br0")
-	ipCmd(t, "-n", gw, "link", "set", "br0", "up")
+	testutil.IP(t, "-n", client, "link", "add", "c0", "type", "veth", "peer", "name", "g0", "netns", gw)
+	testutil.IP(t, "-n", client, "addr", "add", "198.51.100.2/24", "dev", "c0")
+	testutil.IP(t, "-n", client, "link", "set", "c0", "up")
+	testutil.IP(t, "-n", client, "route", "add", "203.0.113.0/24", "via", "198.51.100.1")
+	testutil.IP(t, "-n", gw, "addr", "add", "198.51.100.1/24", "dev", "g0")
+	testutil.IP(t, "-n", gw, "link", "set", "g0", "up")
+	testutil.IP(t, "-n", gw, "link", "add", "br0", "type", "bridge")
+	testutil.IP(t, "-n", gw, "addr", "add", "192.0.2.1/24", "dev", "br0")
+	testutil.IP(t, "-n", gw, "link", "set", "br0", "up")
 	if out, err := exec.Command("ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
 		t.Fatalf("enable forwarding: %v\n%s", err, out)
 	}
@@ -266,15 +197,15 @@ func TestNetnsEIPFollowsVIP(t *testing.T) {
 		{srvA, "pa", "a0", "192.0.2.11/24", "A"},
 		{srvB, "pb", "b0", "192.0.2.12/24", "B"},
 	} {
-		ipCmd(t, "-n", gw, "link", "add", s.port, "type", "veth", "peer", "name", s.dev, "netns", s.ns)
-		ipCmd(t, "-n", gw, "link", "set", s.port, "master", "br0")
-		ipCmd(t, "-n", gw, "link", "set", s.port, "up")
-		ipCmd(t, "-n", s.ns, "addr", "add", s.addr, "dev", s.dev)
-		ipCmd(t, "-n", s.ns, "link", "set", s.dev, "up")
-		ipCmd(t, "-n", s.ns, "route", "add", "default", "via", "192.0.2.1")
+		testutil.IP(t, "-n", gw, "link", "add", s.port, "type", "veth", "peer", "name", s.dev, "netns", s.ns)
+		testutil.IP(t, "-n", gw, "link", "set", s.port, "master", "br0")
+		testutil.IP(t, "-n", gw, "link", "set", s.port, "up")
+		testutil.IP(t, "-n", s.ns, "addr", "add", s.addr, "dev", s.dev)
+		testutil.IP(t, "-n", s.ns, "link", "set", s.dev, "up")
+		testutil.IP(t, "-n", s.ns, "route", "add", "default", "via", "192.0.2.1")
 		startHelper(t, s.ns, helperEnv+"=server", helperNameEnv+"="+s.name, helperListenEnv+"=0.0.0.0:8080")
 	}
-	ipCmd(t, "-n", srvA, "addr", "add", "192.0.2.10/24", "dev", "a0")
+	testutil.IP(t, "-n", srvA, "addr", "add", "192.0.2.10/24", "dev", "a0")
 
 	n, err := NewNFT(NFTOptions{Run: netnsNFT(gw), Netlink: netlinkAt(t, gw), Logger: testLogger(t)})
 	if err != nil {
@@ -288,12 +219,12 @@ func TestNetnsEIPFollowsVIP(t *testing.T) {
 	waitBody(t, client, "http://203.0.113.5:8080/", "A")
 
 	// The VIP moves to B, which announces it, and the mapping is applied again.
-	ipCmd(t, "-n", srvA, "addr", "del", "192.0.2.10/24", "dev", "a0")
-	ipCmd(t, "-n", srvB, "addr", "add", "192.0.2.10/24", "dev", "b0")
+	testutil.IP(t, "-n", srvA, "addr", "del", "192.0.2.10/24", "dev", "a0")
+	testutil.IP(t, "-n", srvB, "addr", "add", "192.0.2.10/24", "dev", "b0")
 	var macB net.HardwareAddr
 	var sender *garp.Sender
 	var closer io.Closer
-	if err := inNetns(srvB, func() error {
+	if err := testutil.InNetns(srvB, func() error {
 		ifi, err := net.InterfaceByName("b0")
 		if err != nil {
 			return err
@@ -311,7 +242,7 @@ func TestNetnsEIPFollowsVIP(t *testing.T) {
 	// The gateway learnt B's MAC from the announcement.
 	neigh := ""
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if neigh = ipCmd(t, "-n", gw, "neigh", "show", "192.0.2.10", "dev", "br0"); strings.Contains(neigh, macB.String()) {
+		if neigh = testutil.IP(t, "-n", gw, "neigh", "show", "192.0.2.10", "dev", "br0"); strings.Contains(neigh, macB.String()) {
 			break
 		}
 	}
@@ -338,13 +269,13 @@ func TestNetnsEIPFollowsVIP(t *testing.T) {
 }
 
 func TestNetnsVIPRoutes(t *testing.T) {
-	requirePrivileges(t)
-	ns, peer := newNetns(t, "r"), newNetns(t, "p")
-	ipCmd(t, "-n", ns, "link", "add", "r0", "type", "veth", "peer", "name", "p0", "netns", peer)
-	ipCmd(t, "-n", ns, "addr", "add", "198.51.100.1/24", "dev", "r0")
-	ipCmd(t, "-n", ns, "link", "set", "r0", "up")
-	ipCmd(t, "-n", peer, "link", "set", "p0", "up")
-	ipCmd(t, "-n", ns, "route", "add", "192.0.2.99/32", "via", "198.51.100.30", "proto", "static")
+	testutil.RequireRoot(t)
+	ns, peer := testutil.NewNetns(t, "er"), testutil.NewNetns(t, "ep")
+	testutil.IP(t, "-n", ns, "link", "add", "r0", "type", "veth", "peer", "name", "p0", "netns", peer)
+	testutil.IP(t, "-n", ns, "addr", "add", "198.51.100.1/24", "dev", "r0")
+	testutil.IP(t, "-n", ns, "link", "set", "r0", "up")
+	testutil.IP(t, "-n", peer, "link", "set", "p0", "up")
+	testutil.IP(t, "-n", ns, "route", "add", "192.0.2.99/32", "via", "198.51.100.30", "proto", "static")
 
 	hostBefore := hostOwnedRoutes(t)
 	rec := &scriptRecorder{}
@@ -354,7 +285,7 @@ func TestNetnsVIPRoutes(t *testing.T) {
 	}
 	eip, vip := netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("192.0.2.10")
 	show := func() string {
-		return strings.TrimSpace(ipCmd(t, "-n", ns, "route", "show", "proto", fmt.Sprint(DefaultRouteProtocol)))
+		return strings.TrimSpace(testutil.IP(t, "-n", ns, "route", "show", "proto", fmt.Sprint(DefaultRouteProtocol)))
 	}
 	for _, step := range []struct {
 		name     string
@@ -379,7 +310,7 @@ func TestNetnsVIPRoutes(t *testing.T) {
 			t.Errorf("%s: routes of protocol %d = %q, want %q", step.name, DefaultRouteProtocol, got, step.want)
 		}
 	}
-	if got := ipCmd(t, "-n", ns, "route", "show", "192.0.2.99/32"); !strings.Contains(got, "via 198.51.100.30") {
+	if got := testutil.IP(t, "-n", ns, "route", "show", "192.0.2.99/32"); !strings.Contains(got, "via 198.51.100.30") {
 		t.Errorf("foreign static route touched: %q", got)
 	}
 
@@ -413,10 +344,10 @@ func hostOwnedRoutes(t *testing.T) string {
 // nft is started from a thread inside the namespace, so no `ip netns exec`
 // is timed.
 func BenchmarkNFTApply(b *testing.B) {
-	requirePrivileges(b, "nft")
+	testutil.RequireRoot(b, "nft")
 	for _, size := range []int{1, 100} {
 		b.Run(fmt.Sprintf("mappings=%d", size), func(b *testing.B) {
-			ns := newNetns(b, "x")
+			ns := testutil.NewNetns(b, "ex")
 			n, err := NewNFT(NFTOptions{Run: forkNFT(ns), Netlink: netlinkAt(b, ns)})
 			if err != nil {
 				b.Fatal(err)

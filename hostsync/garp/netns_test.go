@@ -4,95 +4,28 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // Privileged tests: they build network namespaces joined by veth pairs and
 // a bridge, and run the Sender and Listener on real AF_PACKET sockets.
 
-func requirePrivileges(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and raw packet sockets")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip binary (iproute2) to build network namespaces")
-	}
-}
-
-// ipCmd runs ip with args and fails the test on error.
-func ipCmd(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// newNetns creates a network namespace with a unique name (at most 15
-// characters) and its loopback up, removed when the test ends.
-func newNetns(t *testing.T, tag string) string {
-	t.Helper()
-	name := fmt.Sprintf("vkg%s%05x", tag, rand.Uint32()&0xfffff)
-	ipCmd(t, "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v\n%s", name, err, out)
-		}
-	})
-	ipCmd(t, "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
-// inNetns runs fn on an OS thread that is switched into the named network
-// namespace; sockets fn opens belong to that namespace for their lifetime.
-func inNetns(name string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// The thread stays locked, so the runtime retires it with this
-		// goroutine instead of reusing it in the wrong namespace.
-		return errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
 func openSenderIn(t *testing.T, ns, ifname string, opts Options) *Sender {
 	t.Helper()
 	var s *Sender
 	var c io.Closer
-	if err := inNetns(ns, func() (err error) {
+	if err := testutil.InNetns(ns, func() (err error) {
 		s, c, err = OpenSender(ifname, opts)
 		return err
 	}); err != nil {
@@ -108,7 +41,7 @@ func listenIn(t *testing.T, ns, ifname string, watch func(netip.Addr) bool) *col
 	t.Helper()
 	var l *Listener
 	var c io.Closer
-	if err := inNetns(ns, func() (err error) {
+	if err := testutil.InNetns(ns, func() (err error) {
 		l, c, err = OpenListener(ifname, watch, ListenerOptions{Logger: testLogger(t)})
 		return err
 	}); err != nil {
@@ -153,11 +86,11 @@ func checkObservation(t *testing.T, o Observation, vip netip.Addr, mac net.Hardw
 }
 
 func TestNetnsVethSenderToListener(t *testing.T) {
-	requirePrivileges(t)
-	nsA, nsB := newNetns(t, "a"), newNetns(t, "b")
-	ipCmd(t, "-n", nsA, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", nsB)
-	ipCmd(t, "-n", nsA, "link", "set", "va", "up")
-	ipCmd(t, "-n", nsB, "link", "set", "vb", "up")
+	testutil.RequireRoot(t)
+	nsA, nsB := testutil.NewNetns(t, "ga"), testutil.NewNetns(t, "gb")
+	testutil.IP(t, "-n", nsA, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", nsB)
+	testutil.IP(t, "-n", nsA, "link", "set", "va", "up")
+	testutil.IP(t, "-n", nsB, "link", "set", "vb", "up")
 
 	vip2 := netip.MustParseAddr("192.0.2.20")
 	mac2 := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x02, 0x14}
@@ -196,22 +129,22 @@ func TestNetnsVethSenderToListener(t *testing.T) {
 }
 
 func TestNetnsBridgeWithoutIPv4(t *testing.T) {
-	requirePrivileges(t)
-	nsH, nsG := newNetns(t, "h"), newNetns(t, "g")
-	ipCmd(t, "-n", nsH, "link", "add", "br0", "type", "bridge")
-	ipCmd(t, "-n", nsH, "link", "add", "hp0", "type", "veth", "peer", "name", "gp0", "netns", nsG)
-	ipCmd(t, "-n", nsH, "link", "set", "hp0", "master", "br0")
+	testutil.RequireRoot(t)
+	nsH, nsG := testutil.NewNetns(t, "gh"), testutil.NewNetns(t, "gg")
+	testutil.IP(t, "-n", nsH, "link", "add", "br0", "type", "bridge")
+	testutil.IP(t, "-n", nsH, "link", "add", "hp0", "type", "veth", "peer", "name", "gp0", "netns", nsG)
+	testutil.IP(t, "-n", nsH, "link", "set", "hp0", "master", "br0")
 	for _, l := range []string{"br0", "hp0"} {
-		ipCmd(t, "-n", nsH, "link", "set", l, "up")
+		testutil.IP(t, "-n", nsH, "link", "set", l, "up")
 	}
-	ipCmd(t, "-n", nsG, "link", "set", "gp0", "up")
+	testutil.IP(t, "-n", nsG, "link", "set", "gp0", "up")
 	if out, err := exec.Command("ip", "-n", nsH, "-4", "-o", "addr", "show", "dev", "br0").CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) != 0 {
 		t.Fatalf("br0 must have no IPv4 address: %v %q", err, out)
 	}
 
 	// A raw capture on the bridge port itself sees the exact frames.
 	var port *packet.Conn
-	if err := inNetns(nsH, func() error {
+	if err := testutil.InNetns(nsH, func() error {
 		ifi, err := net.InterfaceByName("hp0")
 		if err != nil {
 			return err
@@ -233,7 +166,7 @@ func TestNetnsBridgeWithoutIPv4(t *testing.T) {
 	// bridge downstream learns the owner's MAC on this port) and the
 	// owner's MAC in the ARP payload.
 	var brMAC net.HardwareAddr
-	if err := inNetns(nsH, func() error {
+	if err := testutil.InNetns(nsH, func() error {
 		br, err := net.InterfaceByName("br0")
 		if err == nil {
 			brMAC = br.HardwareAddr
@@ -271,14 +204,14 @@ func TestNetnsBridgeWithoutIPv4(t *testing.T) {
 // by the kernel of the namespace holding the VIP, and the Listener on the
 // probing end reports that reply with the holder's MAC.
 func TestNetnsProbeFindsHolder(t *testing.T) {
-	requirePrivileges(t)
-	nsH, nsP := newNetns(t, "h"), newNetns(t, "p")
-	ipCmd(t, "-n", nsH, "link", "add", "vh", "type", "veth", "peer", "name", "vp", "netns", nsP)
+	testutil.RequireRoot(t)
+	nsH, nsP := testutil.NewNetns(t, "gh"), testutil.NewNetns(t, "gp")
+	testutil.IP(t, "-n", nsH, "link", "add", "vh", "type", "veth", "peer", "name", "vp", "netns", nsP)
 	holderMAC := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x02, 0x0b}
-	ipCmd(t, "-n", nsH, "link", "set", "vh", "address", holderMAC.String())
-	ipCmd(t, "-n", nsH, "link", "set", "vh", "up")
-	ipCmd(t, "-n", nsP, "link", "set", "vp", "up")
-	ipCmd(t, "-n", nsH, "addr", "add", testVIP.String()+"/24", "dev", "vh")
+	testutil.IP(t, "-n", nsH, "link", "set", "vh", "address", holderMAC.String())
+	testutil.IP(t, "-n", nsH, "link", "set", "vh", "up")
+	testutil.IP(t, "-n", nsP, "link", "set", "vp", "up")
+	testutil.IP(t, "-n", nsH, "addr", "add", testVIP.String()+"/24", "dev", "vh")
 
 	col := listenIn(t, nsP, "vp", watchOnly(testVIP))
 	s := openSenderIn(t, nsP, "vp", Options{Logger: testLogger(t), Schedule: []time.Duration{0}})

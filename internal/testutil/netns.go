@@ -1,0 +1,89 @@
+package testutil
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// RequireRoot skips a privileged test unless it runs as root with ip(8)
+// and every other binary named installed. CI runs these tests as root.
+func RequireRoot(tb testing.TB, binaries ...string) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root: creates network namespaces (CI runs the privileged tests as root)")
+	}
+	for _, b := range append([]string{"ip"}, binaries...) {
+		if _, err := exec.LookPath(b); err != nil {
+			tb.Skipf("needs the %s binary, which is not installed", b)
+		}
+	}
+}
+
+// IP runs ip(8) with args and returns its output; an error fails the test.
+func IP(tb testing.TB, args ...string) string {
+	tb.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// NewNetns creates a network namespace named "vk", tag and a random
+// suffix, with its loopback up, and removes it when the test ends (a
+// failed removal fails the test). The name is at most 15 characters, so
+// tag is at most 8.
+func NewNetns(tb testing.TB, tag string) string {
+	tb.Helper()
+	name := fmt.Sprintf("vk%s%05x", tag, rand.Uint32()&0xfffff)
+	if len(name) > 15 {
+		tb.Fatalf("network namespace name %q is longer than 15 characters", name)
+	}
+	IP(tb, "netns", "add", name)
+	tb.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			tb.Errorf("ip netns del %s: %v\n%s", name, err, out)
+		}
+	})
+	IP(tb, "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+// InNetns runs fn on the calling goroutine, locked to an OS thread that is
+// switched into the named namespace for the call; sockets fn opens and
+// processes it starts belong to that namespace.
+func InNetns(name string, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	ferr := fn()
+	if err := netns.Set(orig); err != nil {
+		// The thread stays locked, so the runtime retires it with this
+		// goroutine instead of reusing it in the wrong namespace.
+		return errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
