@@ -3,14 +3,12 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
+	"github.com/vipkeeper/vipkeeper/internal/hostport"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -283,7 +281,7 @@ func (c *Config) Validate() error {
 		return bad("socket", "%q is longer than 100 bytes, too long for a unix socket path", c.Socket)
 	}
 	if c.MetricsListen != "" {
-		if err := checkListen(c.MetricsListen); err != nil {
+		if err := hostport.Check(c.MetricsListen); err != nil {
 			return bad("metrics_listen", "%v", err)
 		}
 	}
@@ -422,24 +420,6 @@ func checkAbs(p string) error {
 	}
 	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
 		return fmt.Errorf("%q is not a clean absolute path", p)
-	}
-	return nil
-}
-
-// checkListen accepts IP:PORT (an empty host means every address); port 0
-// lets the kernel pick one.
-func checkListen(v string) error {
-	host, port, err := net.SplitHostPort(v)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port, e.g. \"127.0.0.1:9851\"", v)
-	}
-	if host != "" {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return fmt.Errorf("%q: the host must be an IP address, e.g. \"127.0.0.1:9851\"", v)
-		}
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("%q: the port must be 0–65535", v)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/vipkeeper/vipkeeper/internal/hostport"
 	"net"
 	"net/netip"
 	"net/url"
@@ -11,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -247,11 +247,11 @@ func (c Config) Validate() error {
 	if len(c.AdminSocket) > 107 {
 		return bad("admin_socket", "%q is longer than a unix socket path may be (107 bytes)", c.AdminSocket)
 	}
-	if err := checkHostPort(c.GuestListen); err != nil {
+	if err := hostport.Check(c.GuestListen); err != nil {
 		return bad("guest_listen", "%v", err)
 	}
 	if c.MetricsListen != "" {
-		if err := checkHostPort(c.MetricsListen); err != nil {
+		if err := hostport.Check(c.MetricsListen); err != nil {
 			return bad("metrics_listen", "%v", err)
 		}
 	}
@@ -368,23 +368,6 @@ func (c Config) validateStore(bad func(key, format string, args ...any) error) e
 	}
 	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") || strings.ContainsAny(e.Prefix, " \t\n") {
 		return bad("etcd.prefix", "%q must start and end with / and hold no spaces, e.g. \"/vipkeeper/\"", e.Prefix)
-	}
-	return nil
-}
-
-func checkHostPort(v string) error {
-	host, port, err := net.SplitHostPort(v)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port", v)
-	}
-	if host != "" {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return fmt.Errorf("%q: the host must be an IP address (or empty for all)", v)
-		}
-	}
-	// Port 0 (the kernel picks one) is allowed for tests.
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("%q: port must be 0–65535", v)
 	}
 	return nil
 }
