@@ -128,7 +128,10 @@ func (k *SystemdKeepalived) getConn(ctx context.Context) (systemdConn, error) {
 	if k.conn != nil {
 		return k.conn, nil
 	}
-	c, err := k.dial(ctx)
+	// go-systemd ties the connection's life to the dial context: the
+	// connection is kept across calls (and closed by Close), so it must not
+	// end with this call's context, only inherit its values.
+	c, err := k.dial(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("agent: connect to systemd: %w", err)
 	}

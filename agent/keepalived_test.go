@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
@@ -148,6 +149,30 @@ func TestSystemdKeepalived(t *testing.T) {
 	k.Close()
 	if !f.closed {
 		t.Error("connection not closed")
+	}
+}
+
+// The D-Bus connection outlives the call that opened it: go-systemd closes
+// a connection when its dial context ends, so the dial context must not
+// end with the caller's (a regression: the first apply's 5 s context
+// closed the connection and later reloads failed).
+func TestSystemdKeepalivedConnOutlivesCall(t *testing.T) {
+	f := &fakeSystemd{load: "loaded", active: "active", result: "done"}
+	var dialCtx context.Context
+	k := &SystemdKeepalived{Unit: "keepalived.service", dial: func(ctx context.Context) (systemdConn, error) {
+		dialCtx = ctx
+		return f, nil
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if _, err := k.Loaded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if dialCtx == nil || dialCtx.Err() != nil {
+		t.Fatalf("the connection's context ended with the call: %v", dialCtx)
+	}
+	if err := k.Reload(context.Background()); err != nil {
+		t.Fatalf("reload after the first call's context ended: %v", err)
 	}
 }
 
