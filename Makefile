@@ -51,3 +51,18 @@ clean:
 .PHONY: packages
 packages:
 	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' DIST=dist ./scripts/packages.sh
+
+# The systemd lab (internal/sdlab) alone: the packages installed with dpkg
+# and apt in booted systemd containers, the agent's unit, keepalived's
+# D-Bus reload, the watchdog, upgrade and removal, the seed's failover.
+# Needs root; `make test` runs it too. `make rootfs` only builds (or finds)
+# the cached root file system (VIPKEEPER_SDLAB_CACHE, default
+# /var/cache/vipkeeper-sdlab).
+.PHONY: rootfs test-systemd
+rootfs:
+	@./scripts/deps.sh debootstrap systemd-container
+	./scripts/rootfs.sh
+
+test-systemd:
+	@./scripts/deps.sh debootstrap systemd-container
+	$(GO) test -race -count=1 -timeout 20m -v ./internal/sdlab/

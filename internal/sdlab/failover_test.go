@@ -1,0 +1,308 @@
+package sdlab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/api"
+)
+
+// The seed's nginx failover with every daemon under a real systemd: a
+// hypervisor host container runs vipkeeper-hostsync from its package and
+// serves the apt repository; two VM containers, nginx-master and
+// nginx-slave, are set up by the cloud-init example that takes the
+// metadata from hostsync (packaging/cloud-init/vipkeeper-agent-hostsync.yaml):
+// apt source, apt-get install, agent.toml, systemctl enable --now. The
+// admin builds the seed's group with vipctl on the host; a client outside
+// reaches nginx through the EIP. nginx dies on the master and cannot be
+// restarted (the seed's check_httpd.sh case): the VIP moves to the slave
+// and the EIP follows it; nginx comes back: the VIP and the EIP return.
+//
+//	client 198.51.100.2 ── up0 198.51.100.1 [host h1: hostsync, EIP NAT]
+//	                                          br0 192.0.2.1
+//	                      nginx-master eth0 192.0.2.11 ┘└ nginx-slave eth0 192.0.2.12
+//	VIP 192.0.2.10, EIP 203.0.113.5
+//
+// One host: hostsync's registry is per host; routing the VIP between two
+// hosts is the namespace lab's end-to-end test (internal/lab).
+func TestFailover(t *testing.T) {
+	requireLab(t)
+	t.Parallel()
+	f := getFixture(t)
+	l := newLab(t, f)
+	ctx := t.Context()
+	log := testLogger(t)
+
+	type guest struct {
+		name, ns, hostEnd, mac, addr string
+		c                            *Container
+	}
+	master := &guest{name: "nginx-master", ns: "m", hostEnd: "vm-m", mac: "52:54:00:00:02:0b", addr: "192.0.2.11"}
+	slave := &guest{name: "nginx-slave", ns: "s", hostEnd: "vm-s", mac: "52:54:00:00:02:0c", addr: "192.0.2.12"}
+	guests := []*guest{master, slave}
+
+	for _, ns := range []string{"h", "m", "s", "cl"} {
+		if err := l.AddNS(ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := []func() error{
+		func() error { return l.Bridge("h", "br0", "192.0.2.1/24") },
+		func() error { return l.Sysctl("h", "net.ipv4.ip_forward", "1") },
+		func() error { return l.Veth("h", "up0", "cl", "eth0") },
+		func() error { return l.IP("h", "addr", "add", "198.51.100.1/24", "dev", "up0") },
+		func() error { return l.IP("cl", "addr", "add", "198.51.100.2/24", "dev", "eth0") },
+		func() error { return l.IP("cl", "route", "add", "203.0.113.0/24", "via", "198.51.100.1") },
+	}
+	for _, g := range guests {
+		steps = append(steps, func() error { return guestNet(l, "h", g.ns, g.hostEnd, g.mac, g.addr, "192.0.2.1") })
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Three machines boot at once.
+	start := time.Now()
+	var host *Container
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	wg.Go(func() { host, errs[0] = l.Boot(ctx, "h1", "h") })
+	for i, g := range guests {
+		wg.Go(func() { g.c, errs[i+1] = l.Boot(ctx, g.name, g.ns) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("timing: three containers booted to running in %s (host %s, master %s, slave %s)", time.Since(start).Round(10*time.Millisecond),
+		host.BootTime.Round(10*time.Millisecond), master.c.BootTime.Round(10*time.Millisecond), slave.c.BootTime.Round(10*time.Millisecond))
+
+	step := func(name string, fn func(t *testing.T)) {
+		t.Helper()
+		if !t.Run(name, fn) {
+			t.FailNow()
+		}
+	}
+
+	step("hostsync installed and active on the host", func(t *testing.T) {
+		const conf = `# hostsync of host h1: the guests reach it on br0.
+guest_listen = "192.0.2.1:8750"
+garp_interface = "br0"
+
+[dataplane]
+backend = "nftables"
+`
+		if err := host.WriteFile(ctx, "/etc/vipkeeper/hostsync.toml", []byte(conf), "root:root", 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := host.CopyIn(ctx, f.v1["vipkeeper-hostsync"], "/root/vipkeeper-hostsync.deb", 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// The admin's own config is there first, as with the agent's
+		// cloud-init: keep it.
+		run(t, ctx, host, "dpkg", "--install", "--force-confold", "/root/vipkeeper-hostsync.deb")
+		if got := dpkgStatus(ctx, host, "vipkeeper-hostsync"); got != "install ok installed "+pkgVersion {
+			t.Errorf("dpkg status %q", got)
+		}
+		poll(t, ctx, shortWait, "vipkeeper-hostsync active with a status sentence", func() (bool, string, error) {
+			s, err := statusLine(ctx, host, "vipkeeper-hostsync.service")
+			active, aerr := host.IsActive(ctx, "vipkeeper-hostsync.service")
+			return active == "active" && s != "", active + ": " + s, errors.Join(err, aerr)
+		})
+		// The repository the guests' cloud-init installs from.
+		if err := host.CopyIn(ctx, f.v1["vipkeeper-agent"], "/var/www/html/vipkeeper/"+filepath.Base(f.v1["vipkeeper-agent"]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := host.IndexAptRepo(ctx, "/var/www/html/vipkeeper"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	step("the admin builds the seed's group", func(t *testing.T) {
+		admin := [][]string{
+			{"network-create", "--cidr", "192.0.2.0/24", "--vpc-id", "vpc1", "net1"},
+			{"network-create", "--cidr", "203.0.113.0/24", "--kind", "eip", "pub"},
+			{"guest-register", "--network-id", "net1", "--address", master.addr, "--mac", master.mac, "--host", "h1", master.name},
+			{"guest-register", "--network-id", "net1", "--address", slave.addr, "--mac", slave.mac, "--host", "h1", slave.name},
+			{"instancegroup-create", "--check-process", "nginx:nginx.service", "nginx"},
+			{"instancegroup-join", "nginx", master.name, slave.name},
+			{"instancegroup-attachnetwork", "--ip-addr", "192.0.2.10", "--require-designated-ip", "nginx"},
+			{"instancegroup-create-eip", "--ip-addr", "203.0.113.5", "--bandwidth", "100", "nginx"},
+		}
+		for _, a := range admin {
+			run(t, ctx, host, append([]string{"vipctl"}, a...)...)
+		}
+		g := showGroup(t, ctx, host)
+		if g.VIP == nil || g.VIP.Address.String() != "192.0.2.10/24" || g.EIP == nil || g.EIP.Address.String() != "203.0.113.5" {
+			t.Fatalf("group: VIP %+v, EIP %+v", g.VIP, g.EIP)
+		}
+		for _, m := range g.Members {
+			t.Logf("member %s priority %d", m.Name, m.Priority)
+		}
+		// The EIP mapping is in hostsync's data plane, in the host.
+		out := run(t, ctx, host, "nft", "list", "table", "ip", "vipkeeper")
+		if !strings.Contains(out, "ip daddr 203.0.113.5 dnat to 192.0.2.10") {
+			t.Errorf("nft table vipkeeper:\n%s", out)
+		}
+	})
+
+	step("the guests install the agent with the cloud-init example", func(t *testing.T) {
+		cfg := example(t, f, "vipkeeper-agent-hostsync.yaml")
+		var wg sync.WaitGroup
+		errs := make([]error, len(guests))
+		start := time.Now()
+		for i, g := range guests {
+			wg.Go(func() {
+				if err := g.c.WriteFile(ctx, "/var/www/html/index.html", []byte(g.name+"\n"), "root:root", 0o644); err != nil {
+					errs[i] = err
+					return
+				}
+				errs[i] = g.c.ApplyCloudConfig(ctx, cfg, log)
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("timing: both guests installed from the host's repository in %s", time.Since(start).Round(10*time.Millisecond))
+		for _, g := range guests {
+			if got := dpkgStatus(ctx, g.c, "vipkeeper-agent"); got != "install ok installed "+pkgVersion {
+				t.Errorf("%s: dpkg status %q", g.name, got)
+			}
+		}
+	})
+
+	client := HTTPClientIn(l.NS("cl"), 5*time.Second)
+	// owner waits until the VIP is on want's eth0 only, the agent there
+	// says MASTER, hostsync records want as the owner, and the client
+	// reaches want's nginx through the EIP.
+	owner := func(t *testing.T, want, other *guest, timeout time.Duration) {
+		t.Helper()
+		poll(t, ctx, timeout, "the VIP on "+want.name+" and the EIP reaching it", func() (bool, string, error) {
+			on, err := hasAddr(ctx, want.c, "eth0", "192.0.2.10/24")
+			if err != nil {
+				return false, "", err
+			}
+			off, err := hasAddr(ctx, other.c, "eth0", "192.0.2.10/24")
+			if err != nil {
+				return false, "", err
+			}
+			s, err := statusLine(ctx, want.c, "vipkeeper-agent.service")
+			if err != nil {
+				return false, "", err
+			}
+			g := showGroup(t, ctx, host)
+			var rec string
+			if g.Owner != nil {
+				rec = g.Owner.Name
+			}
+			body, herr := get(ctx, client, "http://203.0.113.5/")
+			state := fmt.Sprintf("VIP on %s %v, on %s %v; agent %q; hostsync owner %q; EIP answers %q (%v)", want.name, on, other.name, off, s, rec, body, herr)
+			return on && !off && strings.HasPrefix(s, "MASTER of nginx") && rec == want.name && body == want.name, state, nil
+		})
+	}
+
+	step("the master holds the VIP and the EIP reaches it", func(t *testing.T) {
+		owner(t, master, slave, 2*time.Minute)
+		for _, g := range guests {
+			if got, err := g.c.IsActive(ctx, "keepalived.service"); err != nil || got != "active" {
+				t.Errorf("%s keepalived %q %v", g.name, got, err)
+			}
+		}
+		s, err := statusLine(ctx, slave.c, "vipkeeper-agent.service")
+		if err != nil || !strings.HasPrefix(s, "BACKUP of nginx") {
+			t.Errorf("slave agent: %q %v", s, err)
+		}
+	})
+
+	step("nginx fails on the master: the VIP and the EIP move to the slave", func(t *testing.T) {
+		start := time.Now()
+		// nginx stops and cannot be restarted: the check's restart fails,
+		// its weight is lost, the slave's priority is higher.
+		run(t, ctx, master.c, "systemctl", "mask", "--now", "nginx.service")
+		owner(t, slave, master, 90*time.Second)
+		t.Logf("timing: nginx stopped on the master to the EIP serving the slave in %s", time.Since(start).Round(100*time.Millisecond))
+		out := run(t, ctx, host, "journalctl", "--no-pager", "--output=cat", "--unit=vipkeeper-hostsync.service")
+		if !strings.Contains(out, slave.name) {
+			t.Errorf("hostsync's journal does not mention the move to %s:\n%s", slave.name, out)
+		}
+	})
+
+	step("nginx comes back: the VIP and the EIP return to the master", func(t *testing.T) {
+		start := time.Now()
+		run(t, ctx, master.c, "systemctl", "unmask", "nginx.service")
+		run(t, ctx, master.c, "systemctl", "start", "nginx.service")
+		owner(t, master, slave, 90*time.Second)
+		t.Logf("timing: nginx started on the master to the EIP serving it in %s", time.Since(start).Round(100*time.Millisecond))
+	})
+
+	step("no daemon restarted or failed on the way", func(t *testing.T) {
+		check := func(c *Container, unit string) {
+			p, err := c.Show(ctx, unit, "ActiveState", "NRestarts")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if p["ActiveState"] != "active" || p["NRestarts"] != "0" {
+				t.Errorf("%s %s: %v", c.Name, unit, p)
+			}
+		}
+		check(host, "vipkeeper-hostsync.service")
+		for _, g := range guests {
+			check(g.c, "vipkeeper-agent.service")
+			check(g.c, "keepalived.service")
+		}
+		for _, c := range []*Container{host, master.c, slave.c} {
+			if got := strings.TrimSpace(run(t, ctx, c, "systemctl", "is-system-running")); got != "running" {
+				t.Errorf("%s is %q", c.Name, got)
+			}
+		}
+	})
+}
+
+// showGroup is `vipctl instancegroup-show --json nginx` on the host.
+func showGroup(t *testing.T, ctx context.Context, host *Container) api.GroupView {
+	t.Helper()
+	out := run(t, ctx, host, "vipctl", "instancegroup-show", "--json", "nginx")
+	var g api.GroupView
+	if err := json.Unmarshal([]byte(out), &g); err != nil {
+		t.Fatalf("instancegroup-show --json: %v\n%s", err, out)
+	}
+	return g
+}
+
+// get is the trimmed body of a 200 answer to a GET of url.
+func get(ctx context.Context, c *http.Client, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return strings.TrimSpace(string(body)), nil
+}
