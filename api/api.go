@@ -37,6 +37,10 @@ type ClaimResult struct {
 	Owner     string `json:"owner,omitempty"`
 	Revision  uint64 `json:"revision,omitempty"`
 	Message   string `json:"message,omitempty"`
+	// Queued: the registry was unreachable; hostsync stored the claim
+	// durably and replays it, in arrival order, when the registry is
+	// back (the guest API answers 202 Accepted).
+	Queued bool `json:"queued,omitempty"`
 }
 
 // Error is the body of every non-2xx answer on every API.

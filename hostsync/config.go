@@ -107,7 +107,8 @@ type Config struct {
 
 // EtcdConfig is the [etcd] table.
 type EtcdConfig struct {
-	// Endpoints are etcd's client URLs, http:// or https://.
+	// Endpoints are etcd's client URLs, http:// or https://, or
+	// unix:///PATH for an etcd on the same machine.
 	Endpoints []string `toml:"endpoints"`
 	// DialTimeout bounds the first connection (default 5s).
 	DialTimeout time.Duration `toml:"dial_timeout"`
@@ -349,10 +350,8 @@ func (c Config) validateStore(bad func(key, format string, args ...any) error) e
 		return bad("etcd.endpoints", "is required with store = \"etcd\", e.g. [\"https://192.0.2.1:2379\"]")
 	}
 	for i, ep := range e.Endpoints {
-		u, err := url.Parse(ep)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" ||
-			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-			return bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q is not http://HOST:PORT or https://HOST:PORT", ep)
+		if !validEndpoint(ep) {
+			return bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q is not http://HOST:PORT, https://HOST:PORT or unix:///PATH", ep)
 		}
 	}
 	if e.DialTimeout <= 0 {
@@ -370,6 +369,23 @@ func (c Config) validateStore(bad func(key, format string, args ...any) error) e
 		return bad("etcd.prefix", "%q must start and end with / and hold no spaces, e.g. \"/vipkeeper/\"", e.Prefix)
 	}
 	return nil
+}
+
+// validEndpoint reports whether ep is an etcd client URL hostsync takes:
+// http:// or https:// with a host and port, or unix:// with an absolute
+// socket path (an etcd on the same machine).
+func validEndpoint(ep string) bool {
+	u, err := url.Parse(ep)
+	if err != nil || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+		return false
+	}
+	switch u.Scheme {
+	case "http", "https":
+		return u.Host != "" && u.Port() != "" && (u.Path == "" || u.Path == "/")
+	case "unix":
+		return u.Host == "" && filepath.IsAbs(u.Path) && filepath.Clean(u.Path) == u.Path
+	}
+	return false
 }
 
 // CheckHost checks what Validate cannot: the GARP interface exists.

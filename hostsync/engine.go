@@ -34,6 +34,9 @@ type claimIn struct {
 	seq    uint64 // 0 for a passive observation
 	source string
 	at     time.Time // as stamped by the guest (zero: unknown)
+	// replayed: the claim waited in the claim queue while the registry
+	// was unreachable.
+	replayed bool
 }
 
 // decision is what a claim does, decided on one snapshot.
@@ -64,6 +67,11 @@ type claimState struct {
 // for the VIP with the new owner's MAC, then re-points the EIP mapping.
 // Claims are idempotent by (member, seq). ErrForbidden (wrapped) when the
 // caller is not a member of a group with a VIP; nothing is recorded then.
+//
+// With a claim queue (Options.Queue), a claim that finds the registry
+// unreachable (registry.ErrUnavailable), or finds older claims still
+// queued, is queued and answered with Queued set; the replayer (see
+// ReplayQueue) runs it later through this same path.
 func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.ClaimResult, error) {
 	if t.Seq == 0 {
 		return api.ClaimResult{}, invalid("transition.seq", "must be at least 1")
@@ -71,6 +79,30 @@ func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.C
 	if _, err := vrrp.ParseRole(string(t.To)); err != nil {
 		return api.ClaimResult{}, invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
 	}
+	queued := func() queuedClaim {
+		q := queuedClaim{Kind: queuedClaimKind, Addr: c.Addr, Transition: &t}
+		if c.MAC != nil {
+			q.MAC = c.MAC.String()
+		}
+		return q
+	}
+	if s.queue != nil && s.queue.Len() > 0 {
+		return s.enqueue(queued(), nil)
+	}
+	var res api.ClaimResult
+	err := s.bounded(ctx, func(ctx context.Context) error {
+		var err error
+		res, err = s.claimNow(ctx, c, t, false)
+		return err
+	})
+	if s.queue != nil && errors.Is(err, registry.ErrUnavailable) {
+		return s.enqueue(queued(), err)
+	}
+	return res, err
+}
+
+// claimNow runs a claim against the registry.
+func (s *Service) claimNow(ctx context.Context, c Caller, t vrrp.Transition, replayed bool) (api.ClaimResult, error) {
 	res, err := s.claim(ctx, func(tx registry.Tx) (registry.Guest, registry.Group, error) {
 		gu, g, err := identify(tx, c)
 		if err != nil {
@@ -83,7 +115,7 @@ func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.C
 			return gu, g, fmt.Errorf("%w: the claim names group %q but guest %s is in group %s", ErrForbidden, t.Group, gu.Name, g.Name)
 		}
 		return gu, g, nil
-	}, claimIn{role: t.To, seq: t.Seq, source: t.Source, at: t.At})
+	}, claimIn{role: t.To, seq: t.Seq, source: t.Source, at: t.At, replayed: replayed})
 	s.count(err, res)
 	return res, err
 }
@@ -102,7 +134,30 @@ type Observation struct {
 // the member's agent is down. An observation of the current owner changes
 // nothing and writes nothing; one whose MAC is no member's is ignored
 // (ErrForbidden).
+//
+// With a claim queue, an observation that finds the registry unreachable
+// (or older claims queued) is queued like a claim.
 func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, error) {
+	queued := func() queuedClaim {
+		return queuedClaim{Kind: queuedObservationKind, VIP: o.VIP, MAC: o.MAC.String(), Reply: o.Reply, At: o.At}
+	}
+	if s.queue != nil && s.queue.Len() > 0 {
+		return s.enqueue(queued(), nil)
+	}
+	var res api.ClaimResult
+	err := s.bounded(ctx, func(ctx context.Context) error {
+		var err error
+		res, err = s.observeNow(ctx, o, false)
+		return err
+	})
+	if s.queue != nil && errors.Is(err, registry.ErrUnavailable) {
+		return s.enqueue(queued(), err)
+	}
+	return res, err
+}
+
+// observeNow runs an observation against the registry.
+func (s *Service) observeNow(ctx context.Context, o Observation, replayed bool) (api.ClaimResult, error) {
 	mac := o.MAC.String()
 	vip := o.VIP.Unmap()
 	source := SourceGARP
@@ -133,11 +188,21 @@ func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, 
 			}
 		}
 		return registry.Guest{}, g, fmt.Errorf("%w: MAC %s announcing %s is no member of group %s", ErrForbidden, mac, vip, g.Name)
-	}, claimIn{role: vrrp.RoleMaster, source: source})
+	}, claimIn{role: vrrp.RoleMaster, source: source, at: observedAt(o, replayed), replayed: replayed})
 	if s.metrics != nil {
 		s.metrics.observation(err == nil && res.Accepted)
 	}
 	return res, err
+}
+
+// observedAt is the time an observation counts as stamped: only replayed
+// ones carry it (so the stale-claim and predating rules apply to them);
+// a live observation is now.
+func observedAt(o Observation, replayed bool) time.Time {
+	if replayed {
+		return o.At
+	}
+	return time.Time{}
 }
 
 func groupByVIP(tx registry.Tx, vip netip.Addr) (registry.Group, error) {
@@ -322,6 +387,12 @@ func (s *Service) decide(st claimState, in claimIn, now time.Time) decision {
 	}
 	if st.owner.GuestID == self.ID {
 		return decision{accepted: true, message: self.Name + " already owns the VIP"}
+	}
+	if in.replayed && !in.at.IsZero() && in.at.Before(st.owner.Since) {
+		// It waited in the queue while another host recorded a newer
+		// owner: the newer event stands.
+		return decision{accepted: false, message: fmt.Sprintf("queued MASTER claim stamped %s predates the owner recorded at %s; recorded, VIP not moved",
+			in.at.Format(time.RFC3339Nano), st.owner.Since.Format(time.RFC3339Nano))}
 	}
 	if !in.at.IsZero() && now.Sub(in.at) > s.staleAge {
 		return decision{accepted: false, message: fmt.Sprintf("MASTER claim stamped %s is older than %s; recorded, VIP not moved", in.at.Format(time.RFC3339), s.staleAge)}

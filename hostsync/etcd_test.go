@@ -76,6 +76,10 @@ key_file = "/etc/vipkeeper/etcd-key.pem"
 		c.Etcd.DialTimeout != registry.DefaultEtcdDialTimeout || c.Etcd.Prefix != registry.DefaultEtcdPrefix {
 		t.Fatalf("config = %+v", c)
 	}
+	u, err := ParseConfig("unix.toml", []byte("store = \"etcd\"\n[etcd]\nendpoints = [\"unix:///run/etcd/client.sock\"]\n"))
+	if err != nil || u.Etcd.Endpoints[0] != "unix:///run/etcd/client.sock" {
+		t.Fatalf("unix endpoint: %+v, %v", u.Etcd, err)
+	}
 	d, err := ParseConfig("empty.toml", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +101,7 @@ key_file = "/etc/vipkeeper/etcd-key.pem"
 		{"bad prefix", "store = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\nprefix = \"vipkeeper\"", "etcd.prefix"},
 		{"negative dial timeout", "store = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\ndial_timeout = \"-1s\"", "etcd.dial_timeout"},
 		{"gateway with garp", "store = \"etcd\"\nrole = \"gateway\"\ngarp_interface = \"br0\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]", "garp_interface"},
+		{"unix endpoint with a relative path", "store = \"etcd\"\n[etcd]\nendpoints = [\"unix://etcd.sock\"]", "etcd.endpoints[0]"},
 		{"unknown etcd key", "store = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\nusername = \"x\"", "etcd.username"},
 	}
 	for _, tc := range cases {

@@ -15,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -120,6 +121,11 @@ func (g *GuestAPI) claims(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
+	if res.Queued {
+		// Stored durably in the claim queue: the agent may forget it.
+		writeJSON(w, http.StatusAccepted, res)
+		return
+	}
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -215,6 +221,9 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case isRefusal(err):
 		return http.StatusConflict
+	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, ErrQueueFull):
+		// The agent keeps the claim in its outbox and retries.
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

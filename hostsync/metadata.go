@@ -55,20 +55,49 @@ func identify(tx registry.Tx, c Caller) (registry.Guest, registry.Group, error) 
 }
 
 // Metadata returns the metadata of the caller's group, validated by vrrp.
+//
+// With a claim queue (a shared registry), the document is remembered per
+// guest address, and while the registry is unreachable
+// (registry.ErrUnavailable) the caller is served the last one (when its
+// MAC, if known, is the one registered).
 func (s *Service) Metadata(ctx context.Context, c Caller) (*vrrp.Metadata, error) {
 	var md *vrrp.Metadata
-	err := s.store.View(ctx, func(tx registry.Tx) error {
-		_, g, err := identify(tx, c)
-		if err != nil {
+	var mac string
+	err := s.bounded(ctx, func(ctx context.Context) error {
+		return s.store.View(ctx, func(tx registry.Tx) error {
+			gu, g, err := identify(tx, c)
+			if err != nil {
+				return err
+			}
+			mac = gu.MAC
+			md, err = groupMetadata(tx, g)
 			return err
-		}
-		md, err = groupMetadata(tx, g)
-		return err
+		})
 	})
-	if err != nil {
-		return nil, err
+	if s.queue == nil {
+		return md, err
 	}
-	return md, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.lastMetadata[c.Addr] = cachedMetadata{md: md, mac: mac}
+		return md, nil
+	case errors.Is(err, registry.ErrUnavailable):
+		if last, ok := s.lastMetadata[c.Addr]; ok && (c.MAC == nil || c.MAC.String() == last.mac) {
+			return last.md, nil
+		}
+	case errors.Is(err, ErrForbidden):
+		delete(s.lastMetadata, c.Addr)
+	}
+	return nil, err
+}
+
+// cachedMetadata is the last document served to a guest, with the MAC
+// registered for it then.
+type cachedMetadata struct {
+	md  *vrrp.Metadata
+	mac string
 }
 
 // GroupMetadata returns the metadata of a group (id or name) with a VIP,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,9 @@ const (
 	retryApply = 5 * time.Second
 	// shutdownGrace bounds the graceful shutdown of the HTTP servers.
 	shutdownGrace = 5 * time.Second
+	// replayInterval is how often queued claims are tried again while
+	// the shared registry is unreachable.
+	replayInterval = time.Second
 )
 
 // Run is vipkeeper-hostsync: it opens the registry, serves the guest API
@@ -69,9 +73,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 			}
 		}
 	}
+	var queue *ClaimQueue
+	if cfg.Store == StoreEtcd && !gateway {
+		// Claims that find etcd unreachable wait here, in order.
+		if queue, err = OpenClaimQueue(filepath.Join(cfg.StateDir, ClaimQueueFile), cfg.DBTimeout); err != nil {
+			return err
+		}
+		defer queue.Close()
+	}
 	svc, err := New(ctx, store, Options{
 		Logger: log, Announcer: p.Announcer, Backend: p.Backend, Hosts: cfg.Hosts, Metrics: metrics,
 		SplitBrainWindow: cfg.SplitBrainWindow, StaleClaimAge: cfg.StaleClaimAge, ApplyTimeout: cfg.DataPlane.Timeout,
+		Queue: queue,
 	})
 	if err != nil {
 		return err
@@ -147,6 +160,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		return nil
 	})
 	g.Go(func() error { reconcile(gctx, svc, cfg.ReapplyInterval, log); return nil })
+	if queue != nil {
+		g.Go(func() error { replayLoop(gctx, svc, replayInterval, log); return nil })
+	}
 	if w, ok := store.(registry.Watcher); ok {
 		g.Go(func() error { follow(gctx, svc, w, log); return nil })
 	}

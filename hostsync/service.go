@@ -75,6 +75,16 @@ type Options struct {
 	AnnounceTimeout time.Duration
 	// ApplyTimeout bounds one data-plane apply (default 30 s).
 	ApplyTimeout time.Duration
+	// Queue, when set, keeps claims and observations that find the
+	// registry unreachable (see Claim, ReplayQueue), and metadata is then
+	// served from the last document read per guest. The caller closes it
+	// after the Service.
+	Queue *ClaimQueue
+	// UnreachableAfter is how long a claim, observation or metadata read
+	// waits for the registry before it counts as unreachable (with a
+	// Queue only; default DefaultUnreachableAfter, below the agent's
+	// report timeout).
+	UnreachableAfter time.Duration
 }
 
 // Service is hostsync's core: the registry with the platform's rules (the
@@ -82,19 +92,25 @@ type Options struct {
 // data plane that follows it. Its methods are safe for concurrent use.
 type Service struct {
 	// Immutable after New.
-	store         registry.Store
-	log           *slog.Logger
-	announcer     Announcer
-	backend       eip.Backend
-	hosts         map[string]netip.Addr
-	metrics       *Metrics
-	now           func() time.Time
-	intn          func(int) int
-	window        time.Duration
-	staleAge      time.Duration
-	announceLimit time.Duration
-	applyLimit    time.Duration
-	schedule      []time.Duration
+	store            registry.Store
+	log              *slog.Logger
+	announcer        Announcer
+	backend          eip.Backend
+	hosts            map[string]netip.Addr
+	metrics          *Metrics
+	now              func() time.Time
+	intn             func(int) int
+	window           time.Duration
+	staleAge         time.Duration
+	announceLimit    time.Duration
+	applyLimit       time.Duration
+	schedule         []time.Duration
+	queue            *ClaimQueue
+	unreachableAfter time.Duration
+	queueKick        chan struct{} // buffered 1: a claim was queued
+
+	// replayMu serializes ReplayQueue.
+	replayMu sync.Mutex
 
 	// applyMu serializes data-plane applies, each of the complete set read
 	// fresh from the registry, so the last apply always reflects the
@@ -110,8 +126,11 @@ type Service struct {
 	vips       map[netip.Addr]string // VIP → group id, for WatchVIP
 	rounds     map[netip.Addr]*probeRound
 	probeKick  chan struct{} // buffered 1: a probe is wanted soon
-	stats      stats
-	closed     bool
+	// lastMetadata is the last metadata document served to each guest
+	// address, served again while the registry is unreachable.
+	lastMetadata map[netip.Addr]cachedMetadata
+	stats        stats
+	closed       bool
 }
 
 type announcement struct {
@@ -144,22 +163,26 @@ func (s *Service) logMove(m api.Move) {
 // bursts in flight; the store is the caller's to close).
 func New(ctx context.Context, store registry.Store, opts Options) (*Service, error) {
 	s := &Service{
-		store:         store,
-		log:           opts.Logger,
-		announcer:     opts.Announcer,
-		backend:       opts.Backend,
-		hosts:         opts.Hosts,
-		metrics:       opts.Metrics,
-		now:           opts.Now,
-		intn:          opts.Intn,
-		window:        opts.SplitBrainWindow,
-		staleAge:      opts.StaleClaimAge,
-		announceLimit: opts.AnnounceTimeout,
-		applyLimit:    opts.ApplyTimeout,
-		schedule:      slices.Clone(opts.AnnounceSchedule),
-		announcing:    map[string]*announcement{},
-		rounds:        map[netip.Addr]*probeRound{},
-		probeKick:     make(chan struct{}, 1),
+		store:            store,
+		log:              opts.Logger,
+		announcer:        opts.Announcer,
+		backend:          opts.Backend,
+		hosts:            opts.Hosts,
+		metrics:          opts.Metrics,
+		now:              opts.Now,
+		intn:             opts.Intn,
+		window:           opts.SplitBrainWindow,
+		staleAge:         opts.StaleClaimAge,
+		announceLimit:    opts.AnnounceTimeout,
+		applyLimit:       opts.ApplyTimeout,
+		schedule:         slices.Clone(opts.AnnounceSchedule),
+		announcing:       map[string]*announcement{},
+		rounds:           map[netip.Addr]*probeRound{},
+		probeKick:        make(chan struct{}, 1),
+		queue:            opts.Queue,
+		unreachableAfter: opts.UnreachableAfter,
+		queueKick:        make(chan struct{}, 1),
+		lastMetadata:     map[netip.Addr]cachedMetadata{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -178,6 +201,9 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Service, err
 	}
 	if s.announceLimit <= 0 {
 		s.announceLimit = 10 * time.Second
+	}
+	if s.unreachableAfter <= 0 {
+		s.unreachableAfter = DefaultUnreachableAfter
 	}
 	if s.applyLimit <= 0 {
 		s.applyLimit = 30 * time.Second

@@ -18,6 +18,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Defaults of the etcd store.
@@ -258,6 +260,30 @@ func (s *Etcd) Update(ctx context.Context, fn func(Tx) error) error {
 	return fmt.Errorf("%w: %d attempts", ErrConflict, s.attempts)
 }
 
+// etcdFailed wraps a failed request, with ErrUnavailable when etcd could
+// not be reached in time and the caller's ctx is still live.
+func etcdFailed(ctx context.Context, what string, err error) error {
+	if ctx.Err() == nil && etcdUnreachable(err) {
+		return fmt.Errorf("registry: etcd %s: %w: %w", what, ErrUnavailable, err)
+	}
+	return fmt.Errorf("registry: etcd %s: %w", what, err)
+}
+
+// etcdUnreachable reports whether err says etcd could not serve the
+// request now (as opposed to refusing it).
+func etcdUnreachable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) ||
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) || errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost) ||
+		errors.Is(err, rpctypes.ErrLeaderChanged) || errors.Is(err, rpctypes.ErrStopped)
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -325,7 +351,7 @@ func (t *etcdTx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetRespon
 		if errors.Is(err, rpctypes.ErrCompacted) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("registry: etcd get %s: %w", key, err)
+		return nil, etcdFailed(t.ctx, "get "+key, err)
 	}
 	if t.rev == 0 {
 		t.rev = resp.Header.Revision
@@ -500,7 +526,7 @@ func (t *etcdTx) commit() (bool, error) {
 	defer cancel()
 	resp, err := t.s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return false, fmt.Errorf("registry: etcd commit: %w", err)
+		return false, etcdFailed(t.ctx, "commit", err)
 	}
 	return resp.Succeeded, nil
 }

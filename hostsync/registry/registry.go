@@ -32,6 +32,13 @@ var (
 	ErrRevisionMismatch = errors.New("registry: owner revision changed")
 	// ErrClosed is returned by a Store after Close.
 	ErrClosed = errors.New("registry: store closed")
+	// ErrUnavailable is returned (wrapped) by a shared Store (etcd) when
+	// the store could not be reached in time (no connection, no leader,
+	// the request timed out) while the caller's context was still live.
+	// A commit that failed so may or may not have been applied: callers
+	// retry with an idempotent operation. The embedded bbolt store never
+	// returns it.
+	ErrUnavailable = errors.New("registry: store unavailable")
 )
 
 // Bucket names a collection of records.

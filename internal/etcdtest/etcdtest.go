@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -27,6 +28,10 @@ type Server struct {
 	// Immutable after Start.
 	dir       string
 	clientURL url.URL
+	// advertURL is the client URL the member advertises: clientURL, or
+	// for a unix socket (which etcd does not advertise) the unused
+	// loopback port.
+	advertURL url.URL
 	peerURL   url.URL
 	ownsDir   bool
 	mu        sync.Mutex // guards e
@@ -35,7 +40,19 @@ type Server struct {
 
 // Start starts a server with its data under dir (a new temporary
 // directory, removed by Close, when dir is empty).
-func Start(dir string) (*Server, error) {
+func Start(dir string) (*Server, error) { return start(dir, "") }
+
+// StartUnix is Start with the client URL on the unix socket at the
+// absolute path socket ("unix:///PATH"), which processes in every network
+// namespace of the machine reach (the peer URL stays on 127.0.0.1).
+func StartUnix(dir, socket string) (*Server, error) {
+	if !filepath.IsAbs(socket) {
+		return nil, fmt.Errorf("etcdtest: socket %q is not an absolute path", socket)
+	}
+	return start(dir, socket)
+}
+
+func start(dir, socket string) (*Server, error) {
 	s := &Server{dir: dir}
 	if dir == "" {
 		d, err := os.MkdirTemp("", "etcdtest-")
@@ -49,6 +66,10 @@ func Start(dir string) (*Server, error) {
 		return nil, err
 	}
 	s.clientURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
+	s.advertURL = s.clientURL
+	if socket != "" {
+		s.clientURL = url.URL{Scheme: "unix", Path: socket}
+	}
 	s.peerURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	if err := s.Resume(); err != nil {
 		s.Close()
@@ -113,7 +134,7 @@ func (s *Server) Resume() error {
 	cfg.Name = "etcdtest"
 	cfg.Dir = s.dir
 	cfg.ListenClientUrls = []url.URL{s.clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{s.clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{s.advertURL}
 	cfg.ListenPeerUrls = []url.URL{s.peerURL}
 	cfg.AdvertisePeerUrls = []url.URL{s.peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)

@@ -52,6 +52,7 @@ type Stack struct {
 	// the gateway alone: one writer for the single-registry lab).
 	GatewayHost *Host
 
+	opts       StackOptions
 	hostsync   map[string]*Proc // by host id
 	agents     map[string]*Proc // by guest name
 	keepalived map[string]*Proc // by guest name
@@ -61,7 +62,10 @@ type Stack struct {
 // Binary returns the path of a built binary.
 func (l *Lab) Binary(name string) string { return filepath.Join(l.Bin, name) }
 
-func (s *Stack) hostDir(h *Host) string   { return filepath.Join(s.Dir, h.ID) }
+func (s *Stack) hostDir(h *Host) string { return filepath.Join(s.Dir, h.ID) }
+
+// HostDir is the work directory of h's hostsync (its config and state).
+func (s *Stack) HostDir(h *Host) string   { return s.hostDir(h) }
 func (s *Stack) guestDir(g *Guest) string { return filepath.Join(s.Dir, g.NS) }
 
 // AdminSocket is the admin socket of h's hostsync.
@@ -79,14 +83,27 @@ func (s *Stack) keepalivedPID(g *Guest) string {
 	return filepath.Join(s.guestDir(g), "run", "keepalived.pid")
 }
 
+// StackOptions customise NewStackWith.
+type StackOptions struct {
+	// HostsyncConfig returns the hostsync.toml of h; nil uses the
+	// single-registry lab's (each host its own bbolt registry, the first
+	// host programming the gateway).
+	HostsyncConfig func(s *Stack, h *Host) string
+}
+
 // NewStack builds the topology and starts hostsync on every host.
 func (l *Lab) NewStack(ctx context.Context, p Profile) (*Stack, error) {
+	return l.NewStackWith(ctx, p, StackOptions{})
+}
+
+// NewStackWith is NewStack with options.
+func (l *Lab) NewStackWith(ctx context.Context, p Profile, opts StackOptions) (*Stack, error) {
 	topo, err := l.BuildTopology()
 	if err != nil {
 		return nil, err
 	}
 	s := &Stack{
-		Lab: l, Topo: topo, Profile: p, GatewayHost: topo.Hosts[0],
+		Lab: l, Topo: topo, Profile: p, GatewayHost: topo.Hosts[0], opts: opts,
 		hostsync: map[string]*Proc{}, agents: map[string]*Proc{}, keepalived: map[string]*Proc{}, web: map[string]Web{},
 	}
 	for _, h := range topo.Hosts {
@@ -127,7 +144,11 @@ func (s *Stack) StartHostsync(ctx context.Context, h *Host) error {
 		return fmt.Errorf("lab: %w", err)
 	}
 	cfg := filepath.Join(dir, "hostsync.toml")
-	if err := os.WriteFile(cfg, []byte(s.hostsyncConfig(h)), 0o600); err != nil {
+	text := s.hostsyncConfig(h)
+	if s.opts.HostsyncConfig != nil {
+		text = s.opts.HostsyncConfig(s, h)
+	}
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
 	p, err := s.Start(h.ID, "hostsync-"+h.ID, nil, s.Binary("vipkeeper-hostsync"), "--config", cfg)

@@ -1,0 +1,313 @@
+package hostsync
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// ClaimQueueFile is the claim queue's file under state_dir.
+const ClaimQueueFile = "claims-queue.db"
+
+// Kinds of queued claims.
+const (
+	queuedClaimKind       = "claim"
+	queuedObservationKind = "observation"
+)
+
+// queuedClaim is a claim (guest API) or a passive observation (GARP, ARP
+// reply) that could not be written while the registry was unreachable.
+type queuedClaim struct {
+	Kind string `json:"kind"`
+	// Claim: the caller as seen on the wire and its transition.
+	Addr       netip.Addr       `json:"addr,omitzero"`
+	MAC        string           `json:"mac,omitempty"`
+	Transition *vrrp.Transition `json:"transition,omitempty"`
+	// Observation.
+	VIP   netip.Addr `json:"vip,omitzero"`
+	Reply bool       `json:"reply,omitempty"`
+	At    time.Time  `json:"at,omitzero"`
+	// Queued is when hostsync stored it.
+	Queued time.Time `json:"queued"`
+}
+
+var queueBucket = []byte("claims")
+
+// ClaimQueue is the durable, ordered queue of claims waiting for the
+// registry: one bbolt file, keys are bbolt's bucket sequence (big endian),
+// so iteration order is arrival order. Its methods are safe for
+// concurrent use.
+type ClaimQueue struct {
+	db *bolt.DB // immutable after OpenClaimQueue
+
+	mu  sync.Mutex // guards len
+	len int
+}
+
+// OpenClaimQueue opens (creating) the queue file at path; timeout bounds
+// the wait for its lock.
+func OpenClaimQueue(path string, timeout time.Duration) (*ClaimQueue, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("hostsync: claim queue: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("hostsync: claim queue %s: %w", path, err)
+	}
+	q := &ClaimQueue{db: db}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(queueBucket)
+		if err != nil {
+			return err
+		}
+		q.len = b.Stats().KeyN
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("hostsync: claim queue %s: %w", path, err)
+	}
+	return q, nil
+}
+
+// Close closes the file.
+func (q *ClaimQueue) Close() error {
+	if err := q.db.Close(); err != nil {
+		return fmt.Errorf("hostsync: claim queue: %w", err)
+	}
+	return nil
+}
+
+// Len is how many claims wait.
+func (q *ClaimQueue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.len
+}
+
+// push appends e, durably (bbolt syncs on commit).
+func (q *ClaimQueue) push(e queuedClaim) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("hostsync: claim queue: %w", err)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	err = q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(queueBucket)
+		n, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		return b.Put(binary.BigEndian.AppendUint64(nil, n), data)
+	})
+	if err != nil {
+		return fmt.Errorf("hostsync: claim queue: %w", err)
+	}
+	q.len++
+	return nil
+}
+
+// errQueueEmpty is returned by first when nothing waits.
+var errQueueEmpty = errors.New("hostsync: claim queue empty")
+
+// first returns the oldest entry and its key. An entry that does not
+// decode is returned with its error (the caller drops it).
+func (q *ClaimQueue) first() (uint64, queuedClaim, error) {
+	var key uint64
+	var e queuedClaim
+	var decodeErr error
+	err := q.db.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(queueBucket).Cursor().First()
+		if k == nil {
+			return errQueueEmpty
+		}
+		key = binary.BigEndian.Uint64(k)
+		if err := json.Unmarshal(v, &e); err != nil {
+			decodeErr = fmt.Errorf("hostsync: claim queue entry %d: %w", key, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, e, err
+	}
+	return key, e, decodeErr
+}
+
+// remove deletes the entry at key.
+func (q *ClaimQueue) remove(key uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var existed bool
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(queueBucket)
+		k := binary.BigEndian.AppendUint64(nil, key)
+		existed = b.Get(k) != nil
+		return b.Delete(k)
+	})
+	if err != nil {
+		return fmt.Errorf("hostsync: claim queue: %w", err)
+	}
+	if existed {
+		q.len--
+	}
+	return nil
+}
+
+// DefaultUnreachableAfter: see Options.UnreachableAfter.
+const DefaultUnreachableAfter = 2 * time.Second
+
+// bounded runs fn with ctx bounded by Options.UnreachableAfter when the
+// Service has a claim queue; a registry that did not answer in that time
+// is reported as registry.ErrUnavailable (wrapped), so that the guest is
+// answered (queued) well within its own request timeout.
+func (s *Service) bounded(ctx context.Context, fn func(context.Context) error) error {
+	if s.queue == nil {
+		return fn(ctx)
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.unreachableAfter)
+	defer cancel()
+	err := fn(cctx)
+	if err != nil && ctx.Err() == nil && cctx.Err() != nil && !errors.Is(err, registry.ErrUnavailable) {
+		err = fmt.Errorf("%w: no answer in %s: %w", registry.ErrUnavailable, s.unreachableAfter, err)
+	}
+	return err
+}
+
+// maxQueued bounds the queue: beyond it a claim is refused (the guest API
+// answers 503 and the agent keeps the claim in its own outbox).
+const maxQueued = 10000
+
+// ErrQueueFull is returned (wrapped) by Claim and Observe when the
+// registry is unreachable and the claim queue holds maxQueued claims.
+var ErrQueueFull = errors.New("hostsync: registry unreachable and claim queue full")
+
+// enqueue stores e for the replayer and answers the caller; cause is the
+// store's error that made it necessary (nil: older claims wait).
+func (s *Service) enqueue(e queuedClaim, cause error) (api.ClaimResult, error) {
+	if s.queue.Len() >= maxQueued {
+		return api.ClaimResult{}, fmt.Errorf("%w (%d claims): %w", ErrQueueFull, maxQueued, cause)
+	}
+	e.Queued = s.nowUTC()
+	if err := s.queue.push(e); err != nil {
+		if cause != nil {
+			return api.ClaimResult{}, fmt.Errorf("%w (and %w)", cause, err)
+		}
+		return api.ClaimResult{}, err
+	}
+	if cause != nil {
+		s.log.Warn("registry unreachable; claim queued", "op", "queue", "kind", e.Kind, "queued", s.queue.Len(), "err", cause)
+	}
+	select {
+	case s.queueKick <- struct{}{}:
+	default:
+	}
+	return api.ClaimResult{Accepted: true, Queued: true,
+		Message: "registry unreachable: claim stored and replayed in order when it is back"}, nil
+}
+
+// ReplayQueue runs the queued claims, oldest first, through the normal
+// claim path (so (member, seq) dedupe, the stale-claim and split-brain
+// rules and the owner compare-and-swap all apply; a replayed claim
+// stamped before the current owner was recorded does not move the VIP).
+// It stops at the first claim that finds the registry unreachable again,
+// leaving it queued, and returns registry.ErrUnavailable (wrapped); a
+// claim refused for any other reason is logged and dropped. It returns
+// how many claims were replayed.
+func (s *Service) ReplayQueue(ctx context.Context) (int, error) {
+	if s.queue == nil {
+		return 0, nil
+	}
+	s.replayMu.Lock()
+	defer s.replayMu.Unlock()
+	n := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		key, e, err := s.queue.first()
+		if errors.Is(err, errQueueEmpty) {
+			return n, nil
+		}
+		if err == nil {
+			var res api.ClaimResult
+			res, err = s.replay(ctx, e)
+			if errors.Is(err, registry.ErrUnavailable) || ctx.Err() != nil {
+				return n, err
+			}
+			if err == nil {
+				n++
+				s.log.Info("queued claim replayed", "op", "replay", "kind", e.Kind, "queued_at", e.Queued,
+					"accepted", res.Accepted, "duplicate", res.Duplicate, "owner", res.Owner, "message", res.Message)
+			}
+		}
+		if err != nil {
+			s.log.Warn("queued claim dropped", "op", "replay", "kind", e.Kind, "err", err)
+		}
+		if err := s.queue.remove(key); err != nil {
+			return n, err
+		}
+	}
+}
+
+func (s *Service) replay(ctx context.Context, e queuedClaim) (api.ClaimResult, error) {
+	var mac net.HardwareAddr
+	if e.MAC != "" {
+		m, err := net.ParseMAC(e.MAC)
+		if err != nil {
+			return api.ClaimResult{}, fmt.Errorf("hostsync: queued claim: %w", err)
+		}
+		mac = m
+	}
+	switch e.Kind {
+	case queuedClaimKind:
+		if e.Transition == nil {
+			return api.ClaimResult{}, errors.New("hostsync: queued claim without a transition")
+		}
+		return s.claimNow(ctx, Caller{Addr: e.Addr, MAC: mac}, *e.Transition, true)
+	case queuedObservationKind:
+		return s.observeNow(ctx, Observation{VIP: e.VIP, MAC: mac, At: e.At, Reply: e.Reply}, true)
+	}
+	return api.ClaimResult{}, fmt.Errorf("hostsync: queued claim of unknown kind %q", e.Kind)
+}
+
+// queueKicked is signalled whenever a claim is queued.
+func (s *Service) queueKicked() <-chan struct{} { return s.queueKick }
+
+// replayLoop replays the claim queue whenever a claim was queued and then
+// every interval while claims wait (the registry may be back). It returns
+// when ctx ends.
+func replayLoop(ctx context.Context, svc *Service, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-svc.queueKicked():
+		case <-t.C:
+		}
+		if svc.queue.Len() == 0 {
+			continue
+		}
+		n, err := svc.ReplayQueue(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Debug("claim queue waits for the registry", "op", "replay", "replayed", n, "queued", svc.queue.Len(), "err", err)
+		}
+	}
+}

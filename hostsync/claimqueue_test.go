@@ -1,0 +1,263 @@
+package hostsync
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/internal/etcdtest"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+func openQueue(t *testing.T) *ClaimQueue {
+	t.Helper()
+	q, err := OpenClaimQueue(filepath.Join(t.TempDir(), ClaimQueueFile), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q
+}
+
+func TestClaimQueueOrderAndDurability(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ClaimQueueFile)
+	q, err := OpenClaimQueue(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		tr := transition(uint64(i+1), "MASTER")
+		if err := q.push(queuedClaim{Kind: queuedClaimKind, Addr: slave.Addr, Transition: &tr}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopened (a restart): the entries are there, oldest first.
+	q, err = OpenClaimQueue(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if q.Len() != 3 {
+		t.Fatalf("Len after reopen = %d, want 3", q.Len())
+	}
+	for want := uint64(1); want <= 3; want++ {
+		key, e, err := q.first()
+		if err != nil || e.Transition == nil || e.Transition.Seq != want {
+			t.Fatalf("first = %d %+v %v, want seq %d", key, e, err, want)
+		}
+		if err := q.remove(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := q.first(); !errors.Is(err, errQueueEmpty) || q.Len() != 0 {
+		t.Fatalf("drained queue: %v, Len %d", err, q.Len())
+	}
+}
+
+// partitionHost is one host's Service on the test's own etcd.
+func partitionHost(t *testing.T, srv *etcdtest.Server, prefix string, backend *fakeBackend) (*Service, *ClaimQueue) {
+	t.Helper()
+	store, err := registry.OpenEtcd(registry.EtcdConfig{Endpoints: srv.Endpoints(), Prefix: prefix, RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	q := openQueue(t)
+	svc, err := New(context.Background(), store, Options{
+		Logger: testLogger(t), Backend: backend, AnnounceSchedule: OneRound, Queue: q,
+		UnreachableAfter: 300 * time.Millisecond,
+		Hosts:            map[string]netip.Addr{"host-a": ip("198.51.100.1"), "host-b": ip("198.51.100.2")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	return svc, q
+}
+
+// TestPartitionClaimQueued: etcd stops during a move. The new master's
+// claim reaches its host, which stores it (202, queued), keeps serving
+// metadata from its last view, and replays the claim once etcd is back:
+// the owner moves exactly once. Then a claim queued on the other host
+// during a second outage, older than an owner change another host writes
+// once etcd is back, does not overwrite that newer owner.
+func TestPartitionClaimQueued(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: starts an etcd server")
+	}
+	srv, err := etcdtest.Start("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	const prefix = "/partition/"
+	svcA, queueA := partitionHost(t, srv, prefix, &fakeBackend{})
+	backendB := &fakeBackend{}
+	svcB, queueB := partitionHost(t, srv, prefix, backendB)
+	ctx := context.Background()
+
+	f := &fixture{t: t, ctx: ctx, svc: svcA, rec: &recorder{}}
+	owner := func() registry.Owner {
+		t.Helper()
+		var o registry.Owner
+		err := svcA.store.View(ctx, func(tx registry.Tx) error {
+			var err error
+			o, err = getOwner(tx, "ig-nginx")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	role := func(guest string) registry.RoleState {
+		t.Helper()
+		var rs registry.RoleState
+		err := svcA.store.View(ctx, func(tx registry.Tx) error {
+			var err error
+			rs, err = registry.Get[registry.RoleState](tx, registry.RoleKey("ig-nginx", guest))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	f.mustNetwork(api.NetworkCreate{ID: "net1", CIDR: vpcNet, VPCID: "vpc1"})
+	f.mustNetwork(api.NetworkCreate{ID: "pub", CIDR: eipNet, Kind: "eip"})
+	f.mustGuest("g1", "nginx-master", "net1", "192.0.2.11", "52:54:00:00:00:11", 1, "host-a")
+	f.mustGuest("g2", "nginx-slave", "net1", "192.0.2.12", "52:54:00:00:00:12", 1, "host-b")
+	f.mustGuest("g5", "third", "net1", "192.0.2.15", "52:54:00:00:00:15", 1, "host-b")
+	f.nginx()
+	f.mustJoin("nginx", "g5")
+	third := Caller{Addr: ip("192.0.2.15")}
+	if res, err := svcA.Claim(ctx, master, transition(1, "MASTER")); err != nil || res.Owner != "nginx-master" {
+		t.Fatalf("first claim: %+v, %v", res, err)
+	}
+	before, err := svcB.Metadata(ctx, slave)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guestAPI := httptest.NewServer(NewGuestAPI(svcB, nil, testLogger(t)))
+	defer guestAPI.Close()
+
+	// Outage during the move: the master left (its BACKUP claim reaches
+	// host A), the slave took the VIP (its MASTER claim reaches host B).
+	srv.Pause()
+	if res, err := svcA.Claim(ctx, master, transition(2, "BACKUP")); err != nil || !res.Queued {
+		t.Fatalf("master's BACKUP during the outage: %+v, %v; want queued", res, err)
+	}
+	md, err := svcB.Metadata(ctx, slave)
+	if err != nil || md.Revision != before.Revision || md.Group.ID != before.Group.ID {
+		t.Fatalf("metadata during the outage: %+v, %v; want the last view (revision %d)", md, err, before.Revision)
+	}
+	if _, err := svcB.Metadata(ctx, third); !errors.Is(err, registry.ErrUnavailable) {
+		t.Fatalf("metadata of a guest never served during the outage: %v, want ErrUnavailable", err)
+	}
+	moveAt := time.Now().UTC()
+	tr := transition(1, "MASTER")
+	tr.At = moveAt
+	res, err := svcB.Claim(ctx, slave, tr)
+	if err != nil || !res.Queued || !res.Accepted {
+		t.Fatalf("claim during the outage: %+v, %v; want accepted and queued", res, err)
+	}
+	// The agent's retry of the same event (its answer was lost) is
+	// queued behind it; the replay sees it as the duplicate it is.
+	res, err = svcB.Claim(ctx, slave, tr)
+	if err != nil || !res.Queued {
+		t.Fatalf("retried claim: %+v, %v", res, err)
+	}
+	// Through the guest API the answer is 202 Accepted.
+	if code := postClaim(t, guestAPI.URL, transition(2, "MASTER")); code != http.StatusAccepted {
+		t.Fatalf("guest API answered %d during the outage, want 202", code)
+	}
+	if queueB.Len() != 3 {
+		t.Fatalf("queue holds %d claims, want 3", queueB.Len())
+	}
+	if n, err := svcB.ReplayQueue(ctx); !errors.Is(err, registry.ErrUnavailable) || n != 0 || queueB.Len() != 3 {
+		t.Fatalf("replay during the outage: %d, %v, Len %d; want nothing replayed, ErrUnavailable", n, err, queueB.Len())
+	}
+
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "host A's queue replayed", func() bool {
+		_, err := svcA.ReplayQueue(ctx)
+		return err == nil && queueA.Len() == 0
+	})
+	waitFor(t, "host B's queue replayed", func() bool {
+		_, err := svcB.ReplayQueue(ctx)
+		return err == nil && queueB.Len() == 0
+	})
+	o := owner()
+	if o.GuestID != "g2" || o.Revision != 2 {
+		t.Fatalf("owner after the replay = %+v, want g2 at revision 2 (moved exactly once)", o)
+	}
+	if ms := backendB.lastSet(); len(ms) != 1 || ms[0].Owner != "nginx-slave" {
+		t.Fatalf("host B's data plane after the replay: %+v", ms)
+	}
+	if rs := role("g2"); rs.Seq != 1 || rs.Role != vrrp.RoleMaster {
+		t.Fatalf("slave's role after the replay = %+v, want seq 1 MASTER", rs)
+	}
+
+	// Second outage: host A queues the master's MASTER claim; its view is
+	// stale by the time etcd is back, because host B records a newer
+	// owner first. The queued claim is recorded, the newer owner stands.
+	srv.Pause()
+	old := transition(3, "MASTER")
+	old.At = time.Now().UTC()
+	if res, err := svcA.Claim(ctx, master, old); err != nil || !res.Queued {
+		t.Fatalf("master's claim during the second outage: %+v, %v", res, err)
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "host B reading after the outage", func() bool {
+		_, err := svcB.Status(ctx)
+		return err == nil
+	})
+	if res, err := svcB.Claim(ctx, slave, transition(3, "BACKUP")); err != nil || res.Queued {
+		t.Fatalf("slave's BACKUP after the outage: %+v, %v", res, err)
+	}
+	newer := transition(1, "MASTER")
+	newer.At = time.Now().UTC()
+	if res, err := svcB.Claim(ctx, third, newer); err != nil || res.Owner != "third" {
+		t.Fatalf("newer claim on host B: %+v, %v", res, err)
+	}
+	n, err := svcA.ReplayQueue(ctx)
+	if err != nil || n != 1 || queueA.Len() != 0 {
+		t.Fatalf("host A's replay: %d, %v, Len %d", n, err, queueA.Len())
+	}
+	if o := owner(); o.GuestID != "g5" || o.Revision != 3 {
+		t.Fatalf("owner after the stale replay = %+v, want g5 (third) at revision 3", o)
+	}
+	if rs := role("g1"); rs.Seq != 3 || rs.Role != vrrp.RoleMaster {
+		t.Fatalf("master's queued claim not recorded: %+v", rs)
+	}
+}
+
+// postClaim sends a claim to the guest API. The test server sees the
+// request from 127.0.0.1, no registered guest: answered only because it
+// is queued (and dropped as forbidden when replayed).
+func postClaim(t *testing.T, base string, tr vrrp.Transition) int {
+	t.Helper()
+	body := `{"transition":{"seq":` + strconv.FormatUint(tr.Seq, 10) + `,"to":"` + string(tr.To) + `"}}`
+	resp, err := http.Post(base+api.PathClaims, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode
+}
