@@ -546,7 +546,7 @@ func TestRules(t *testing.T) {
 		{
 			name: "network id taken",
 			do: func(f *fixture) error {
-				_, err := f.svc.CreateNetwork(f.ctx, api.NetworkCreate{ID: "net1", CIDR: netip.MustParsePrefix("10.0.0.0/24")})
+				_, err := f.svc.CreateNetwork(f.ctx, api.NetworkCreate{ID: "net1", CIDR: netip.MustParsePrefix("198.51.100.0/24")})
 				return err
 			},
 			want: ErrExists,
