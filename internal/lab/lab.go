@@ -36,6 +36,7 @@ type Lab struct {
 	Dir    string // work directory: configs, state, logs
 	Bin    string // directory holding the built binaries
 	out    io.Writer
+	ownDir bool // Dir was made by New: Close removes it
 
 	mu         sync.Mutex // guards the fields below
 	namespaces []string
@@ -99,7 +100,8 @@ type Options struct {
 	// vipctl. Required.
 	Bin string
 	// Dir is the work directory; empty means a new one under /run so that
-	// keepalived's script security accepts the scripts' paths.
+	// keepalived's script security accepts the scripts' paths, removed by
+	// Close (a failed test dumps the logs first).
 	Dir string
 	// Out receives progress lines; nil discards them.
 	Out io.Writer
@@ -133,7 +135,7 @@ func New(opts Options) (*Lab, error) {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
 	prefix := "vk" + hex.EncodeToString(suffix[:])
-	dir := opts.Dir
+	dir, ownDir := opts.Dir, opts.Dir == ""
 	if dir == "" {
 		if err := os.MkdirAll("/run/vipkeeper-lab", 0o755); err != nil {
 			return nil, fmt.Errorf("lab: %w", err)
@@ -150,7 +152,7 @@ func New(opts Options) (*Lab, error) {
 	if out == nil {
 		out = io.Discard
 	}
-	return &Lab{Prefix: prefix, Dir: dir, Bin: bin, out: out}, nil
+	return &Lab{Prefix: prefix, Dir: dir, Bin: bin, out: out, ownDir: ownDir}, nil
 }
 
 // Logf prints a progress line.
@@ -272,6 +274,11 @@ func (l *Lab) Close() error {
 	for i := len(nss) - 1; i >= 0; i-- {
 		if err := l.ip("netns", "del", nss[i]); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if l.ownDir {
+		if err := os.RemoveAll(l.Dir); err != nil {
+			errs = append(errs, fmt.Errorf("lab: %w", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -27,6 +28,9 @@ func newLab(t *testing.T, bin string) *Lab {
 		}
 		if left := l.Leftovers(); len(left) > 0 {
 			t.Errorf("lab left behind: %v", left)
+		}
+		if _, err := os.Stat(l.Dir); !os.IsNotExist(err) {
+			t.Errorf("lab left its directory %s behind (%v)", l.Dir, err)
 		}
 	})
 	return l
