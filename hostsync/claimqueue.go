@@ -210,7 +210,10 @@ func (s *Service) enqueue(e queuedClaim, cause error) (api.ClaimResult, error) {
 		}
 		return api.ClaimResult{}, err
 	}
-	if cause != nil {
+	switch {
+	case errors.Is(cause, registry.ErrLeaseLost):
+		s.log.Warn("no host lease; claim queued", "op", "queue", "kind", e.Kind, "queued", s.queue.Len(), "err", cause)
+	case cause != nil:
 		s.log.Warn("registry unreachable; claim queued", "op", "queue", "kind", e.Kind, "queued", s.queue.Len(), "err", cause)
 	}
 	select {

@@ -261,3 +261,120 @@ func postClaim(t *testing.T, base string, tr vrrp.Transition) int {
 	defer resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestStaleHostLeaseClaimQueued: host A's lease is gone (it was cut off
+// from etcd longer than the TTL; revoked here through another client).
+// Its registry view is still current, yet a MASTER claim reaching it
+// writes nothing: the fenced commit fails with registry.ErrLeaseLost and
+// the claim is queued. Host B moves the owner meanwhile. Once A has a new
+// lease the queued claim is replayed through the normal path: recorded,
+// and older than the owner B wrote, it does not overwrite it.
+func TestStaleHostLeaseClaimQueued(t *testing.T) {
+	endpoints, prefix := sharedEtcd(t)
+	ctx := context.Background()
+	storeA, err := registry.OpenEtcd(registry.EtcdConfig{Endpoints: endpoints, Prefix: prefix, RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { storeA.Close() })
+	leaseA := newHostLease(storeA, "host-a", time.Minute, testLogger(t))
+	if err := leaseA.acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	queueA := openQueue(t)
+	svcA, err := New(ctx, storeA, Options{
+		Logger: testLogger(t), Backend: &fakeBackend{}, AnnounceSchedule: OneRound, Queue: queueA,
+		UnreachableAfter: time.Second,
+		Hosts:            map[string]netip.Addr{"host-a": ip("198.51.100.1"), "host-b": ip("198.51.100.2")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svcA.Close() })
+	storeB := openEtcdStore(t, endpoints, prefix)
+	svcB, err := New(ctx, storeB, Options{Logger: testLogger(t), Backend: &fakeBackend{}, AnnounceSchedule: OneRound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svcB.Close() })
+
+	f := &fixture{t: t, ctx: ctx, svc: svcA, rec: &recorder{}}
+	f.mustNetwork(api.NetworkCreate{ID: "net1", CIDR: vpcNet, VPCID: "vpc1"})
+	f.mustNetwork(api.NetworkCreate{ID: "pub", CIDR: eipNet, Kind: "eip"})
+	f.mustGuest("g1", "nginx-master", "net1", "192.0.2.11", "52:54:00:00:00:11", 1, "host-a")
+	f.mustGuest("g2", "nginx-slave", "net1", "192.0.2.12", "52:54:00:00:00:12", 1, "host-a")
+	f.mustGuest("g5", "third", "net1", "192.0.2.15", "52:54:00:00:00:15", 1, "host-b")
+	f.nginx()
+	f.mustJoin("nginx", "g5")
+	third := Caller{Addr: ip("192.0.2.15")}
+	owner := func() registry.Owner {
+		t.Helper()
+		var o registry.Owner
+		if err := storeB.View(ctx, func(tx registry.Tx) error { var err error; o, err = getOwner(tx, "ig-nginx"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	if res, err := svcA.Claim(ctx, master, transition(1, "MASTER")); err != nil || res.Owner != "nginx-master" || res.Queued {
+		t.Fatalf("first claim with the lease: %+v, %v", res, err)
+	}
+	before := owner()
+
+	// A's lease ends; nobody else has written since A's last read.
+	other := openEtcdStore(t, endpoints, prefix).Client()
+	if _, err := other.Revoke(ctx, leaseA.lease); err != nil {
+		t.Fatal(err)
+	}
+	if err := swapOwnerTo(ctx, storeA, "g2"); !errors.Is(err, registry.ErrLeaseLost) {
+		t.Fatalf("owner swap by the host without a lease: %v, want registry.ErrLeaseLost", err)
+	}
+	stale := transition(1, "MASTER")
+	stale.At = time.Now().UTC()
+	res, err := svcA.Claim(ctx, slave, stale)
+	if err != nil || !res.Queued || !res.Accepted {
+		t.Fatalf("claim on the host without a lease: %+v, %v; want accepted and queued", res, err)
+	}
+	if queueA.Len() != 1 {
+		t.Fatalf("queue holds %d claims, want 1", queueA.Len())
+	}
+	if o := owner(); o != before {
+		t.Fatalf("owner %+v after the fenced claim, want %+v unchanged", o, before)
+	}
+	if n, err := svcA.ReplayQueue(ctx); !errors.Is(err, registry.ErrLeaseLost) || n != 0 || queueA.Len() != 1 {
+		t.Fatalf("replay without a lease: %d, %v, Len %d; want nothing replayed, ErrLeaseLost", n, err, queueA.Len())
+	}
+
+	// Host B, with etcd, moves the owner to the third member.
+	if res, err := svcB.Claim(ctx, master, transition(2, "BACKUP")); err != nil || res.Queued {
+		t.Fatalf("master's BACKUP on host B: %+v, %v", res, err)
+	}
+	newer := transition(1, "MASTER")
+	newer.At = time.Now().UTC()
+	if res, err := svcB.Claim(ctx, third, newer); err != nil || res.Owner != "third" {
+		t.Fatalf("newer claim on host B: %+v, %v", res, err)
+	}
+	moved := owner()
+
+	// A is back with a new lease: the queued claim is replayed and
+	// recorded, and the newer owner stands.
+	old := leaseA.lease
+	if err := leaseA.acquire(ctx); err != nil || leaseA.lease == old {
+		t.Fatalf("new lease %x (old %x): %v", int64(leaseA.lease), int64(old), err)
+	}
+	n, err := svcA.ReplayQueue(ctx)
+	if err != nil || n != 1 || queueA.Len() != 0 {
+		t.Fatalf("replay with the new lease: %d, %v, Len %d", n, err, queueA.Len())
+	}
+	if o := owner(); o.GuestID != "g5" || o.Revision != moved.Revision {
+		t.Fatalf("owner after the stale replay = %+v, want g5 (third) at revision %d", o, moved.Revision)
+	}
+	var rs registry.RoleState
+	err = storeB.View(ctx, func(tx registry.Tx) error {
+		var err error
+		rs, err = registry.Get[registry.RoleState](tx, registry.RoleKey("ig-nginx", "g2"))
+		return err
+	})
+	if err != nil || rs.Seq != 1 || rs.Role != vrrp.RoleMaster {
+		t.Fatalf("the slave's replayed claim not recorded: %+v, %v", rs, err)
+	}
+}

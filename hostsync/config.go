@@ -33,6 +33,7 @@ const (
 	DefaultReapplyInterval  = time.Minute
 	DefaultSplitBrainWindow = 10 * time.Second
 	DefaultStaleClaimAge    = 2 * time.Minute
+	DefaultLeaseTTL         = 10 * time.Second
 )
 
 // Registry stores (Config.Store).
@@ -119,6 +120,13 @@ type EtcdConfig struct {
 	KeyFile  string `toml:"key_file"`
 	// Prefix of every key (default "/vipkeeper/"), "/" at both ends.
 	Prefix string `toml:"prefix"`
+	// HostID names this host's lease key PREFIX "_hosts/" HOST_ID (role
+	// host; default the machine's hostname); unique per host.
+	HostID string `toml:"host_id"`
+	// LeaseTTL is the TTL of the host's etcd lease (role host; default
+	// 10s, whole seconds, 2s to 1h): a host cut off from etcd for longer
+	// can write nothing until it has a new lease.
+	LeaseTTL time.Duration `toml:"lease_ttl"`
 }
 
 // DataPlaneConfig is the [dataplane] table.
@@ -225,6 +233,15 @@ func (c *Config) SetDefaults() {
 		}
 		if c.Etcd.Prefix == "" {
 			c.Etcd.Prefix = registry.DefaultEtcdPrefix
+		}
+		if c.Role == RoleHost {
+			if c.Etcd.LeaseTTL == 0 {
+				c.Etcd.LeaseTTL = DefaultLeaseTTL
+			}
+			if c.Etcd.HostID == "" {
+				// Validate asks for host_id when there is no hostname.
+				c.Etcd.HostID, _ = os.Hostname()
+			}
 		}
 	}
 }
@@ -338,7 +355,8 @@ func (c Config) validateStore(bad func(key, format string, args ...any) error) e
 		if c.Role == RoleGateway {
 			return bad("role", "gateway needs store = \"etcd\" (it follows the registry the hosts share)")
 		}
-		if len(e.Endpoints) > 0 || e.CAFile != "" || e.CertFile != "" || e.KeyFile != "" || e.Prefix != "" || e.DialTimeout != 0 {
+		if len(e.Endpoints) > 0 || e.CAFile != "" || e.CertFile != "" || e.KeyFile != "" || e.Prefix != "" || e.DialTimeout != 0 ||
+			e.HostID != "" || e.LeaseTTL != 0 {
 			return bad("etcd", "the [etcd] table is only for store = \"etcd\"")
 		}
 		return nil
@@ -368,8 +386,27 @@ func (c Config) validateStore(bad func(key, format string, args ...any) error) e
 	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") || strings.ContainsAny(e.Prefix, " \t\n") {
 		return bad("etcd.prefix", "%q must start and end with / and hold no spaces, e.g. \"/vipkeeper/\"", e.Prefix)
 	}
+	if c.Role == RoleGateway {
+		if e.HostID != "" || e.LeaseTTL != 0 {
+			return bad("etcd.host_id", "host_id and lease_ttl are not used by role gateway (it writes nothing)")
+		}
+		return nil
+	}
+	if !reID.MatchString(e.HostID) {
+		return bad("etcd.host_id", "%q is not a host id (1–64 of A-Z a-z 0-9 . _ -, unique per host; default the hostname)", e.HostID)
+	}
+	if e.LeaseTTL < minLeaseTTL || e.LeaseTTL > maxLeaseTTL || e.LeaseTTL%time.Second != 0 {
+		return bad("etcd.lease_ttl", "%s is not whole seconds from %s to %s, e.g. \"10s\"", e.LeaseTTL, minLeaseTTL, maxLeaseTTL)
+	}
 	return nil
 }
+
+// Bounds of [etcd] lease_ttl: etcd itself raises a TTL below about 1.5
+// election timeouts.
+const (
+	minLeaseTTL = 2 * time.Second
+	maxLeaseTTL = time.Hour
+)
 
 // validEndpoint reports whether ep is an etcd client URL hostsync takes:
 // http:// or https:// with a host and port, or unix:// with an absolute

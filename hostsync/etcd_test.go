@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
@@ -80,6 +82,12 @@ key_file = "/etc/vipkeeper/etcd-key.pem"
 	if err != nil || u.Etcd.Endpoints[0] != "unix:///run/etcd/client.sock" {
 		t.Fatalf("unix endpoint: %+v, %v", u.Etcd, err)
 	}
+	if hn, err := os.Hostname(); err == nil && reID.MatchString(hn) && (u.Etcd.HostID != hn || u.Etcd.LeaseTTL != DefaultLeaseTTL) {
+		t.Fatalf("host lease defaults: host_id %q lease_ttl %s, want %q %s", u.Etcd.HostID, u.Etcd.LeaseTTL, hn, DefaultLeaseTTL)
+	}
+	if c.Etcd.HostID != "" || c.Etcd.LeaseTTL != 0 {
+		t.Fatalf("gateway got a host lease: %+v", c.Etcd)
+	}
 	d, err := ParseConfig("empty.toml", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +110,12 @@ key_file = "/etc/vipkeeper/etcd-key.pem"
 		{"negative dial timeout", "store = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\ndial_timeout = \"-1s\"", "etcd.dial_timeout"},
 		{"gateway with garp", "store = \"etcd\"\nrole = \"gateway\"\ngarp_interface = \"br0\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]", "garp_interface"},
 		{"unix endpoint with a relative path", "store = \"etcd\"\n[etcd]\nendpoints = [\"unix://etcd.sock\"]", "etcd.endpoints[0]"},
+		{"bad host id", "store = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\nhost_id = \"a b\"", "etcd.host_id"},
+		{"lease ttl too short", "store = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\nhost_id = \"h1\"\nlease_ttl = \"1s\"", "etcd.lease_ttl"},
+		{"lease ttl not whole seconds", "store = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\nhost_id = \"h1\"\nlease_ttl = \"2500ms\"", "etcd.lease_ttl"},
+		{"lease ttl too long", "store = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\nhost_id = \"h1\"\nlease_ttl = \"2h\"", "etcd.lease_ttl"},
+		{"gateway with a host id", "store = \"etcd\"\nrole = \"gateway\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\nhost_id = \"gw\"", "etcd.host_id"},
+		{"lease ttl on bbolt", "[etcd]\nlease_ttl = \"10s\"", "etcd"},
 		{"unknown etcd key", "store = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\nusername = \"x\"", "etcd.username"},
 	}
 	for _, tc := range cases {
@@ -118,6 +132,10 @@ key_file = "/etc/vipkeeper/etcd-key.pem"
 func etcdConfig(t *testing.T, role string, endpoints []string, prefix string) Config {
 	t.Helper()
 	dir := t.TempDir()
+	hostID := ""
+	if role == RoleHost {
+		hostID = fmt.Sprintf("host_id = %q\n", "host-a")
+	}
 	cfg, err := ParseConfig("test.toml", []byte(fmt.Sprintf(`
 store = "etcd"
 role = %q
@@ -130,10 +148,11 @@ backend = "none"
 [etcd]
 endpoints = [%q]
 prefix = %q
+%s
 [hosts]
 host-a = "198.51.100.1"
 host-b = "198.51.100.2"
-`, role, dir, filepath.Join(dir, "hostsync.sock"), endpoints[0], prefix)))
+`, role, dir, filepath.Join(dir, "hostsync.sock"), endpoints[0], prefix, hostID)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +243,67 @@ func TestRunSharedRegistry(t *testing.T) {
 		if !pointsTo(backendB, step.owner, step.hop)() {
 			t.Fatalf("%s: host B (the claim's host) applied %+v", step.name, backendB.lastSet())
 		}
+	}
+	// The host holds a lease key; the gateway, which writes nothing, none.
+	resp, err := storeB.Client().Get(f.ctx, prefix+"_hosts/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != prefix+"_hosts/host-a" || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("host keys %v, want only %s_hosts/host-a with a lease", resp.Kvs, prefix)
+	}
+}
+
+// TestRunHostLease: a host's hostsync holds its lease key; when the lease
+// is gone (revoked here, as etcd does when it expires) it takes a new one,
+// and it revokes it when it stops.
+func TestRunHostLease(t *testing.T) {
+	endpoints, prefix := sharedEtcd(t)
+	cli := openEtcdStore(t, endpoints, prefix).Client()
+	key := prefix + "_hosts/host-a"
+	leaseOf := func() clientv3.LeaseID {
+		t.Helper()
+		resp, err := cli.Get(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return 0
+		}
+		return clientv3.LeaseID(resp.Kvs[0].Lease)
+	}
+	cfg := etcdConfig(t, RoleHost, endpoints, prefix)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, testLogger(t), &Platform{Backend: &fakeBackend{}}) }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	}()
+
+	waitFor(t, "the host's lease key", func() bool { return leaseOf() != 0 })
+	first := leaseOf()
+	if _, err := cli.Revoke(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a new lease after the revoke", func() bool { l := leaseOf(); return l != 0 && l != first })
+
+	cancel()
+	select {
+	case err := <-done:
+		stopped = true
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run returned %v, want context.Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not stop")
+	}
+	if l := leaseOf(); l != 0 {
+		t.Fatalf("lease key still held by %x after Run stopped", int64(l))
 	}
 }
 

@@ -81,6 +81,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		}
 		defer queue.Close()
 	}
+	var lease *hostLease
+	if es, ok := store.(*registry.Etcd); ok && !gateway {
+		// Every write of this host is fenced with its etcd lease; the
+		// first is taken now so that writes at start need not wait.
+		lease = newHostLease(es, cfg.Etcd.HostID, cfg.Etcd.LeaseTTL, log)
+		if err := lease.acquire(ctx); err != nil {
+			log.Warn("no host lease yet: registry writes wait for etcd", "op", "lease", "err", err)
+		}
+		defer lease.release() // when Run ends before hold runs
+	}
 	svc, err := New(ctx, store, Options{
 		Logger: log, Announcer: p.Announcer, Backend: p.Backend, Hosts: cfg.Hosts, Metrics: metrics,
 		SplitBrainWindow: cfg.SplitBrainWindow, StaleClaimAge: cfg.StaleClaimAge, ApplyTimeout: cfg.DataPlane.Timeout,
@@ -162,6 +172,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	g.Go(func() error { reconcile(gctx, svc, cfg.ReapplyInterval, log); return nil })
 	if queue != nil {
 		g.Go(func() error { replayLoop(gctx, svc, replayInterval, log); return nil })
+	}
+	if lease != nil {
+		g.Go(func() error { lease.hold(gctx); return nil })
 	}
 	if w, ok := store.(registry.Watcher); ok {
 		g.Go(func() error { follow(gctx, svc, w, log); return nil })

@@ -62,6 +62,12 @@ var ErrConflict = errors.New("registry: transaction kept conflicting")
 // serializable, as on bbolt, and the owner record in particular is a
 // compare-and-swap on its key's mod revision: a host that read an older
 // owner can never overwrite a newer one.
+//
+// A host's store may be fenced with its etcd lease (SetFence,
+// AcquireHostLease): every commit then also requires the host's key
+// PREFIX "_hosts/" HOST to be attached to that lease, so a host whose
+// lease expired (cut off from etcd longer than the TTL) can commit
+// nothing, even where its reads are still current (ErrLeaseLost).
 type Etcd struct {
 	// Immutable after NewEtcd.
 	cli       *clientv3.Client
@@ -69,8 +75,10 @@ type Etcd struct {
 	attempts  int
 	timeout   time.Duration
 	ownClient bool
+	fenceLost chan struct{}
 
 	closed atomic.Bool
+	fence  atomic.Pointer[fence] // see SetFence
 }
 
 var _ Store = (*Etcd)(nil)
@@ -103,7 +111,8 @@ func NewEtcd(cli *clientv3.Client, opts EtcdOptions) (*Etcd, error) {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = DefaultEtcdRequestTimeout
 	}
-	return &Etcd{cli: cli, prefix: opts.Prefix, attempts: opts.Attempts, timeout: opts.RequestTimeout}, nil
+	return &Etcd{cli: cli, prefix: opts.Prefix, attempts: opts.Attempts, timeout: opts.RequestTimeout,
+		fenceLost: make(chan struct{}, 1)}, nil
 }
 
 // EtcdConfig is how OpenEtcd reaches etcd.
@@ -472,6 +481,10 @@ func (t *etcdTx) commit() (bool, error) {
 		// serializable outcome already.
 		return true, nil
 	}
+	f, cmps, orElse, err := t.s.fenceCompare()
+	if err != nil {
+		return false, err
+	}
 	guard := map[Bucket]bool{}
 	for b := range t.ranged {
 		guard[b] = true
@@ -481,7 +494,6 @@ func (t *etcdTx) commit() (bool, error) {
 			guard[b] = true
 		}
 	}
-	var cmps []clientv3.Cmp
 	for k, mod := range t.reads {
 		if guard[t.bucketOf(k)] {
 			continue
@@ -524,9 +536,14 @@ func (t *etcdTx) commit() (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, t.s.timeout)
 	defer cancel()
-	resp, err := t.s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := t.s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(orElse...).Commit()
 	if err != nil {
 		return false, etcdFailed(t.ctx, "commit", err)
+	}
+	if !resp.Succeeded {
+		if err := t.s.fenceFailed(f, resp); err != nil {
+			return false, err
+		}
 	}
 	return resp.Succeeded, nil
 }
@@ -585,6 +602,7 @@ func (s *Etcd) watchOnce(ctx context.Context, fn func([]Change)) {
 	defer cancel()
 	ch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
 	revPrefix := []byte(s.prefix + "_rev/")
+	hostsPrefix := []byte(s.prefix + hostsDir)
 	for resp := range ch {
 		if err := resp.Err(); err != nil {
 			return
@@ -595,7 +613,7 @@ func (s *Etcd) watchOnce(ctx context.Context, fn func([]Change)) {
 		}
 		var out []Change
 		for _, ev := range resp.Events {
-			if bytes.HasPrefix(ev.Kv.Key, revPrefix) {
+			if bytes.HasPrefix(ev.Kv.Key, revPrefix) || bytes.HasPrefix(ev.Kv.Key, hostsPrefix) {
 				continue
 			}
 			rest := strings.TrimPrefix(string(ev.Kv.Key), s.prefix)

@@ -501,3 +501,194 @@ func TestEtcdUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// TestEtcdFence: a host's writes are fenced with its lease. While the
+// lease lives they commit (and a conflict still only runs fn again); once
+// it is gone — revoked, expired, or the host key taken by another lease —
+// an owner compare-and-swap whose reads are all still current commits
+// nothing and fails with ErrLeaseLost (also ErrUnavailable); a new lease
+// lets the host write again.
+func TestEtcdFence(t *testing.T) {
+	ctx := context.Background()
+	swap := func(s Store, guest string) error {
+		return s.Update(ctx, func(tx Tx) error {
+			cur, err := Get[Owner](tx, "ig")
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			_, err = SwapOwner(tx, cur.Revision, Owner{Group: "ig", GuestID: guest})
+			return err
+		})
+	}
+	owner := func(t *testing.T, s Store) Owner {
+		t.Helper()
+		var o Owner
+		if err := s.View(ctx, func(tx Tx) error { var err error; o, err = Get[Owner](tx, "ig"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	cases := []struct {
+		name string
+		// lose ends host A's lease through another client (another host
+		// or etcd itself).
+		lose func(t *testing.T, a *Etcd, other *clientv3.Client, lease clientv3.LeaseID)
+		ttl  time.Duration
+	}{
+		{"revoked", func(t *testing.T, _ *Etcd, other *clientv3.Client, lease clientv3.LeaseID) {
+			if _, err := other.Revoke(ctx, lease); err != nil {
+				t.Fatal(err)
+			}
+		}, time.Minute},
+		{"expired", func(t *testing.T, a *Etcd, other *clientv3.Client, lease clientv3.LeaseID) {
+			// No keepalive: the lease ends after its TTL, deleting the key.
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				resp, err := other.Get(ctx, a.HostKey("host-a"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(resp.Kvs) == 0 {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the lease did not expire")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}, 2 * time.Second},
+		{"taken by another lease", func(t *testing.T, a *Etcd, other *clientv3.Client, lease clientv3.LeaseID) {
+			g, err := other.Grant(ctx, 60)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := other.Put(ctx, a.HostKey("host-a"), "host-a", clientv3.WithLease(g.ID)); err != nil {
+				t.Fatal(err)
+			}
+		}, time.Minute},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testPrefix(t)
+			other := etcdClient(t)
+			a, b := openEtcdTest(t, etcdClient(t), p), openEtcdTest(t, other, p)
+			a.SetFence(a.HostKey("host-a"), 0)
+			if err := swap(a, "g0"); !errors.Is(err, ErrLeaseLost) {
+				t.Fatalf("write before the first lease: %v, want ErrLeaseLost", err)
+			}
+			lease, prev, err := a.AcquireHostLease(ctx, "host-a", tc.ttl)
+			if err != nil || prev != 0 {
+				t.Fatalf("AcquireHostLease: %x (previous %x), %v", lease, prev, err)
+			}
+			if key, l := a.Fence(); key != p+"_hosts/host-a" || l != lease {
+				t.Fatalf("Fence = %s %x, want %s_hosts/host-a %x", key, l, p, lease)
+			}
+			if err := swap(a, "g1"); err != nil {
+				t.Fatalf("write with a live lease: %v", err)
+			}
+			// A conflict under the fence runs fn again, as without it.
+			runs := 0
+			err = a.Update(ctx, func(tx Tx) error {
+				runs++
+				cur, err := Get[Owner](tx, "ig")
+				if err != nil {
+					return err
+				}
+				if runs == 1 {
+					if err := swap(b, "g2"); err != nil {
+						return err
+					}
+				}
+				_, err = SwapOwner(tx, cur.Revision, Owner{Group: "ig", GuestID: "g3"})
+				return err
+			})
+			if err != nil || runs != 2 {
+				t.Fatalf("conflicting write under the fence: %v after %d runs, want success after 2", err, runs)
+			}
+			select {
+			case <-a.FenceLost():
+				t.Fatal("FenceLost signalled while the lease lives")
+			default:
+			}
+
+			tc.lose(t, a, other, lease)
+			before := owner(t, b)
+			err = swap(a, "stale")
+			if !errors.Is(err, ErrLeaseLost) || !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("owner swap without the lease: %v, want ErrLeaseLost and ErrUnavailable", err)
+			}
+			if o := owner(t, b); o != before {
+				t.Fatalf("owner %+v after the fenced swap, want %+v unchanged", o, before)
+			}
+			select {
+			case <-a.FenceLost():
+			default:
+				t.Fatal("FenceLost not signalled")
+			}
+
+			again, _, err := a.AcquireHostLease(ctx, "host-a", time.Minute)
+			if err != nil || again == lease {
+				t.Fatalf("new lease %x (old %x), %v", again, lease, err)
+			}
+			if held, err := a.HostLeaseHeld(ctx, "host-a", again); err != nil || !held {
+				t.Fatalf("HostLeaseHeld(new lease) = %v, %v", held, err)
+			}
+			if err := swap(a, "g4"); err != nil {
+				t.Fatalf("write with the new lease: %v", err)
+			}
+			if o := owner(t, b); o.GuestID != "g4" || o.Revision != before.Revision+1 {
+				t.Fatalf("owner %+v, want g4 at revision %d", o, before.Revision+1)
+			}
+			if err := a.ReleaseHostLease(again); err != nil {
+				t.Fatal(err)
+			}
+			if held, err := a.HostLeaseHeld(ctx, "host-a", again); err != nil || held {
+				t.Fatalf("HostLeaseHeld after release = %v, %v", held, err)
+			}
+		})
+	}
+}
+
+// TestEtcdWatchIgnoresHostKeys: lease keys of hosts are no records.
+func TestEtcdWatchIgnoresHostKeys(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := testPrefix(t)
+	a := openEtcdTest(t, etcdClient(t), p)
+	batches := make(chan []Change, 16)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		a.Watch(ctx, func(c []Change) {
+			select {
+			case batches <- c:
+			case <-ctx.Done():
+			}
+		})
+	}()
+	defer func() { cancel(); <-watched }()
+	next := func() []Change {
+		t.Helper()
+		select {
+		case c := <-batches:
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatal("no watch batch")
+			return nil
+		}
+	}
+	if c := next(); c != nil {
+		t.Fatalf("first batch %+v, want the established signal", c)
+	}
+	lease, _, err := a.AcquireHostLease(ctx, "host-a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.ReleaseHostLease(lease)
+	if err := a.Update(ctx, func(tx Tx) error { return Put(tx, Group{ID: "g", Name: "g"}) }); err != nil {
+		t.Fatal(err)
+	}
+	if c := next(); len(c) != 1 || c[0].Bucket != BucketGroups {
+		t.Fatalf("batch %+v, want only the group (no host key)", c)
+	}
+}

@@ -41,7 +41,8 @@ func etcdHostsyncConfig(endpoint string) func(s *Stack, h *Host) string {
 		fmt.Fprintf(&b, "admin_socket = %q\n", s.AdminSocket(h))
 		fmt.Fprintf(&b, "guest_listen = %q\n", net.JoinHostPort(h.Bridge.String(), fmt.Sprint(GuestAPIPort)))
 		b.WriteString("garp_interface = \"br0\"\nreapply_interval = \"5s\"\nstore = \"etcd\"\nrole = \"host\"\n")
-		fmt.Fprintf(&b, "\n[etcd]\nendpoints = [%q]\n", endpoint)
+		// The hosts share the machine's hostname: each names its lease.
+		fmt.Fprintf(&b, "\n[etcd]\nendpoints = [%q]\nhost_id = %q\n", endpoint, h.ID)
 		b.WriteString("\n[dataplane]\nbackend = \"none\"\n")
 		writeHosts(&b, s)
 		return b.String()

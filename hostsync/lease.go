@@ -1,0 +1,128 @@
+package hostsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+)
+
+// leaseRetry is the pause between attempts to get a new host lease while
+// etcd is unreachable.
+const leaseRetry = time.Second
+
+// hostLease keeps a host's etcd lease (registry.Etcd.AcquireHostLease):
+// the store's writes are fenced with it, so that a host cut off from etcd
+// for longer than the TTL writes nothing (registry.ErrLeaseLost, which
+// queues claims like an unreachable registry) until it has a new lease.
+type hostLease struct {
+	// Immutable after newHostLease.
+	store *registry.Etcd
+	host  string
+	ttl   time.Duration
+	retry time.Duration
+	log   *slog.Logger
+	// lease is the current lease (0: none), last the latest one this
+	// process had; only one goroutine at a time runs the methods.
+	lease, last clientv3.LeaseID
+}
+
+// newHostLease arms the fence of store for host: until the first lease
+// is granted, every write fails with registry.ErrLeaseLost.
+func newHostLease(store *registry.Etcd, host string, ttl time.Duration, log *slog.Logger) *hostLease {
+	store.SetFence(store.HostKey(host), 0)
+	return &hostLease{store: store, host: host, ttl: ttl, retry: leaseRetry, log: log}
+}
+
+// acquire gets a new lease and fences the store with it.
+func (h *hostLease) acquire(ctx context.Context) error {
+	lease, prev, err := h.store.AcquireHostLease(ctx, h.host, h.ttl)
+	if err != nil {
+		return fmt.Errorf("hostsync: host lease: %w", err)
+	}
+	if prev != 0 && h.last != 0 && prev != h.last {
+		h.log.Warn("the host key was held by another lease: is another hostsync running with this host_id?",
+			"op", "lease", "host_id", h.host, "previous", fmt.Sprintf("%x", int64(prev)))
+	}
+	h.lease, h.last = lease, lease
+	h.log.Info("host lease acquired", "op", "lease", "host_id", h.host, "lease", fmt.Sprintf("%x", int64(lease)), "ttl", h.ttl)
+	return nil
+}
+
+// hold keeps the lease alive until ctx ends, then revokes it (the host
+// key goes at once). When the lease is lost — it expired while etcd was
+// out of reach, or was revoked, or a commit found the host key gone — it
+// gets a new one as soon as etcd answers, every retry until then.
+func (h *hostLease) hold(ctx context.Context) {
+	defer h.release()
+	for {
+		if h.lease == 0 {
+			if err := h.acquire(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				h.log.Debug("host lease: etcd not reached, retrying", "op", "lease", "in", h.retry, "err", err)
+				t := time.NewTimer(h.retry)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+				continue
+			}
+		}
+		h.keep(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		h.log.Warn("host lease lost: this host's registry writes wait (claims are queued) until it has a new one",
+			"op", "lease", "host_id", h.host, "lease", fmt.Sprintf("%x", int64(h.lease)))
+		h.lease = 0
+	}
+}
+
+// release revokes the current lease, if any.
+func (h *hostLease) release() {
+	if h.lease == 0 {
+		return
+	}
+	if err := h.store.ReleaseHostLease(h.lease); err != nil {
+		h.log.Debug("host lease not revoked (it expires by itself)", "op", "lease", "err", err)
+	}
+	h.lease = 0
+}
+
+// keep keeps h.lease alive until ctx ends or the lease is lost.
+func (h *hostLease) keep(ctx context.Context) {
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := h.store.Client().KeepAlive(kctx, h.lease)
+	if err != nil {
+		h.log.Debug("host lease keepalive", "op", "lease", "err", err)
+		return
+	}
+	for {
+		select {
+		case _, ok := <-ch:
+			// The channel closes when ctx ends, when etcd answers that
+			// the lease is gone, or after a TTL without an answer.
+			if !ok {
+				return
+			}
+		case <-h.store.FenceLost():
+			held, err := h.store.HostLeaseHeld(ctx, h.host, h.lease)
+			if err == nil && !held {
+				return
+			}
+			if err != nil && !errors.Is(err, registry.ErrUnavailable) {
+				h.log.Debug("host lease check", "op", "lease", "err", err)
+			}
+		}
+	}
+}
