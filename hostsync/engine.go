@@ -246,6 +246,15 @@ func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Gue
 		}
 		now := s.nowUTC()
 		d := s.decide(st, in, now)
+		if vip := st.group.VIP; vip != nil {
+			switch {
+			case d.move && s.heldAgainst(vip.Address, st.guest.MAC):
+				d = decision{accepted: false, message: fmt.Sprintf(
+					"split brain on %s in progress: %s also holds it; the VIP stays with the owner until one of them leaves MASTER", vip.Address, st.guest.Name)}
+			case in.role != vrrp.RoleMaster:
+				s.releaseHold(vip.Address, st.guest.MAC)
+			}
+		}
 		if d.duplicate {
 			return api.ClaimResult{Accepted: true, Duplicate: true, Owner: st.guests[st.owner.GuestID].Name, Revision: st.owner.Revision}, nil
 		}

@@ -49,6 +49,11 @@ func (s *Service) ProbeAll(ctx context.Context, p Prober) {
 	}
 	now := s.now()
 	for _, v := range vips {
+		// A round that only one member answered ends a split brain.
+		if prev := s.rounds[v]; prev != nil && len(prev.macs) == 1 && s.holds[v] != nil {
+			s.log.Info("split brain over: one member answered the probe", "op", "probe", "vip", v, "mac", prev.macs[0])
+			delete(s.holds, v)
+		}
 		s.rounds[v] = &probeRound{sent: now}
 	}
 	s.mu.Unlock()
@@ -118,9 +123,41 @@ func (s *Service) probeAnswer(vip netip.Addr, mac string, at time.Time) []string
 	return slices.Clone(r.macs)
 }
 
+// splitHold is a split brain in progress on a VIP: until it is over (a
+// probe answered by one member only, or a loser reporting it left MASTER),
+// the losers' GARP and MASTER claims do not move the VIP, so the owner
+// does not flap between two masters with every announcement.
+type splitHold struct {
+	winner string   // MAC
+	losers []string // MACs
+}
+
+// heldAgainst reports whether mac is a loser of a split brain on vip.
+func (s *Service) heldAgainst(vip netip.Addr, mac string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.holds[vip]
+	return h != nil && slices.Contains(h.losers, mac)
+}
+
+// releaseHold ends the hold on vip for mac (it left MASTER).
+func (s *Service) releaseHold(vip netip.Addr, mac string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.holds[vip]
+	if h == nil {
+		return
+	}
+	h.losers = slices.DeleteFunc(h.losers, func(m string) bool { return m == mac })
+	if len(h.losers) == 0 {
+		delete(s.holds, vip)
+	}
+}
+
 // probeSplit resolves members answering the same probe for vip: both hold
-// the VIP. It records the split brain and returns the MAC of the member
-// that keeps the ownership (higher priority, then lower address).
+// the VIP. It records the split brain, holds the VIP for the winner while
+// the split lasts, and returns the MAC of the member that keeps the
+// ownership (higher priority, then lower address).
 func (s *Service) probeSplit(ctx context.Context, vip netip.Addr, macs []string) (string, error) {
 	var g registry.Group
 	var holders []registry.Guest
@@ -154,5 +191,14 @@ func (s *Service) probeSplit(ctx context.Context, vip netip.Addr, macs []string)
 	}
 	s.recordSplit(api.SplitBrain{Group: g.Name, Members: names, Winner: winner.Name,
 		Reason: reason + "; both answered one ARP probe for " + vip.String(), At: s.nowUTC()})
+	h := &splitHold{winner: winner.MAC}
+	for _, gu := range holders {
+		if gu.MAC != winner.MAC {
+			h.losers = append(h.losers, gu.MAC)
+		}
+	}
+	s.mu.Lock()
+	s.holds[vip] = h
+	s.mu.Unlock()
 	return winner.MAC, nil
 }

@@ -81,6 +81,24 @@ func TestProbeTwoAnswersAreSplitBrain(t *testing.T) {
 		t.Fatalf("owner = %+v (result %+v), want g1", o, res)
 	}
 
+	// While the split lasts, the loser's announcements (keepalived repeats
+	// its GARP) and MASTER claims do not take the VIP back.
+	f.clock.Advance(5 * time.Second)
+	res, err = f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now()})
+	if err != nil || res.Accepted {
+		t.Fatalf("the loser's GARP during the split: %+v, %v; want refused", res, err)
+	}
+	if o := f.owner("ig-nginx"); o.GuestID != "g1" {
+		t.Fatalf("owner = %+v after the loser's GARP, want g1 kept", o)
+	}
+	res, err = f.svc.Claim(f.ctx, slave, transition(2, "MASTER"))
+	if err != nil || res.Accepted || !strings.Contains(res.Message, "split brain") {
+		t.Fatalf("the loser's MASTER claim during the split: %+v, %v", res, err)
+	}
+	if o := f.owner("ig-nginx"); o.GuestID != "g1" {
+		t.Fatalf("owner = %+v after the loser's claim, want g1 kept", o)
+	}
+
 	// An answer long after the probe belongs to no round: no new split.
 	f.clock.Advance(5 * time.Second)
 	if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true}); err != nil {
@@ -111,4 +129,55 @@ func TestOwnerLeavingMasterKicksProbe(t *testing.T) {
 	default:
 		t.Fatal("the owner leaving MASTER did not ask for a probe")
 	}
+}
+
+func TestSplitHoldEnds(t *testing.T) {
+	masterMAC, _ := net.ParseMAC("52:54:00:00:00:11")
+	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
+	split := func(t *testing.T) *fixture {
+		f := newFixture(t)
+		f.nginx()
+		if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Advance(time.Minute)
+		f.svc.ProbeAll(f.ctx, &fakeProber{})
+		for _, mac := range []net.HardwareAddr{masterMAC, slaveMAC} {
+			if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: mac, At: f.clock.Now(), Reply: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !f.svc.heldAgainst(ip("192.0.2.10"), slaveMAC.String()) {
+			t.Fatal("no hold after two answers to one probe")
+		}
+		return f
+	}
+	t.Run("a probe answered by one member", func(t *testing.T) {
+		f := split(t)
+		f.clock.Advance(10 * time.Second)
+		f.svc.ProbeAll(f.ctx, &fakeProber{})
+		if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: masterMAC, At: f.clock.Now(), Reply: true}); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Advance(10 * time.Second)
+		f.svc.ProbeAll(f.ctx, &fakeProber{}) // closes the one-answer round
+		if f.svc.heldAgainst(ip("192.0.2.10"), slaveMAC.String()) {
+			t.Fatal("hold kept after a probe only the master answered")
+		}
+		// A real failover later moves the VIP again.
+		res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now()})
+		if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
+			t.Fatalf("failover after the split: %+v, %v", res, err)
+		}
+	})
+	t.Run("the loser leaves MASTER", func(t *testing.T) {
+		f := split(t)
+		f.clock.Advance(time.Second)
+		if _, err := f.svc.Claim(f.ctx, slave, transition(1, "BACKUP")); err != nil {
+			t.Fatal(err)
+		}
+		if f.svc.heldAgainst(ip("192.0.2.10"), slaveMAC.String()) {
+			t.Fatal("hold kept after the loser reported BACKUP")
+		}
+	})
 }

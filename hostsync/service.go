@@ -125,7 +125,8 @@ type Service struct {
 	announcing map[string]*announcement
 	vips       map[netip.Addr]string // VIP → group id, for WatchVIP
 	rounds     map[netip.Addr]*probeRound
-	probeKick  chan struct{} // buffered 1: a probe is wanted soon
+	holds      map[netip.Addr]*splitHold // VIPs in a split brain
+	probeKick  chan struct{}             // buffered 1: a probe is wanted soon
 	// lastMetadata is the last metadata document served to each guest
 	// address, served again while the registry is unreachable.
 	lastMetadata map[netip.Addr]cachedMetadata
@@ -178,6 +179,7 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Service, err
 		schedule:         slices.Clone(opts.AnnounceSchedule),
 		announcing:       map[string]*announcement{},
 		rounds:           map[netip.Addr]*probeRound{},
+		holds:            map[netip.Addr]*splitHold{},
 		probeKick:        make(chan struct{}, 1),
 		queue:            opts.Queue,
 		unreachableAfter: opts.UnreachableAfter,
