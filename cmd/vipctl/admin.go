@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/vipkeeper/vipkeeper/api"
@@ -91,7 +92,7 @@ var adminCmds = map[string]adminCmd{
 		},
 	},
 	"instancegroup-create": {
-		usage: "[--id ID] [--vrrp-version 2|3] [--advert-int SECONDS] [--unicast] [--nopreempt] [--preempt-delay SECONDS] [--auth-pass PASS] [--check-process NAME[:UNIT]] [--check-http URL] [--check-tcp HOST:PORT] [--check-interval SECONDS] [--check-weight N] <name>",
+		usage: "[--id ID] [--vrrp-version 2|3] [--advert-int SECONDS] [--unicast] [--nopreempt] [--preempt-delay SECONDS] [--auth-pass-file FILE] [--check-process NAME[:UNIT]] [--check-http URL] [--check-tcp HOST:PORT] [--check-interval SECONDS] [--check-weight N] <name>",
 		help:  "create an instance group with its VRRP settings",
 		min:   1, max: 1,
 		flags: func(fs *flag.FlagSet) func(context.Context, *adminClient, []string) (any, error) {
@@ -104,7 +105,8 @@ var adminCmds = map[string]adminCmd{
 			fs.BoolVar(&req.Unicast, "unicast", false, "VRRP over unicast to the other members instead of multicast")
 			fs.BoolVar(&req.NoPreempt, "nopreempt", false, "a higher-priority member does not take the VIP back")
 			secondsVar(fs, &req.PreemptDelay, "preempt-delay", "seconds before preempting")
-			fs.StringVar(&req.AuthPass, "auth-pass", "", "VRRPv2 PASS password, at most 8 characters (default: generated)")
+			var passFile string
+			fs.StringVar(&passFile, "auth-pass-file", "", "file whose first line is the VRRPv2 PASS password, at most 8 characters; /dev/stdin reads it from standard input (default: generated). Never on the command line, where every user sees it")
 			fs.Var(&procs, "check-process", "health check: process NAME runs; NAME:UNIT restarts the systemd UNIT once first (repeatable)")
 			fs.Var(&urls, "check-http", "health check: GET URL answers 200 (repeatable)")
 			fs.Var(&tcps, "check-tcp", "health check: TCP connect to HOST:PORT (repeatable)")
@@ -112,6 +114,13 @@ var adminCmds = map[string]adminCmd{
 			fs.IntVar(&weight, "check-weight", 2, "priority change of a health check")
 			return func(ctx context.Context, c *adminClient, args []string) (any, error) {
 				req.Name = args[0]
+				if passFile != "" {
+					pass, err := readSecret(passFile)
+					if err != nil {
+						return nil, usageError{"--auth-pass-file: " + err.Error()}
+					}
+					req.AuthPass = pass
+				}
 				checks, err := buildChecks(procs, urls, tcps, interval, weight)
 				if err != nil {
 					return nil, err
@@ -467,4 +476,19 @@ func (f secondsFlag) Set(v string) error {
 
 func secondsVar(fs *flag.FlagSet, p *vrrp.Seconds, name, help string) {
 	fs.Var(secondsFlag{p}, name, help)
+}
+
+// readSecret returns the first line of path (a secret kept off the command
+// line), without its line ending.
+func readSecret(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	line = strings.TrimSuffix(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("%s: the first line is empty", path)
+	}
+	return line, nil
 }

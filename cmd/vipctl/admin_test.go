@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -124,5 +125,42 @@ func TestAdminHelp(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"instancegroup-frobnicate"}, nil, &out, &errb); code != exitUsage {
 		t.Fatalf("unknown admin command: exit %d", code)
+	}
+}
+
+// The VRRP password reaches hostsync from a file, never from the command
+// line (where every user of the machine sees it in ps).
+func TestAdminAuthPassFile(t *testing.T) {
+	sock := startHostsync(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "pass")
+	if err := os.WriteFile(good, []byte("s3cr%t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := filepath.Join(dir, "long")
+	if err := os.WriteFile(long, []byte("123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := adminCtl(t, sock, "instancegroup-create", "--auth-pass-file", good, "--json", "web")
+	var v api.GroupView
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || !v.Settings.Auth {
+		t.Fatalf("create with --auth-pass-file: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if strings.Contains(out, "s3cr%t") {
+		t.Errorf("the password is shown: %s", out)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		has  string
+	}{
+		{[]string{"instancegroup-create", "--auth-pass-file", filepath.Join(dir, "missing"), "web2"}, 2, "--auth-pass-file"},
+		{[]string{"instancegroup-create", "--auth-pass-file", long, "web3"}, 2, "auth.pass"},
+		{[]string{"instancegroup-create", "--auth-pass", "1111", "web4"}, 2, "auth-pass"},
+	} {
+		code, _, errOut := adminCtl(t, sock, tc.args...)
+		if code != tc.code || !strings.Contains(errOut, tc.has) {
+			t.Errorf("vipctl %s: exit %d, stderr %q; want exit %d mentioning %q", strings.Join(tc.args, " "), code, errOut, tc.code, tc.has)
+		}
 	}
 }

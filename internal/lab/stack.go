@@ -2,6 +2,8 @@ package lab
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -193,8 +195,9 @@ func (s *Stack) SeedCommands() [][]string {
 	create := []string{"instancegroup-create", "--vrrp-version", fmt.Sprint(p.VRRPVersion), "--advert-int", p.AdvertInt,
 		"--check-http", "http://127.0.0.1/", "--check-interval", p.CheckInterval, "--check-weight", fmt.Sprint(p.CheckWeight)}
 	if p.VRRPVersion == 2 {
-		// Every host's registry must serve the same password.
-		create = append(create, "--auth-pass", s.Prefix[len(s.Prefix)-6:]+"pw")
+		// Every host's registry must serve the same password; it goes to
+		// vipctl in a root-only file, never on the command line.
+		create = append(create, "--auth-pass-file", s.authPassFile())
 	}
 	cmds = append(cmds,
 		append(create, Group),
@@ -203,6 +206,18 @@ func (s *Stack) SeedCommands() [][]string {
 		[]string{"instancegroup-create-eip", "--ip-addr", EIP.String(), "--bandwidth", "100", Group},
 	)
 	return cmds
+}
+
+// authPassFile writes the lab group's VRRP password (random per lab) to a
+// 0600 file once and returns its path.
+func (s *Stack) authPassFile() string {
+	path := filepath.Join(s.Dir, "auth-pass")
+	if _, err := os.Stat(path); err != nil {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		_ = os.WriteFile(path, []byte(hex.EncodeToString(b[:])+"\n"), 0o600)
+	}
+	return path
 }
 
 // Seed runs SeedCommands on every host (each host keeps its own registry
