@@ -39,12 +39,6 @@ var (
 	// spaces), so quotes, whitespace, control characters, comment starters
 	// (# !), braces and $ (keepalived's parameter substitution) are refused.
 	rePath = regexp.MustCompile(`^/[A-Za-z0-9._/@+:,=~-]*$`)
-	// reSubstitution matches what keepalived 2.x can replace in a line of
-	// its configuration without any definition in the file: its pre-defined
-	// parameters, whose names are reserved to start with '_' ($_RANDOM,
-	// $_PWD, $_HASH, ...), and the ${NAME} form. A '$' followed by anything
-	// else stays literal because the rendered file defines no parameters.
-	reSubstitution = regexp.MustCompile(`\$[_{]`)
 )
 
 // withDefaults returns o with every empty field set to its default.
@@ -124,15 +118,4 @@ func mergeChecks(group, local []vrrp.Check) []vrrp.Check {
 		}
 	}
 	return out
-}
-
-// checkSubstitution refuses document values that keepalived would rewrite
-// through its parameter substitution. vrrp allows '$' in an auth password,
-// but keepalived replaces "$_RANDOM" with a random number and "$_PWD" with
-// the configuration directory, so members would silently disagree.
-func checkSubstitution(m *vrrp.Metadata) error {
-	if m.Auth != nil && reSubstitution.MatchString(m.Auth.Pass) {
-		return &vrrp.FieldError{Path: "auth.pass", Msg: "has '$_' or '${', which keepalived replaces by parameter substitution ($_RANDOM becomes a random number); use another character after '$'"}
-	}
-	return nil
 }

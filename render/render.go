@@ -83,9 +83,8 @@ func Render(m *vrrp.Metadata, opts Options) (*Output, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	if err := checkSubstitution(m); err != nil {
-		return nil, err
-	}
+	// vrrp.Validate refuses '$' in every value written into keepalived.conf
+	// text (keepalived's parameter substitution, e.g. $_RANDOM).
 	opts = opts.withDefaults()
 	if err := opts.validate(m); err != nil {
 		return nil, err
