@@ -84,7 +84,7 @@ func Render(m *vrrp.Metadata, opts Options) (*Output, error) {
 		return nil, err
 	}
 	// vrrp.Validate refuses '$' in every value written into keepalived.conf
-	// text (keepalived's parameter substitution, e.g. $_RANDOM).
+	// (keepalived's parameter substitution, e.g. $_RANDOM).
 	opts = opts.withDefaults()
 	if err := opts.validate(m); err != nil {
 		return nil, err
