@@ -9,6 +9,7 @@
 package garp
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -85,7 +86,12 @@ func parseARP(b []byte) (ip netip.Addr, mac net.HardwareAddr, reply, ok bool) {
 		p.IPLength != 4,
 		p.Operation != arp.OperationRequest && p.Operation != arp.OperationReply,
 		!usableVIP(p.SenderIP),
-		!unicastMAC(p.SenderHardwareAddr):
+		!unicastMAC(p.SenderHardwareAddr),
+		// The frame must come from the MAC it names: a hypervisor's MAC
+		// anti-spoofing guards the Ethernet source of a guest's frames,
+		// not what the guest writes into the ARP payload, so a guest could
+		// otherwise announce the VIP for another member.
+		!bytes.Equal(f.Source, p.SenderHardwareAddr):
 		return netip.Addr{}, nil, false, false
 	}
 	gratuitous := p.SenderIP == p.TargetIP

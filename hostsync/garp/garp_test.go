@@ -320,6 +320,7 @@ func TestParseGratuitous(t *testing.T) {
 		{"802.1Q tagged", vlan, true},
 		{"unpadded", garp[:42], true},
 		{"ordinary request", rawARP(1, testMAC, testMAC, other, zeroMAC, vip), false},
+		{"Ethernet source is not the announced MAC", rawARP(1, otherMAC, testMAC, vip, zeroMAC, vip), false},
 		{"ordinary reply", rawARP(2, testMAC, testMAC, vip, testMAC, other), false},
 		{"probe", rawARP(1, testMAC, testMAC, [4]byte{}, zeroMAC, vip), false},
 		{"broadcast address", rawARP(1, testMAC, testMAC, [4]byte{255, 255, 255, 255}, zeroMAC, [4]byte{255, 255, 255, 255}), false},
@@ -359,6 +360,7 @@ func TestParseARPReplies(t *testing.T) {
 		{"ordinary request", rawARP(1, testMAC, testMAC, vip, zeroMAC, other), false, false},
 		{"probe", rawARP(1, testMAC, testMAC, [4]byte{}, zeroMAC, vip), false, false},
 		{"reply from 0.0.0.0", rawARP(2, testMAC, testMAC, [4]byte{}, otherMAC, vip), false, false},
+		{"reply naming another MAC", rawARP(2, otherMAC, testMAC, vip, otherMAC, [4]byte{}), false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gotVIP, gotMAC, reply, ok := parseARP(tc.frame)

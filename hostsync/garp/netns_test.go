@@ -89,12 +89,16 @@ func TestNetnsVethSenderToListener(t *testing.T) {
 	testutil.RequireRoot(t)
 	nsA, nsB := testutil.NewNetns(t, "ga"), testutil.NewNetns(t, "gb")
 	testutil.IP(t, "-n", nsA, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", nsB)
+	// A announces for its own MAC: a listener only believes a frame whose
+	// Ethernet source is the MAC the ARP payload names.
+	testutil.IP(t, "-n", nsA, "link", "set", "va", "address", testMAC.String())
 	testutil.IP(t, "-n", nsA, "link", "set", "va", "up")
 	testutil.IP(t, "-n", nsB, "link", "set", "vb", "up")
 
 	vip2 := netip.MustParseAddr("192.0.2.20")
+	vip3 := netip.MustParseAddr("192.0.2.30")
 	mac2 := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x02, 0x14}
-	col := listenIn(t, nsB, "vb", watchOnly(testVIP, vip2))
+	col := listenIn(t, nsB, "vb", watchOnly(testVIP, vip2, vip3))
 	single := Options{Logger: testLogger(t), Schedule: []time.Duration{0}}
 	sA := openSenderIn(t, nsA, "va", single)
 	sB := openSenderIn(t, nsB, "vb", single)
@@ -107,8 +111,7 @@ func TestNetnsVethSenderToListener(t *testing.T) {
 	if _, err := sB.Announce(t.Context(), vip2, mac2); err != nil {
 		t.Fatalf("Announce from B: %v", err)
 	}
-	mac3 := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x02, 0x1e}
-	if _, err := sA.Announce(t.Context(), testVIP, mac3); err != nil {
+	if _, err := sA.Announce(t.Context(), vip3, testMAC); err != nil {
 		t.Fatalf("Announce from A: %v", err)
 	}
 	deadline := time.After(20 * time.Second)
@@ -118,8 +121,8 @@ func TestNetnsVethSenderToListener(t *testing.T) {
 			if o.VIP == vip2 {
 				t.Fatalf("observed B's own announcement: %+v", o)
 			}
-			if bytes.Equal(o.MAC, mac3) {
-				checkObservation(t, o, testVIP, mac3, "vb")
+			if o.VIP == vip3 {
+				checkObservation(t, o, vip3, testMAC, "vb")
 				return
 			}
 		case <-deadline:
@@ -132,6 +135,9 @@ func TestNetnsBridgeWithoutIPv4(t *testing.T) {
 	testutil.RequireRoot(t)
 	nsH, nsG := testutil.NewNetns(t, "gh"), testutil.NewNetns(t, "gg")
 	testutil.IP(t, "-n", nsH, "link", "add", "br0", "type", "bridge")
+	// The announced owner is the bridge's own MAC here, so the frame's
+	// Ethernet source matches the ARP payload and the far end believes it.
+	testutil.IP(t, "-n", nsH, "link", "set", "br0", "address", testMAC.String())
 	testutil.IP(t, "-n", nsH, "link", "add", "hp0", "type", "veth", "peer", "name", "gp0", "netns", nsG)
 	testutil.IP(t, "-n", nsH, "link", "set", "hp0", "master", "br0")
 	for _, l := range []string{"br0", "hp0"} {
