@@ -163,14 +163,23 @@ func (s *Service) observeNow(ctx context.Context, o Observation, replayed bool) 
 	source := SourceGARP
 	if o.Reply {
 		source = SourceARP
+		// Only members' answers count: a stranger answering for the VIP
+		// (a misconfigured or rogue guest, proxy ARP) neither makes nor
+		// ends a split brain; the claim path below refuses it.
+		member, err := s.isMemberMAC(ctx, vip, mac)
+		if err != nil {
+			return api.ClaimResult{}, err
+		}
 		// Two members answering one probe both hold the VIP: a split
 		// brain. The winner's answer is the claim that counts.
-		if macs := s.probeAnswer(vip, mac, o.At); macs != nil {
-			winner, err := s.probeSplit(ctx, vip, macs)
-			if err != nil {
-				return api.ClaimResult{}, err
+		if member {
+			if macs := s.probeAnswer(vip, mac, o.At); macs != nil {
+				winner, err := s.probeSplit(ctx, vip, macs)
+				if err != nil {
+					return api.ClaimResult{}, err
+				}
+				mac = winner
 			}
-			mac = winner
 		}
 	}
 	res, err := s.claim(ctx, func(tx registry.Tx) (registry.Guest, registry.Group, error) {

@@ -202,3 +202,26 @@ func (s *Service) probeSplit(ctx context.Context, vip netip.Addr, macs []string)
 	s.mu.Unlock()
 	return winner.MAC, nil
 }
+
+// isMemberMAC reports whether mac is the MAC of a member of vip's group.
+func (s *Service) isMemberMAC(ctx context.Context, vip netip.Addr, mac string) (bool, error) {
+	found := false
+	err := s.store.View(ctx, func(tx registry.Tx) error {
+		g, err := groupByVIP(tx, vip)
+		if err != nil {
+			return err
+		}
+		for _, m := range g.Members {
+			gu, err := registry.Get[registry.Guest](tx, m.GuestID)
+			if err != nil {
+				return err
+			}
+			if gu.MAC == mac {
+				found = true
+				return nil
+			}
+		}
+		return nil
+	})
+	return found, err
+}

@@ -181,3 +181,27 @@ func TestSplitHoldEnds(t *testing.T) {
 		}
 	})
 }
+
+// A stranger answering a probe (proxy ARP, a rogue guest) neither makes a
+// split brain nor hides the holder's answer.
+func TestProbeStrangerAnswerIgnored(t *testing.T) {
+	f := newFixture(t)
+	f.nginx()
+	if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Minute)
+	f.svc.ProbeAll(f.ctx, &fakeProber{})
+	stranger, _ := net.ParseMAC("52:54:00:00:00:99")
+	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
+	if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: stranger, At: f.clock.Now(), Reply: true}); err == nil {
+		t.Fatal("a stranger's answer was accepted")
+	}
+	res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true})
+	if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
+		t.Fatalf("the holder's answer after a stranger's: %+v, %v", res, err)
+	}
+	if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 0 {
+		t.Fatalf("split brains = %d, want 0", st.SplitBrains)
+	}
+}
