@@ -2,6 +2,8 @@ package hostsync
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,16 +79,20 @@ func (g *GuestAPI) metadata(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	etag := `"` + strconv.FormatUint(md.Revision, 10) + `"`
+	body, err := md.Marshal()
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	// The tag is the revision and a hash of the document: revisions start
+	// at 1 in every group, so a guest that moved to another group, or whose
+	// group was re-created, must never get 304 for its old document.
+	sum := sha256.Sum256(body)
+	etag := `"` + strconv.FormatUint(md.Revision, 10) + "-" + hex.EncodeToString(sum[:8]) + `"`
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Cache-Control", "no-cache")
 	if etagMatch(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	body, err := md.Marshal()
-	if err != nil {
-		g.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

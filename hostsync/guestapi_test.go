@@ -1,6 +1,8 @@
 package hostsync
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -72,8 +74,9 @@ func TestGuestMetadata(t *testing.T) {
 		t.Fatalf("metadata = %+v", md)
 	}
 	etag := w.Header().Get("ETag")
-	if etag != `"`+itoa(md.Revision)+`"` {
-		t.Fatalf("ETag %q, revision %d", etag, md.Revision)
+	sum := sha256.Sum256(w.Body.Bytes())
+	if etag != `"`+itoa(md.Revision)+"-"+hex.EncodeToString(sum[:8])+`"` {
+		t.Fatalf("ETag %q, revision %d: want the revision and the document's hash", etag, md.Revision)
 	}
 
 	// Unchanged: 304.
