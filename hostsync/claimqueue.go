@@ -200,6 +200,16 @@ var ErrQueueFull = errors.New("hostsync: registry unreachable and claim queue fu
 // enqueue stores e for the replayer and answers the caller; cause is the
 // store's error that made it necessary (nil: older claims wait).
 func (s *Service) enqueue(e queuedClaim, cause error) (api.ClaimResult, error) {
+	// Without the registry the caller cannot be identified there: only a
+	// member as of the last view may queue, so a stranger cannot fill the
+	// queue or push real claims behind its own. Others get the registry's
+	// unavailability (503; an agent keeps the claim in its outbox).
+	if !s.knownToQueue(e) {
+		if cause == nil {
+			cause = registry.ErrUnavailable
+		}
+		return api.ClaimResult{}, fmt.Errorf("%w: not queued, %s was no member of a group at the last view", cause, e.who())
+	}
 	if s.queue.Len() >= maxQueued {
 		return api.ClaimResult{}, fmt.Errorf("%w (%d claims): %w", ErrQueueFull, maxQueued, cause)
 	}
@@ -313,4 +323,36 @@ func replayLoop(ctx context.Context, svc *Service, interval time.Duration, log *
 			log.Debug("claim queue waits for the registry", "op", "replay", "replayed", n, "queued", svc.queue.Len(), "err", err)
 		}
 	}
+}
+
+// knownToQueue reports whether e comes from a member as of the last view:
+// a claim from an address that was last served metadata (with the same
+// MAC when both are known), an observation of a member's MAC for its
+// group's VIP.
+func (s *Service) knownToQueue(e queuedClaim) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Kind == queuedClaimKind {
+		last, ok := s.lastMetadata[e.Addr]
+		return ok && (e.MAC == "" || last.mac == "" || e.MAC == last.mac)
+	}
+	for _, c := range s.lastMetadata {
+		if c.md.VIP.Addr() != e.VIP {
+			continue
+		}
+		for _, m := range c.md.Members {
+			if m.MAC == e.MAC {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// who names the source of e for messages.
+func (e queuedClaim) who() string {
+	if e.Kind == queuedClaimKind {
+		return e.Addr.String()
+	}
+	return "MAC " + e.MAC
 }

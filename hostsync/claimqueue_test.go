@@ -150,6 +150,11 @@ func TestPartitionClaimQueued(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Agents fetch their metadata before they report: each host knows its
+	// callers as members when the registry goes away.
+	if _, err := svcA.Metadata(ctx, master); err != nil {
+		t.Fatal(err)
+	}
 	guestAPI := httptest.NewServer(NewGuestAPI(svcB, nil, testLogger(t)))
 	defer guestAPI.Close()
 
@@ -179,9 +184,16 @@ func TestPartitionClaimQueued(t *testing.T) {
 	if err != nil || !res.Queued {
 		t.Fatalf("retried claim: %+v, %v", res, err)
 	}
-	// Through the guest API the answer is 202 Accepted.
-	if code := postClaim(t, guestAPI.URL, transition(2, "MASTER")); code != http.StatusAccepted {
-		t.Fatalf("guest API answered %d during the outage, want 202", code)
+	// Through the guest API a member's claim is answered 202 Accepted.
+	w := guestDo(NewGuestAPI(svcB, nil, testLogger(t)), "POST", api.PathClaims, "192.0.2.12",
+		`{"transition":{"seq":2,"to":"MASTER"}}`, nil)
+	if w.Code != http.StatusAccepted {
+		t.Fatalf("guest API answered %d (%s) during the outage, want 202", w.Code, w.Body)
+	}
+	// A caller that was no member at the last view cannot queue anything
+	// (it could fill the queue, or push real claims behind its own): 503.
+	if code := postClaim(t, guestAPI.URL, transition(2, "MASTER")); code != http.StatusServiceUnavailable {
+		t.Fatalf("guest API answered %d to a stranger during the outage, want 503", code)
 	}
 	if queueB.Len() != 3 {
 		t.Fatalf("queue holds %d claims, want 3", queueB.Len())
@@ -208,8 +220,10 @@ func TestPartitionClaimQueued(t *testing.T) {
 	if ms := backendB.lastSet(); len(ms) != 1 || ms[0].Owner != "nginx-slave" {
 		t.Fatalf("host B's data plane after the replay: %+v", ms)
 	}
-	if rs := role("g2"); rs.Seq != 1 || rs.Role != vrrp.RoleMaster {
-		t.Fatalf("slave's role after the replay = %+v, want seq 1 MASTER", rs)
+	// Its seq 1 claim, the duplicate retry of it and its seq 2 claim (over
+	// the guest API) were replayed in order: the role ends at seq 2.
+	if rs := role("g2"); rs.Seq != 2 || rs.Role != vrrp.RoleMaster {
+		t.Fatalf("slave's role after the replay = %+v, want seq 2 MASTER", rs)
 	}
 
 	// Second outage: host A queues the master's MASTER claim; its view is
@@ -317,6 +331,11 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 	}
 	if res, err := svcA.Claim(ctx, master, transition(1, "MASTER")); err != nil || res.Owner != "nginx-master" || res.Queued {
 		t.Fatalf("first claim with the lease: %+v, %v", res, err)
+	}
+	// The slave's agent has its metadata from host A (so A knows it as a
+	// member when it has to queue its claim).
+	if _, err := svcA.Metadata(ctx, slave); err != nil {
+		t.Fatal(err)
 	}
 	before := owner()
 
