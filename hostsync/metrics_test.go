@@ -8,11 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -355,53 +352,10 @@ func seedNginxOwnedByMaster(t *testing.T, cfg Config) {
 	}
 }
 
-// recordingRegisterer keeps what is registered on it.
-type recordingRegisterer struct{ cs []prometheus.Collector }
-
-func (r *recordingRegisterer) Register(c prometheus.Collector) error {
-	r.cs = append(r.cs, c)
-	return nil
-}
-
-func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) { r.cs = append(r.cs, cs...) }
-
-func (r *recordingRegisterer) Unregister(prometheus.Collector) bool { return false }
-
-// metricNames are the fully qualified names of every metric registered on r.
-func (r *recordingRegisterer) metricNames(t *testing.T) []string {
-	t.Helper()
-	reName := regexp.MustCompile(`fqName: "([^"]+)"`)
-	var names []string
-	for _, c := range r.cs {
-		ch := make(chan *prometheus.Desc, 16)
-		go func() { c.Describe(ch); close(ch) }()
-		for d := range ch {
-			m := reName.FindStringSubmatch(d.String())
-			if m == nil {
-				t.Fatalf("no name in %s", d)
-			}
-			names = append(names, m[1])
-		}
-	}
-	return names
-}
-
 func TestREADMEDocumentsEveryMetric(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r recordingRegisterer
+	var r testutil.RecordingRegisterer
 	if _, err := NewMetrics(&r); err != nil {
 		t.Fatal(err)
 	}
-	names := r.metricNames(t)
-	if len(names) != 8 {
-		t.Fatalf("metrics %v, want 8", names)
-	}
-	for _, n := range names {
-		if !strings.Contains(string(readme), "| `"+n+"` |") {
-			t.Errorf("README.md's Metrics section has no row for %s", n)
-		}
-	}
+	r.CheckDocumented(t, "../README.md", 8)
 }
