@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 	"log/slog"
 	"net"
 	"net/http"
@@ -287,21 +288,7 @@ func TestHTTP(t *testing.T) {
 }
 
 func TestTCP(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	ln := testutil.AcceptingListener(t)
 	if err := Run(context.Background(), Spec{Kind: vrrp.CheckTCP, Address: ln.Addr().String()}); err != nil {
 		t.Errorf("listening port unhealthy: %v", err)
 	}
