@@ -21,13 +21,18 @@ type fakeConn struct {
 	in     chan []byte
 	closed chan struct{}
 
-	mu        sync.Mutex
-	writes    []write
-	writeErr  error         // returned by every WriteTo when set
-	readErrs  []error       // returned by the next ReadFroms, in order
-	onWrite   func(write)   // called after each recorded write
-	expired   chan struct{} // closed while the read deadline is in the past
-	closeOnce sync.Once
+	mu       sync.Mutex
+	writes   []write
+	writeErr error       // returned by every WriteTo when set
+	readErrs []error     // returned by the next ReadFroms, in order
+	onWrite  func(write) // called after each recorded write
+	// now, when set, is the clock write deadlines are enforced against:
+	// a WriteTo at or after the write deadline fails with
+	// os.ErrDeadlineExceeded, as on a real socket. Nil ignores deadlines.
+	now           func() time.Time
+	writeDeadline time.Time
+	expired       chan struct{} // closed while the read deadline is in the past
+	closeOnce     sync.Once
 }
 
 func newFakeConn() *fakeConn {
@@ -61,6 +66,10 @@ func (c *fakeConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		c.mu.Unlock()
 		return 0, err
 	}
+	if c.now != nil && !c.writeDeadline.IsZero() && !c.now().Before(c.writeDeadline) {
+		c.mu.Unlock()
+		return 0, os.ErrDeadlineExceeded
+	}
 	w := write{frame: append([]byte(nil), b...), dst: addr, at: time.Now()}
 	c.writes = append(c.writes, w)
 	onWrite := c.onWrite
@@ -84,7 +93,10 @@ func (c *fakeConn) Close() error {
 
 func (c *fakeConn) LocalAddr() net.Addr { return fakeAddr{} }
 
-func (c *fakeConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+func (c *fakeConn) SetDeadline(t time.Time) error {
+	_ = c.SetWriteDeadline(t)
+	return c.SetReadDeadline(t)
+}
 
 func (c *fakeConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
@@ -103,7 +115,12 @@ func (c *fakeConn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-func (c *fakeConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *fakeConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writeDeadline = t
+	return nil
+}
 
 type fakeAddr struct{}
 

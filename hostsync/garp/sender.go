@@ -44,8 +44,9 @@ const (
 	MaxRounds = 10
 	MaxBurst  = 10 * time.Second
 
-	// defaultWriteTimeout bounds one round of writes, so a stuck device
-	// queue cannot hold a burst past its cancellation for long.
+	// defaultWriteTimeout bounds each write (set afresh per frame), so a
+	// stuck device queue cannot hold a burst past its cancellation for
+	// long.
 	defaultWriteTimeout = time.Second
 )
 
@@ -85,6 +86,9 @@ type Options struct {
 	// OnBurst, when set, is called at the end of every Announce with its
 	// outcome (for metrics). It runs on the caller's goroutine.
 	OnBurst func(Burst)
+	// Now is the clock write deadlines are computed from; nil means
+	// time.Now (tests pass a settable clock).
+	Now func() time.Time
 }
 
 // Sender announces VIPs on one interface. Announce may be called from
@@ -99,6 +103,7 @@ type Sender struct {
 	log      *slog.Logger
 	schedule []time.Duration
 	onBurst  func(Burst)
+	now      func() time.Time
 }
 
 // NewSender returns a Sender writing frames for interface ifi through conn
@@ -128,7 +133,12 @@ func NewSender(ifi *net.Interface, conn net.PacketConn, opts Options) (*Sender, 
 	if unicastMAC(ifi.HardwareAddr) {
 		src = append(net.HardwareAddr(nil), ifi.HardwareAddr...)
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	return &Sender{
+		now:      now,
 		ifname:   ifi.Name,
 		src:      src,
 		conn:     conn,
@@ -268,10 +278,8 @@ func (s *Sender) Announce(ctx context.Context, vip netip.Addr, mac net.HardwareA
 			return sent, fmt.Errorf("garp: announce %s on %s: %w", vip, s.ifname, ctx.Err())
 		}
 		b.Rounds++
-		// A conn without deadlines (a fake) returns an error here: harmless.
-		_ = s.conn.SetWriteDeadline(time.Now().Add(defaultWriteTimeout))
 		for _, f := range frames {
-			if _, werr := s.conn.WriteTo(f, s.dst); werr != nil {
+			if werr := s.write(f); werr != nil {
 				b.Failed++
 				if firstErr == nil {
 					firstErr = fmt.Errorf("garp: write to %s: %w", s.ifname, werr)
@@ -285,6 +293,19 @@ func (s *Sender) Announce(ctx context.Context, vip netip.Addr, mac net.HardwareA
 		}
 	}
 	return sent, firstErr
+}
+
+// write sends one frame with a write deadline of its own. Announce and
+// Probe share the conn (OpenPlatform uses one Sender for both), so a
+// deadline set once for a burst would outlive it and fail every later
+// write with "i/o timeout" once it passed; a fresh deadline per write
+// bounds each write and leaves nothing stale behind for the next one.
+func (s *Sender) write(frame []byte) error {
+	// A conn without deadlines returns an error here: harmless, the write
+	// is then simply unbounded.
+	_ = s.conn.SetWriteDeadline(s.now().Add(defaultWriteTimeout))
+	_, err := s.conn.WriteTo(frame, s.dst)
+	return err
 }
 
 // OpenSender opens a raw AF_PACKET socket on the named interface and
@@ -330,7 +351,7 @@ func (s *Sender) Probe(vip netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.conn.WriteTo(b, s.dst); err != nil {
+	if err := s.write(b); err != nil {
 		return fmt.Errorf("garp: probe %s on %s: %w", vip, s.ifname, err)
 	}
 	return nil
