@@ -279,7 +279,12 @@ func etcdFailed(ctx context.Context, what string, err error) error {
 }
 
 // etcdUnreachable reports whether err says etcd could not serve the
-// request now (as opposed to refusing it).
+// request now (as opposed to refusing it): no connection, no leader, a
+// leader change, or a deadline, the client's or the server's. etcd 3.4
+// reports its own server-side deadline (a proposal not applied in time,
+// typically during a leader election) as gRPC code Unknown with the
+// message "context deadline exceeded"; the client passes that through
+// as it is, so it is recognised by code and message.
 func etcdUnreachable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
@@ -287,10 +292,23 @@ func etcdUnreachable(err error) bool {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
+	case codes.Unknown:
+		if s, ok := status.FromError(err); ok && strings.Contains(s.Message(), context.DeadlineExceeded.Error()) {
+			return true
+		}
+	}
+	// The client turns etcd's known errors into rpctypes.EtcdError
+	// values, which carry no gRPC status: every one with code
+	// Unavailable (no leader, leader changed, request timed out, ...)
+	// is etcd not serving now; "not leader" (FailedPrecondition) is a
+	// member that lost its leadership, a leader change too.
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) && ee.Code() == codes.Unavailable {
+		return true
 	}
 	return errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) ||
 		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) || errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost) ||
-		errors.Is(err, rpctypes.ErrLeaderChanged) || errors.Is(err, rpctypes.ErrStopped)
+		errors.Is(err, rpctypes.ErrLeaderChanged) || errors.Is(err, rpctypes.ErrNotLeader) || errors.Is(err, rpctypes.ErrStopped)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
