@@ -32,6 +32,9 @@ type caseOpts struct {
 	NotifySocket string       `json:"notify_socket"`
 	SpoolDir     string       `json:"spool_dir"`
 	LocalChecks  []vrrp.Check `json:"local_checks"`
+	// VersionedScripts is the agent's layout: scripts in a subdirectory
+	// named after their content.
+	VersionedScripts bool `json:"versioned_scripts"`
 }
 
 // goldenCases lists testdata/<case>.json, without the .opts.json files.
@@ -81,6 +84,7 @@ func loadCase(t *testing.T, name string) (*vrrp.Metadata, Options) {
 	return m, Options{
 		Self: co.Self, Interface: co.Interface, ScriptsDir: co.ScriptsDir, Vipctl: co.Vipctl,
 		NotifySocket: co.NotifySocket, SpoolDir: co.SpoolDir, ExtraChecks: co.LocalChecks,
+		VersionedScripts: co.VersionedScripts,
 	}
 }
 
@@ -362,9 +366,18 @@ func configTest(t *testing.T, ns, keepalived, dir string, dirMode os.FileMode, o
 	if err := os.Chmod(dir, dirMode); err != nil { // past the umask
 		t.Fatal(err)
 	}
-	files := append([]File{{Name: ConfigName, Mode: ConfigMode, Data: config}}, out.Scripts...)
-	for _, f := range files {
-		if err := os.WriteFile(filepath.Join(dir, f.Name), f.Data, os.FileMode(f.Mode)); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, ConfigName), config, ConfigMode); err != nil {
+		t.Fatal(err)
+	}
+	// With versioned scripts they live in a root-only subdirectory, as
+	// the agent installs them.
+	if out.ScriptsDir != dir {
+		if err := os.Mkdir(out.ScriptsDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range out.Scripts {
+		if err := os.WriteFile(filepath.Join(out.ScriptsDir, f.Name), f.Data, os.FileMode(f.Mode)); err != nil {
 			t.Fatal(err)
 		}
 	}

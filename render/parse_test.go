@@ -273,6 +273,16 @@ func assertRendered(t testing.TB, m *vrrp.Metadata, opts Options, out *Output) {
 	if !ok {
 		t.Fatalf("self %q not a member", opts.Self)
 	}
+	wantDir := opts.ScriptsDir
+	if opts.VersionedScripts {
+		wantDir = path.Join(opts.ScriptsDir, out.ScriptsVersion)
+		if !strings.HasPrefix(out.ScriptsVersion, ScriptsVersionPrefix) {
+			t.Fatalf("versioned scripts without a version: %q", out.ScriptsVersion)
+		}
+	}
+	if out.ScriptsDir != wantDir {
+		t.Fatalf("ScriptsDir = %q, want %q", out.ScriptsDir, wantDir)
+	}
 	checks := wantChecks(m.Checks, opts.ExtraChecks)
 
 	nodes, err := parseConf(out.Config)
@@ -314,7 +324,7 @@ func assertRendered(t testing.TB, m *vrrp.Metadata, opts Options, out *Output) {
 			continue
 		}
 		want := map[string]string{
-			"script":   `"` + path.Join(opts.ScriptsDir, "check_"+c.Name+".sh") + `"`,
+			"script":   `"` + path.Join(out.ScriptsDir, "check_"+c.Name+".sh") + `"`,
 			"interval": c.EffectiveInterval().String(),
 			"timeout":  c.EffectiveTimeout().String(),
 			"weight":   strconv.Itoa(c.Weight),
@@ -347,7 +357,7 @@ func assertRendered(t testing.TB, m *vrrp.Metadata, opts Options, out *Output) {
 		"virtual_router_id": strconv.Itoa(m.EffectiveVRID()),
 		"priority":          strconv.Itoa(self.Priority),
 		"advert_int":        m.EffectiveAdvertInt().String(),
-		"notify":            `"` + path.Join(opts.ScriptsDir, "notify.sh") + `"`,
+		"notify":            `"` + path.Join(out.ScriptsDir, "notify.sh") + `"`,
 	} {
 		if got := leaf(t, vi, k); !slices.Equal(got, []string{v}) {
 			t.Errorf("vrrp_instance %s = %q, want %q", k, got, v)

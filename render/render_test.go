@@ -86,7 +86,6 @@ func TestRenderDeterministicAndHashed(t *testing.T) {
 		opts Options
 	}{
 		{"other member", doc, Options{Self: "web-b"}},
-		{"revision", func() *vrrp.Metadata { m := doc(); m.Revision++; return m }, Options{Self: "web-a"}},
 		{"script only: vipctl path", doc, Options{Self: "web-a", Vipctl: "/usr/local/bin/vipctl"}},
 		{"script only: spool dir", doc, Options{Self: "web-a", SpoolDir: "/var/spool/vk"}},
 		{"local check", doc, Options{Self: "web-a", ExtraChecks: []vrrp.Check{{Name: "chk_x", Kind: vrrp.CheckTCP, Address: "127.0.0.1:1"}}}},
@@ -101,6 +100,81 @@ func TestRenderDeterministicAndHashed(t *testing.T) {
 				t.Errorf("hash unchanged although the output changed")
 			}
 		})
+	}
+}
+
+// TestRevisionAndEIPNotRendered: a revision that changes nothing keepalived
+// reads (the EIP associated, the revision bumped) renders the same bytes
+// and hash, so the agent neither rewrites keepalived.conf nor reloads.
+func TestRevisionAndEIPNotRendered(t *testing.T) {
+	for _, versioned := range []bool{false, true} {
+		opts := Options{Self: "web-a", VersionedScripts: versioned}
+		first, err := Render(doc(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := doc()
+		m.Revision += 7
+		m.EIP = netip.MustParseAddr("203.0.113.5")
+		again, err := Render(m, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(first, again); diff != "" {
+			t.Errorf("versioned=%v: revision and EIP changed the output (-before +after):\n%s", versioned, diff)
+		}
+	}
+}
+
+// TestVersionedScripts: keepalived.conf refers to the scripts in a
+// directory named after their content; a script change moves them to a
+// new directory (so a running keepalived.conf's scripts are never
+// overwritten), a config-only change keeps the directory.
+func TestVersionedScripts(t *testing.T) {
+	base, err := Render(doc(), Options{Self: "web-a", VersionedScripts: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(base.ScriptsVersion, ScriptsVersionPrefix) || len(base.ScriptsVersion) != len(ScriptsVersionPrefix)+16 {
+		t.Fatalf("ScriptsVersion = %q", base.ScriptsVersion)
+	}
+	if want := DefaultScriptsDir + "/" + base.ScriptsVersion; base.ScriptsDir != want {
+		t.Fatalf("ScriptsDir = %q, want %q", base.ScriptsDir, want)
+	}
+	for _, f := range base.Scripts {
+		if !bytes.Contains(base.Config, []byte(`"`+base.ScriptsDir+"/"+f.Name+`"`)) {
+			t.Errorf("config does not refer to %s in %s", f.Name, base.ScriptsDir)
+		}
+	}
+	if bytes.Contains(base.Config, []byte(`"`+DefaultScriptsDir+"/notify.sh")) {
+		t.Error("config refers to the unversioned scripts directory")
+	}
+	flat, err := Render(doc(), Options{Self: "web-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flat.ScriptsVersion != "" || flat.ScriptsDir != DefaultScriptsDir {
+		t.Errorf("unversioned: ScriptsVersion %q, ScriptsDir %q", flat.ScriptsVersion, flat.ScriptsDir)
+	}
+	if diff := cmp.Diff(flat.Scripts, base.Scripts); diff != "" {
+		t.Errorf("versioning changed the scripts themselves:\n%s", diff)
+	}
+
+	m := doc()
+	m.Members[0].Priority += 10
+	cfgOnly, err := Render(m, Options{Self: "web-a", VersionedScripts: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfgOnly.ScriptsVersion != base.ScriptsVersion || bytes.Equal(cfgOnly.Config, base.Config) {
+		t.Errorf("config-only change: version %s → %s, config changed %v", base.ScriptsVersion, cfgOnly.ScriptsVersion, !bytes.Equal(cfgOnly.Config, base.Config))
+	}
+	scriptChange, err := Render(doc(), Options{Self: "web-a", VersionedScripts: true, Vipctl: "/usr/local/bin/vipctl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if scriptChange.ScriptsVersion == base.ScriptsVersion {
+		t.Error("scripts changed but their version did not")
 	}
 }
 
