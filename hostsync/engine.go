@@ -127,6 +127,10 @@ type Observation struct {
 	MAC   net.HardwareAddr
 	At    time.Time
 	Reply bool
+	// Port is the bridge port the frame came in on and the one its MAC is
+	// pinned to; nil when the platform cannot attribute frames to ports.
+	// A frame from another port than the pin is refused (checkPort).
+	Port *PortOrigin
 }
 
 // Observe treats a gratuitous ARP for a known VIP as a MASTER claim of
@@ -138,6 +142,9 @@ type Observation struct {
 // With a claim queue, an observation that finds the registry unreachable
 // (or older claims queued) is queued like a claim.
 func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, error) {
+	if err := s.checkPort(ctx, o); err != nil {
+		return api.ClaimResult{}, err
+	}
 	queued := func() queuedClaim {
 		return queuedClaim{Kind: queuedObservationKind, VIP: o.VIP, MAC: o.MAC.String(), Reply: o.Reply, At: o.At}
 	}

@@ -41,7 +41,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		observations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "garp_observations_total",
-			Help: "Gratuitous ARP seen for known VIPs, by result (accepted, ignored).",
+			Help: "Gratuitous ARP and probe answers seen for known VIPs, by result (accepted, ignored, forged: from another bridge port than the MAC's, unverified: from a MAC the bridge had not learnt).",
 		}, []string{"result"}),
 		applies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "dataplane_applies_total",
@@ -101,6 +101,15 @@ func (m *Metrics) observation(accepted bool) {
 		return
 	}
 	m.observations.WithLabelValues("ignored").Inc()
+}
+
+// observationRefused counts an observation the port check refused
+// (result "forged" or "unverified").
+func (m *Metrics) observationRefused(result string) {
+	if m == nil {
+		return
+	}
+	m.observations.WithLabelValues(result).Inc()
 }
 
 func (m *Metrics) moved(d time.Duration) {

@@ -108,17 +108,14 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 		p.Announcer = s
 		p.Prober = s
 		p.closers = append(p.closers, c)
-		iface := cfg.GARPInterface
-		p.Listen = func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error {
-			l, c, err := garp.OpenListener(iface, watch, garp.ListenerOptions{Logger: log})
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			return l.Run(ctx, func(o garp.Observation) {
-				report(Observation{VIP: o.VIP, MAC: o.MAC, At: o.At, Reply: o.Reply})
-			})
+		// On a bridge, each observation is checked against the port its
+		// MAC is pinned to (see openListen and checkPort).
+		listen, err := openListen(cfg.GARPInterface, log)
+		if err != nil {
+			p.Close()
+			return nil, err
 		}
+		p.Listen = listen
 	}
 	return p, nil
 }

@@ -602,7 +602,7 @@ func FuzzListenerDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var got []Observation
-		called := l.handle(b, func(o Observation) { got = append(got, o) })
+		called := l.handle(b, nil, func(o Observation) { got = append(got, o) })
 		if !called {
 			if len(got) != 0 {
 				t.Fatal("callback called for a rejected frame")

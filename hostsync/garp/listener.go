@@ -25,6 +25,11 @@ type Observation struct {
 	// Reply is set for an ARP reply from the VIP's holder (an answer to a
 	// Probe) rather than a gratuitous announcement.
 	Reply bool
+	// Port is the bridge port the frame came in on and Ifindex its
+	// interface index, from a port listener (OpenPortListener); empty and
+	// 0 from a plain Listener, which cannot tell.
+	Port    string
+	Ifindex int
 }
 
 // ListenerOptions tunes a Listener. The zero value is the production default.
@@ -53,6 +58,9 @@ type Listener struct {
 	watch  func(netip.Addr) bool
 	log    *slog.Logger
 	now    func() time.Time
+	// port names the bridge port of an interface index (set by
+	// OpenPortListener; nil: frames are not attributed to ports).
+	port func(ifindex int) (string, bool)
 }
 
 // NewListener returns a Listener reading frames of interface ifname from
@@ -103,9 +111,9 @@ func (l *Listener) Run(ctx context.Context, fn func(Observation)) error {
 	buf := make([]byte, readBuffer)
 	backoff := minReadBackoff
 	for {
-		n, _, err := l.conn.ReadFrom(buf)
+		n, from, err := l.conn.ReadFrom(buf)
 		if n > 0 {
-			l.handle(buf[:n], fn)
+			l.handle(buf[:n], from, fn)
 		}
 		if err == nil {
 			backoff = minReadBackoff
@@ -140,13 +148,26 @@ func (l *Listener) Run(ctx context.Context, fn func(Observation)) error {
 }
 
 // handle decodes one frame and reports it when it is a gratuitous ARP, or
-// an ARP reply, for a watched VIP. It reports whether fn was called.
-func (l *Listener) handle(frame []byte, fn func(Observation)) bool {
+// an ARP reply, for a watched VIP. A port listener reports only frames
+// that came in on a port of its bridge, with the port. It reports whether
+// fn was called.
+func (l *Listener) handle(frame []byte, from net.Addr, fn func(Observation)) bool {
 	vip, mac, reply, ok := parseARP(frame)
 	if !ok || !l.watch(vip) {
 		return false
 	}
-	fn(Observation{VIP: vip, MAC: mac, Interface: l.ifname, At: l.now(), Reply: reply})
+	o := Observation{VIP: vip, MAC: mac, Interface: l.ifname, At: l.now(), Reply: reply}
+	if l.port != nil {
+		pa, ok := from.(*PortAddr)
+		if !ok {
+			return false
+		}
+		if o.Port, ok = l.port(pa.Ifindex); !ok {
+			return false
+		}
+		o.Ifindex = pa.Ifindex
+	}
+	fn(o)
 	return true
 }
 
