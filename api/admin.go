@@ -285,7 +285,10 @@ type HostsyncStatus struct {
 	LastSplitBrain *SplitBrain `json:"last_split_brain,omitempty"`
 	LastApply      time.Time   `json:"last_apply,omitzero"`
 	LastApplyError string      `json:"last_apply_error,omitempty"`
-	Sentence       string      `json:"sentence"`
+	// DataPlaneHeld says why hostsync keeps the data plane as it is
+	// instead of applying an empty set from a registry with no group.
+	DataPlaneHeld string `json:"dataplane_held,omitempty"`
+	Sentence      string `json:"sentence"`
 	// RecentMoves are the last owner changes this hostsync made, oldest
 	// first (kept in memory, at most 64).
 	RecentMoves []Move `json:"recent_moves,omitempty"`

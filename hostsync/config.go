@@ -150,6 +150,12 @@ type DataPlaneConfig struct {
 	// that the nftables backend programs instead of hostsync's own, e.g.
 	// a gateway namespace on the same machine. Empty means hostsync's own.
 	Netns string `toml:"netns"`
+	// AllowEmpty lets hostsync apply an empty set from a registry that
+	// holds no group to a data plane that holds mappings (default false:
+	// that apply is held, so a mistyped db_path or an empty etcd prefix
+	// cannot remove every EIP mapping). Set it, or start with
+	// -allow-empty-dataplane, once, when the registry is meant to be new.
+	AllowEmpty bool `toml:"allow_empty"`
 }
 
 // LoadConfig reads, defaults and validates the file at path.
@@ -187,7 +193,7 @@ func ParseConfig(path string, data []byte) (Config, error) {
 }
 
 const allowedKeys = "state_dir, db_path, db_timeout, admin_socket, guest_listen, garp_interface, metrics_listen, " +
-	"reapply_interval, probe_interval, split_brain_window, stale_claim_age, [dataplane] backend, table, nft, route_table, command, args, timeout, netns, " +
+	"reapply_interval, probe_interval, split_brain_window, stale_claim_age, [dataplane] backend, table, nft, route_table, command, args, timeout, netns, allow_empty, " +
 	"[hosts] HOST-ID = \"ADDRESS\""
 
 var reNetns = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)

@@ -628,6 +628,13 @@ func (s *Service) applyDataPlane(ctx context.Context) error {
 	defer s.applyMu.Unlock()
 	ms, err := s.Mappings(ctx)
 	if err == nil {
+		held := s.holdEmpty(ctx, ms)
+		s.recordHold(held)
+		if held != "" {
+			return nil
+		}
+	}
+	if err == nil {
 		start := time.Now()
 		err = s.backend.Apply(ctx, ms)
 		s.metrics.applyTook(time.Since(start))

@@ -45,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"result"}),
 		applies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "dataplane_applies_total",
-			Help: "Data-plane applies of the EIP mappings, by result (ok, error).",
+			Help: "Data-plane applies of the EIP mappings, by result (ok, error, held: an empty set from a registry with no group kept from a data plane holding mappings).",
 		}, []string{"result"}),
 		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "dataplane_apply_seconds",
@@ -136,6 +136,13 @@ func (m *Metrics) applied(err error) {
 		return
 	}
 	m.applies.WithLabelValues("ok").Inc()
+}
+
+func (m *Metrics) held() {
+	if m == nil {
+		return
+	}
+	m.applies.WithLabelValues("held").Inc()
 }
 
 func (m *Metrics) applyTook(d time.Duration) {

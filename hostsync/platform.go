@@ -79,11 +79,11 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 			Timeout: cfg.DataPlane.Timeout, Logger: log,
 		}
 		if ns := cfg.DataPlane.Netns; ns != "" {
-			h, run, err := nftInNetns(ns, cfg.DataPlane.NFT)
+			h, run, query, err := nftInNetns(ns, cfg.DataPlane.NFT)
 			if err != nil {
 				return nil, fmt.Errorf("hostsync: data plane: %w", err)
 			}
-			opts.Netlink, opts.Run = h, run
+			opts.Netlink, opts.Run, opts.Query = h, run, query
 			p.closers = append(p.closers, closerFunc(func() error { h.Close(); return nil }))
 		}
 		b, err := eip.NewNFT(opts)
@@ -124,17 +124,18 @@ type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
 
-// nftInNetns returns a netlink handle inside the named network namespace
-// and a runner that applies an nft script there as one transaction.
-func nftInNetns(name, nft string) (*netlink.Handle, func(ctx context.Context, script []byte) error, error) {
+// nftInNetns returns a netlink handle inside the named network namespace,
+// a runner that applies an nft script there as one transaction and one
+// that runs a read-only nft command there (eip.NFTOptions.Query).
+func nftInNetns(name, nft string) (*netlink.Handle, func(ctx context.Context, script []byte) error, func(ctx context.Context, args []string) ([]byte, error), error) {
 	ns, err := netns.GetFromName(name)
 	if err != nil {
-		return nil, nil, fmt.Errorf("netns %s: %w", name, err)
+		return nil, nil, nil, fmt.Errorf("netns %s: %w", name, err)
 	}
 	defer ns.Close()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return nil, nil, fmt.Errorf("netlink in netns %s: %w", name, err)
+		return nil, nil, nil, fmt.Errorf("netlink in netns %s: %w", name, err)
 	}
 	if nft == "" {
 		nft = eip.DefaultNFT
@@ -147,5 +148,15 @@ func nftInNetns(name, nft string) (*netlink.Handle, func(ctx context.Context, sc
 		}
 		return nil
 	}
-	return h, run, nil
+	query := func(ctx context.Context, args []string) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", name, nft}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("nft in netns %s: %w: %s", name, err, bytes.TrimSpace(stderr.Bytes()))
+		}
+		return out, nil
+	}
+	return h, run, query, nil
 }

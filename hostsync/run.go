@@ -94,7 +94,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	svc, err := New(ctx, store, Options{
 		Logger: log, Announcer: p.Announcer, Backend: p.Backend, Hosts: cfg.Hosts, Metrics: metrics,
 		SplitBrainWindow: cfg.SplitBrainWindow, StaleClaimAge: cfg.StaleClaimAge, ApplyTimeout: cfg.DataPlane.Timeout,
-		Queue: queue,
+		Queue: queue, AllowEmptyDataPlane: cfg.DataPlane.AllowEmpty,
 	})
 	if err != nil {
 		return err

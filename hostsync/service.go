@@ -48,6 +48,10 @@ type Options struct {
 	Announcer Announcer
 	// Backend programs the EIP mappings; nil programs nothing.
 	Backend eip.Backend
+	// AllowEmptyDataPlane lets an empty set from a registry holding no
+	// group reach a data plane that holds mappings (see dpguard.go);
+	// false holds that apply.
+	AllowEmptyDataPlane bool
 	// Hosts maps a guest's host id to the address the VIP is routed
 	// through when that guest owns it (eip.Mapping.NextHop).
 	Hosts map[string]netip.Addr
@@ -96,6 +100,7 @@ type Service struct {
 	log              *slog.Logger
 	announcer        Announcer
 	backend          eip.Backend
+	allowEmpty       bool
 	hosts            map[string]netip.Addr
 	metrics          *Metrics
 	now              func() time.Time
@@ -144,6 +149,7 @@ type stats struct {
 	lastSplit                            *api.SplitBrain
 	lastApply                            time.Time
 	lastApplyErr                         string
+	dataPlaneHeld                        string     // why the last apply was held (dpguard.go)
 	moveLog                              []api.Move // bounded by maxMoveLog
 }
 
@@ -168,6 +174,7 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Service, err
 		log:              opts.Logger,
 		announcer:        opts.Announcer,
 		backend:          opts.Backend,
+		allowEmpty:       opts.AllowEmptyDataPlane,
 		hosts:            opts.Hosts,
 		metrics:          opts.Metrics,
 		now:              opts.Now,

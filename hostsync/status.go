@@ -65,6 +65,7 @@ func (s *Service) Status(ctx context.Context) (api.HostsyncStatus, error) {
 	}
 	st.LastApply = s.stats.lastApply
 	st.LastApplyError = s.stats.lastApplyErr
+	st.DataPlaneHeld = s.stats.dataPlaneHeld
 	st.RecentMoves = append([]api.Move(nil), s.stats.moveLog...)
 	s.mu.Unlock()
 	st.Sentence = Sentence(st, s.now())
@@ -87,6 +88,9 @@ func Sentence(st api.HostsyncStatus, now time.Time) string {
 	}
 	if st.LastApplyError != "" {
 		b.WriteString(", data plane failing")
+	}
+	if st.DataPlaneHeld != "" {
+		b.WriteString(", data plane held (registry empty)")
 	}
 	return b.String()
 }

@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	checkOnly := fs.Bool("check-config", false, "validate the configuration (and that the GARP interface exists), then exit")
 	debug := fs.Bool("debug", false, "log at debug level")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	allowEmpty := fs.Bool("allow-empty-dataplane", false, "let a registry that holds no group remove the EIP mappings the data plane holds (by default that apply is held and logged: a mistyped db_path must not wipe the data plane); use once, when the registry is meant to be new")
 	role := fs.String("role", "", "override the configuration's role: host (registry, guest API, GARP, data plane) or gateway (only the data plane, following the shared etcd registry)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -60,6 +61,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		if err = cfg.Validate(); err != nil {
 			err = fmt.Errorf("--role %s: %w", *role, err)
 		}
+	}
+	if err == nil && *allowEmpty {
+		cfg.DataPlane.AllowEmpty = true
 	}
 	if err == nil {
 		err = cfg.CheckHost()

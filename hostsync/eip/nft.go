@@ -56,6 +56,12 @@ type NFTOptions struct {
 	// (tests enter a network namespace with it). It must apply the script
 	// as one nft transaction.
 	Run func(ctx context.Context, script []byte) error
+	// Query, when set, replaces running `NFT ARGS...` for read-only
+	// commands and returns its standard output (Programmed lists the
+	// ruleset with it). Set it together with Run when Run enters another
+	// network namespace; with Run set and Query nil, Programmed returns
+	// ErrCannotInspect.
+	Query func(ctx context.Context, args []string) ([]byte, error)
 	// Timeout bounds one nft run (DefaultNFTTimeout when zero).
 	Timeout time.Duration
 	// Netlink is the handle routes are programmed through, e.g. from
@@ -86,6 +92,7 @@ type NFT struct {
 	// Immutable after NewNFT.
 	table   string
 	run     func(ctx context.Context, script []byte) error
+	query   func(ctx context.Context, args []string) ([]byte, error)
 	timeout time.Duration
 	routes  routeOps
 	proto   netlink.RouteProtocol
@@ -105,6 +112,7 @@ func NewNFT(opts NFTOptions) (*NFT, error) {
 		rtable:  cmp.Or(opts.RouteTable, mainTable),
 		log:     opts.Logger,
 		run:     opts.Run,
+		query:   opts.Query,
 	}
 	if !tableName.MatchString(n.table) {
 		return nil, fmt.Errorf("%w: table %q: want letters, digits and _, starting with a letter, at most 32", ErrInvalidOptions, n.table)
@@ -123,6 +131,9 @@ func NewNFT(opts NFTOptions) (*NFT, error) {
 	}
 	if n.run == nil {
 		n.run = execNFT(cmp.Or(opts.NFT, DefaultNFT))
+		if n.query == nil {
+			n.query = execQuery(cmp.Or(opts.NFT, DefaultNFT))
+		}
 	}
 	if opts.Netlink != nil {
 		n.routes = opts.Netlink

@@ -1,0 +1,121 @@
+package hostsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/hostsync/eip"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
+)
+
+// TestNetnsEmptyRegistryKeepsNFTables is defect 5 of issue 11 with real
+// nftables and routes in a network namespace: the data plane holds a
+// mapping (table, three NAT rules, a VIP route), hostsync starts on a new,
+// empty registry (a mistyped db_path) and must leave all of it alone, log
+// why and count it; started again with allow_empty it removes it.
+func TestNetnsEmptyRegistryKeepsNFTables(t *testing.T) {
+	testutil.RequireRoot(t, "nft")
+	ns, peer := testutil.NewNetns(t, "dg"), testutil.NewNetns(t, "dp")
+	testutil.IP(t, "-n", ns, "link", "add", "r0", "type", "veth", "peer", "name", "p0", "netns", peer)
+	testutil.IP(t, "-n", ns, "addr", "add", "198.51.100.1/24", "dev", "r0")
+	testutil.IP(t, "-n", ns, "link", "set", "r0", "up")
+	testutil.IP(t, "-n", peer, "link", "set", "p0", "up")
+
+	h, run, query, err := nftInNetns(ns, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	backend, err := eip.NewNFT(eip.NFTOptions{Run: run, Query: query, Netlink: h, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapping := eip.Mapping{Group: "ig-nginx", EIP: ip("203.0.113.5"), VIP: ip("192.0.2.10"), NextHop: ip("198.51.100.20")}
+	if err := backend.Apply(t.Context(), []eip.Mapping{mapping}); err != nil {
+		t.Fatal(err)
+	}
+	programmed := func() (rules int, route bool) {
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "ruleset").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list ruleset: %v\n%s", err, out)
+		}
+		rules = strings.Count(string(out), "dnat to 192.0.2.10") + strings.Count(string(out), "snat to 203.0.113.5")
+		routes := testutil.IP(t, "-n", ns, "route", "show", "proto", fmt.Sprint(eip.DefaultRouteProtocol))
+		return rules, strings.Contains(routes, "192.0.2.10 via 198.51.100.20")
+	}
+	if rules, route := programmed(); rules != 3 || !route {
+		t.Fatalf("before start: %d NAT rules, route %v; want 3 and the route", rules, route)
+	}
+	if st, err := backend.Programmed(t.Context()); err != nil || st != (eip.State{Table: true, Rules: 3, Routes: 1}) {
+		t.Fatalf("Programmed = %+v, %v; want the table, 3 rules, 1 route", st, err)
+	}
+
+	// A mistyped db_path: a registry file that does not exist yet.
+	dir := t.TempDir()
+	start := func(extra string) (stop func(), logs *testutil.LogRecorder) {
+		cfg, err := ParseConfig("test.toml", []byte(`
+state_dir = "`+dir+`"
+db_path = "`+filepath.Join(dir, "hostsync-typo.db")+`"
+admin_socket = "`+filepath.Join(dir, "hostsync.sock")+`"
+guest_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+reapply_interval = "1h"
+[dataplane]
+`+extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs = testutil.NewLogRecorder(testLogger(t).Handler())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, cfg, slog.New(logs), &Platform{Backend: backend}) }()
+		return func() {
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run did not stop")
+			}
+		}, logs
+	}
+
+	stop, logs := start("")
+	waitFor(t, "the held apply logged", func() bool {
+		_, ok := logs.Attr("data plane held: not applying an empty set", "reason")
+		return ok
+	})
+	reason, _ := logs.Attr("data plane held: not applying an empty set", "reason")
+	t.Logf("reason: %s", reason)
+	if !strings.Contains(reason, "3 rules, 1 routes") || !strings.Contains(reason, "allow-empty-dataplane") {
+		t.Errorf("reason %q does not say what is kept and how to confirm", reason)
+	}
+	addr, _ := logs.Attr("hostsync started", "metrics")
+	if got := testutil.Scrape(t, "http://"+addr+"/metrics")[`vipkeeper_hostsync_dataplane_applies_total{result="held"}`]; got < 1 {
+		t.Errorf(`dataplane_applies_total{result="held"} = %v, want ≥ 1`, got)
+	}
+	stop()
+	if rules, route := programmed(); rules != 3 || !route {
+		t.Fatalf("after a start on an empty registry: %d NAT rules, route %v; want them kept", rules, route)
+	}
+
+	// The operator confirms: the empty registry is applied.
+	stop, _ = start("allow_empty = true\n")
+	waitFor(t, "the data plane emptied", func() bool {
+		rules, route := programmed()
+		return rules == 0 && !route
+	})
+	stop()
+	if st, err := backend.Programmed(t.Context()); err != nil || !st.Empty() {
+		t.Errorf("after the confirmed start: %+v, %v; want nothing", st, err)
+	}
+}
