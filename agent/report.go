@@ -43,7 +43,8 @@ func (a *Agent) reportLoop(ctx context.Context) error {
 		}
 		failed := false
 		for _, t := range pending {
-			if err := a.deliver(ctx, t); err != nil {
+			res, err := a.deliver(ctx, t)
+			if err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -55,7 +56,7 @@ func (a *Agent) reportLoop(ctx context.Context) error {
 				break
 			}
 			a.d.metrics.report(nil)
-			if err := a.store.Ack(t.Seq); err != nil {
+			if err := a.store.AckReport(res); err != nil {
 				a.log.Error("ack delivered transition", "op", "report", "seq", t.Seq, "err", err)
 				failed = true
 				backoff = nextBackoff(backoff, a.cfg.Report)
@@ -63,7 +64,12 @@ func (a *Agent) reportLoop(ctx context.Context) error {
 			}
 			a.noteOutbox()
 			a.noteReport(nil)
-			a.log.Debug("reported", "op", "report", "seq", t.Seq, "state", t.To)
+			if res.Result == api.ReportAccepted || res.Result == api.ReportQueued {
+				a.log.Debug("reported", "op", "report", "seq", t.Seq, "state", t.To, "result", res.Result)
+			} else {
+				a.log.Warn("reported; hostsync did not take it", "op", "report", "seq", t.Seq, "epoch", res.Epoch, "state", t.To,
+					"result", res.Result, "owner", res.Owner, "message", res.Message)
+			}
 		}
 		if failed {
 			continue
@@ -114,29 +120,34 @@ func (a *Agent) noteReport(err error) {
 	kick(a.statusChanged)
 }
 
-// deliver POSTs one transition as an api.Claim.
-func (a *Agent) deliver(ctx context.Context, t vrrp.Transition) error {
-	body, err := json.Marshal(api.Claim{Transition: t})
+// deliver POSTs one transition as an api.Claim, with the database's
+// epoch, and returns hostsync's answer to it (a 2xx); an error otherwise.
+func (a *Agent) deliver(ctx context.Context, t vrrp.Transition) (api.ReportOutcome, error) {
+	epoch := a.store.Epoch()
+	body, err := json.Marshal(api.Claim{Transition: t, Epoch: epoch})
 	if err != nil {
-		return fmt.Errorf("agent: encode claim: %w", err)
+		return api.ReportOutcome{}, fmt.Errorf("agent: encode claim: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.reportURL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("agent: claim request: %w", err)
+		return api.ReportOutcome{}, fmt.Errorf("agent: claim request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := a.d.reportHTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("agent: report seq %d: %w", t.Seq, err)
+		return api.ReportOutcome{}, fmt.Errorf("agent: report seq %d: %w", t.Seq, err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, api.MaxBodySize))
 	if resp.StatusCode/100 == 2 {
+		out := api.ReportOutcome{Seq: t.Seq, Epoch: epoch, To: t.To, At: t.At, Answered: a.d.now(), Result: api.ReportAccepted}
 		var res api.ClaimResult
-		if json.Unmarshal(data, &res) == nil && res.Duplicate {
-			a.log.Debug("hostsync had the transition already", "op", "report", "seq", t.Seq)
+		if err := json.Unmarshal(data, &res); err == nil {
+			out.Result, out.Owner, out.Message = api.OutcomeOf(res), res.Owner, res.Message
+		} else {
+			out.Message = fmt.Sprintf("%s answered %d with a body that is no claim result: %v", a.reportURL, resp.StatusCode, err)
 		}
-		return nil
+		return out, nil
 	}
 	msg := strings.TrimSpace(string(data))
 	var e api.Error
@@ -146,5 +157,5 @@ func (a *Agent) deliver(ctx context.Context, t vrrp.Transition) error {
 	if len(msg) > 200 {
 		msg = msg[:200]
 	}
-	return fmt.Errorf("agent: report seq %d: %s answered %d: %s", t.Seq, a.reportURL, resp.StatusCode, msg)
+	return api.ReportOutcome{}, fmt.Errorf("agent: report seq %d: %s answered %d: %s", t.Seq, a.reportURL, resp.StatusCode, msg)
 }

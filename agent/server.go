@@ -106,6 +106,10 @@ func (a *Agent) Status() (api.AgentStatus, error) {
 	if err != nil {
 		return api.AgentStatus{}, err
 	}
+	reports, err := a.store.Reports()
+	if err != nil {
+		return api.AgentStatus{}, err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := api.AgentStatus{
@@ -127,6 +131,8 @@ func (a *Agent) Status() (api.AgentStatus, error) {
 		Source:      a.d.source.String(),
 		Keepalived:  a.kaRunning,
 		Ready:       a.ready,
+		Epoch:       a.store.Epoch(),
+		Reports:     reports,
 	}
 	if a.vip.IsValid() {
 		st.VIP = a.vip.String()

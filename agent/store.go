@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/internal/boltutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -25,7 +29,16 @@ var (
 	// record the event twice.
 	bucketSpool = []byte("spool")
 	keyState    = []byte("state")
+	// bucketMeta holds facts about the file itself: keyEpoch, its identity.
+	bucketMeta = []byte("meta")
+	keyEpoch   = []byte("epoch")
+	// bucketReports holds hostsync's answers (api.ReportOutcome) to the
+	// last maxReports delivered transitions, keyed like the outbox.
+	bucketReports = []byte("reports")
 )
+
+// maxReports bounds the report outcomes kept.
+const maxReports = 16
 
 var (
 	// ErrStoreLocked is returned (wrapped) by OpenStore when another
@@ -70,6 +83,7 @@ type Store struct {
 	db           *bolt.DB
 	historyLimit uint64
 	outbox       bool
+	epoch        string
 }
 
 // StoreOptions tune OpenStore.
@@ -83,7 +97,10 @@ type StoreOptions struct {
 	Outbox bool
 }
 
-// OpenStore opens (creating when missing) the database at path.
+// OpenStore opens (creating when missing) the database at path. A file
+// that exists but is empty or damaged is refused with an error matching
+// boltutil.ErrDamaged that names the file and what to do; bbolt's
+// consistency check runs before anything is read.
 func OpenStore(path string, opts StoreOptions) (*Store, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 2 * time.Second
@@ -91,27 +108,55 @@ func OpenStore(path string, opts StoreOptions) (*Store, error) {
 	if opts.HistoryLimit <= 0 {
 		opts.HistoryLimit = 1000
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout})
+	db, err := boltutil.Open(path, 0o600, opts.Timeout)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s (waited %s)", ErrStoreLocked, path, opts.Timeout)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("agent: open state %s: %w", path, err)
+		return nil, fmt.Errorf("agent: open state: %w", err)
 	}
+	var epoch string
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketState, bucketHistory, bucketOutbox, bucketSpool} {
+		for _, b := range [][]byte{bucketState, bucketHistory, bucketOutbox, bucketSpool, bucketMeta, bucketReports} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		var err error
+		epoch, err = ensureEpoch(tx)
+		return err
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("agent: init state %s: %w", path, err)
 	}
-	return &Store{db: db, historyLimit: uint64(opts.HistoryLimit), outbox: opts.Outbox}, nil
+	return &Store{db: db, historyLimit: uint64(opts.HistoryLimit), outbox: opts.Outbox, epoch: epoch}, nil
 }
+
+// ensureEpoch returns the database's epoch, creating it when the database
+// has none (a new file, or one written by a version before epochs).
+func ensureEpoch(tx *bolt.Tx) (string, error) {
+	b := tx.Bucket(bucketMeta)
+	if v := b.Get(keyEpoch); v != nil {
+		return string(v), nil
+	}
+	var raw [8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("agent: make the database epoch: %w", err)
+	}
+	epoch := hex.EncodeToString(raw[:])
+	if err := b.Put(keyEpoch, []byte(epoch)); err != nil {
+		return "", err
+	}
+	return epoch, nil
+}
+
+// Epoch identifies this database file: 16 hex digits drawn at random when
+// the file was created (or first opened by a version with epochs). Every
+// report carries it, so that hostsync treats the sequence numbers of a
+// re-created database (a reinstall, a deleted or replaced agent.db) as a
+// new stream instead of duplicates of the old one's.
+func (s *Store) Epoch() string { return s.epoch }
 
 // Close closes the database.
 func (s *Store) Close() error {
@@ -320,6 +365,59 @@ func (s *Store) Ack(seq uint64) error {
 		return fmt.Errorf("agent: ack %d: %w", seq, err)
 	}
 	return nil
+}
+
+// AckReport removes a delivered transition from the outbox and keeps
+// hostsync's answer to it (the last maxReports are kept), in one
+// transaction.
+func (s *Store) AckReport(o api.ReportOutcome) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketOutbox).Delete(seqKey(o.Seq)); err != nil {
+			return err
+		}
+		v, err := json.Marshal(o)
+		if err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketReports)
+		// Keyed by arrival: a re-created database's seq 1 comes after the
+		// old one's seq 7.
+		n, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := b.Put(seqKey(n), v); err != nil {
+			return err
+		}
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k)+maxReports <= n; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("agent: ack %d: %w", o.Seq, err)
+	}
+	return nil
+}
+
+// Reports returns hostsync's answers to the last delivered transitions,
+// oldest first.
+func (s *Store) Reports() ([]api.ReportOutcome, error) {
+	var out []api.ReportOutcome
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketReports).ForEach(func(k, v []byte) error {
+			var o api.ReportOutcome
+			if err := json.Unmarshal(v, &o); err != nil {
+				return fmt.Errorf("agent: decode report %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			out = append(out, o)
+			return nil
+		})
+	})
+	return out, err
 }
 
 // Check runs bbolt's consistency check and the agent's own invariants

@@ -25,10 +25,21 @@ const (
 const MaxBodySize = 64 << 10
 
 // Claim reports one transition of the calling member. Seq makes it
-// idempotent: hostsync ignores a (member, seq) it has already seen.
+// idempotent: hostsync ignores a (member, epoch, seq) it has already seen.
 type Claim struct {
 	Transition vrrp.Transition `json:"transition"`
+	// Epoch identifies the agent database the sequence numbers come from
+	// (up to 64 letters, digits, '-' or '_'; the agent sends 16 hex
+	// digits drawn when its agent.db was created). A claim with another
+	// epoch than the member's last one starts a new stream: its seq is
+	// not compared with the old stream's, so a re-created agent.db is not
+	// taken for duplicates. Optional: a claim without it (an agent before
+	// epochs) is compared with the last seq whatever that stream's epoch.
+	Epoch string `json:"epoch,omitempty"`
 }
+
+// MaxEpochLen bounds Claim.Epoch.
+const MaxEpochLen = 64
 
 // ClaimResult is hostsync's answer to a Claim.
 type ClaimResult struct {
@@ -107,4 +118,51 @@ type AgentStatus struct {
 	Keepalived bool `json:"keepalived_running"`
 	// Ready is whether a metadata apply has succeeded since the agent started.
 	Ready bool `json:"ready"`
+	// Epoch identifies the agent's database (Claim.Epoch).
+	Epoch string `json:"epoch,omitempty"`
+	// Reports are hostsync's answers to the last reported transitions,
+	// oldest first: what was not accepted shows here.
+	Reports []ReportOutcome `json:"reports,omitempty"`
+}
+
+// Results of a report (ReportOutcome.Result).
+const (
+	// ReportAccepted: hostsync recorded the transition.
+	ReportAccepted = "accepted"
+	// ReportQueued: hostsync stored it to replay when its registry is
+	// back (202).
+	ReportQueued = "queued"
+	// ReportDuplicate: hostsync had this (epoch, seq) already and ignored it.
+	ReportDuplicate = "duplicate"
+	// ReportNotAccepted: recorded, but the VIP was not moved (Message says
+	// why: a split brain lost, a stale claim, ...).
+	ReportNotAccepted = "not accepted"
+)
+
+// ReportOutcome is hostsync's answer to one delivered transition.
+type ReportOutcome struct {
+	Seq   uint64    `json:"seq"`
+	Epoch string    `json:"epoch,omitempty"`
+	To    vrrp.Role `json:"to"`
+	// At is when the transition happened, Answered when hostsync answered.
+	At       time.Time `json:"at,omitzero"`
+	Answered time.Time `json:"answered"`
+	// Result is one of ReportAccepted, ReportQueued, ReportDuplicate,
+	// ReportNotAccepted.
+	Result  string `json:"result"`
+	Owner   string `json:"owner,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// OutcomeOf classifies hostsync's 2xx answer res to a claim.
+func OutcomeOf(res ClaimResult) string {
+	switch {
+	case res.Duplicate:
+		return ReportDuplicate
+	case res.Queued:
+		return ReportQueued
+	case res.Accepted:
+		return ReportAccepted
+	}
+	return ReportNotAccepted
 }

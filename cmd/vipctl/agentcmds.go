@@ -151,9 +151,40 @@ func writeStatus(w io.Writer, st api.AgentStatus) {
 		row("REPORT ERROR", st.ReportError+" (at "+fmtTime(st.ReportErrAt)+")")
 	}
 	row("SOURCE", orDash(st.Source))
+	row("EPOCH", orDash(st.Epoch))
+	// hostsync's answers to the last reports, so that one it did not take
+	// (a duplicate, a claim that did not move the VIP) is seen.
+	reports := st.Reports
+	if len(reports) > maxStatusReports {
+		reports = reports[len(reports)-maxStatusReports:]
+	}
+	notTaken := 0
+	for _, o := range reports {
+		v := fmt.Sprintf("%s at %s: %s", o.To, fmtTime(o.At), o.Result)
+		if o.Owner != "" {
+			v += ", owner " + o.Owner
+		}
+		switch o.Result {
+		case api.ReportDuplicate:
+			notTaken++
+			v += " (hostsync had this sequence number of this database already; the event was dropped)"
+		case api.ReportNotAccepted:
+			notTaken++
+		}
+		if o.Message != "" {
+			v += ": " + o.Message
+		}
+		row(fmt.Sprintf("REPORT %d", o.Seq), v)
+	}
 	tw.Flush()
 	fmt.Fprintln(w, st.Sentence)
+	if notTaken > 0 {
+		fmt.Fprintf(w, "hostsync did not take %d of the last %d reports: see the REPORT rows\n", notTaken, len(reports))
+	}
 }
+
+// maxStatusReports is how many report answers vipctl status shows.
+const maxStatusReports = 5
 
 func fmtTime(t time.Time) string {
 	if t.IsZero() {

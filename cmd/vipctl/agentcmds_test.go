@@ -203,3 +203,29 @@ func TestStatusAndHistory(t *testing.T) {
 		}
 	})
 }
+
+// TestStatusShowsReportsNotTaken: vipctl status shows hostsync's answers
+// to the last reports, and says when one was not taken (issue 11, defect
+// 2: a duplicate answer used to leave "UNREPORTED 0" and nothing else).
+func TestStatusShowsReportsNotTaken(t *testing.T) {
+	f, sock := startFakeAgent(t)
+	at := time.Date(2025, 3, 1, 12, 4, 5, 0, time.UTC)
+	f.status = api.AgentStatus{
+		Group: "nginx", Member: "nginx-slave", Role: vrrp.RoleMaster, Epoch: "0123456789abcdef", Sentence: "MASTER of nginx",
+		Reports: []api.ReportOutcome{
+			{Seq: 6, To: vrrp.RoleBackup, At: at, Result: api.ReportAccepted, Owner: "nginx-master"},
+			{Seq: 7, To: vrrp.RoleMaster, At: at, Result: api.ReportDuplicate, Owner: "nginx-master"},
+			{Seq: 8, To: vrrp.RoleMaster, At: at, Result: api.ReportNotAccepted, Owner: "nginx-master", Message: "split brain: nginx-master also claims MASTER"},
+		},
+	}
+	code, out, stderr := runCmd("status", "--socket", sock)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"EPOCH", "0123456789abcdef", "REPORT 6", "accepted", "REPORT 7", "duplicate", "REPORT 8", "not accepted",
+		"split brain: nginx-master also claims MASTER", "hostsync did not take 2 of the last 3 reports"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+}

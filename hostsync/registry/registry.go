@@ -297,24 +297,49 @@ func LeaseKey(network string, addr netip.Addr) string { return network + "/" + a
 type Owner struct {
 	Group   string `json:"group"`
 	GuestID string `json:"guest_id,omitempty"` // empty: nobody
-	// Revision increases by one on every change; changed only by SwapOwner.
-	Revision uint64    `json:"revision"`
-	Since    time.Time `json:"since,omitzero"`
+	// Revision increases by one on every move; changed only by SwapOwner.
+	Revision uint64 `json:"revision"`
+	// Since is when hostsync committed the move (hostsync's clock).
+	Since time.Time `json:"since,omitzero"`
 	// Source is how the move was learnt: a claim's source ("notify",
 	// "netlink", "reconcile") or "garp" for a passive observation.
 	Source string `json:"source,omitempty"`
+	// ClaimedAt is the event time of the claim that made this owner: the
+	// guest's own stamp (transition.at), bounded by hostsync's clock, or
+	// when hostsync received the claim when it carried none.
+	ClaimedAt time.Time `json:"claimed_at,omitzero"`
+	// MasterAt is the event time of the owner's latest MASTER claim:
+	// ClaimedAt, or a later re-claim of the owner (RestampOwner). Claims
+	// replayed from a queue are ordered against it (LatestMaster).
+	MasterAt time.Time `json:"master_at,omitzero"`
 }
 
 func (Owner) Bucket() Bucket { return BucketOwners }
 func (o Owner) Key() string  { return o.Group }
 
+// LatestMaster is the event time of the owner's latest MASTER claim; for
+// a record written before event times were kept, when it was committed.
+func (o Owner) LatestMaster() time.Time {
+	switch {
+	case !o.MasterAt.IsZero():
+		return o.MasterAt
+	case !o.ClaimedAt.IsZero():
+		return o.ClaimedAt
+	}
+	return o.Since
+}
+
 // RoleState is the last role a member reported, and its last sequence
-// number (claims are idempotent by (member, seq)).
+// number and the epoch of the agent database it came from (claims are
+// idempotent by (member, epoch, seq); a new epoch restarts the sequence).
 type RoleState struct {
 	Group   string    `json:"group"`
 	GuestID string    `json:"guest_id"`
 	Role    vrrp.Role `json:"role"`
 	Seq     uint64    `json:"seq"`
+	// Epoch is the api.Claim epoch of Seq ("" from an agent before epochs,
+	// or a record written before them).
+	Epoch string `json:"epoch,omitempty"`
 	// At is when hostsync recorded the role.
 	At time.Time `json:"at"`
 	// MasterAt is when the member last claimed MASTER.
@@ -356,4 +381,28 @@ func SwapOwner(tx Tx, expect uint64, next Owner) (Owner, error) {
 		return Owner{}, err
 	}
 	return next, nil
+}
+
+// RestampOwner records a later MASTER claim of the current owner: when
+// the stored owner is at revision expect and is guest, its MasterAt
+// becomes at if that is later. The revision stays (the owner did not
+// move). ErrRevisionMismatch (wrapped) when the owner changed; nothing
+// is written when at is not later.
+func RestampOwner(tx Tx, group string, expect uint64, guest string, at time.Time) (Owner, error) {
+	cur, err := Get[Owner](tx, group)
+	if err != nil {
+		return Owner{}, err
+	}
+	if cur.Revision != expect || cur.GuestID != guest {
+		return Owner{}, fmt.Errorf("%w: group %s is at revision %d owned by %q, expected %d owned by %q",
+			ErrRevisionMismatch, group, cur.Revision, cur.GuestID, expect, guest)
+	}
+	if !at.After(cur.LatestMaster()) {
+		return cur, nil
+	}
+	cur.MasterAt = at
+	if err := Put(tx, cur); err != nil {
+		return Owner{}, err
+	}
+	return cur, nil
 }
