@@ -279,6 +279,12 @@ func (s *Service) ReplayQueue(ctx context.Context) (int, error) {
 }
 
 func (s *Service) replay(ctx context.Context, e queuedClaim) (api.ClaimResult, error) {
+	// When it was queued bounds its stamp (see MaxClockSkew); a zero
+	// time would make it a live claim.
+	queued := e.Queued
+	if queued.IsZero() {
+		queued = s.nowUTC()
+	}
 	var mac net.HardwareAddr
 	if e.MAC != "" {
 		m, err := net.ParseMAC(e.MAC)
@@ -292,9 +298,9 @@ func (s *Service) replay(ctx context.Context, e queuedClaim) (api.ClaimResult, e
 		if e.Transition == nil {
 			return api.ClaimResult{}, errors.New("hostsync: queued claim without a transition")
 		}
-		return s.claimNow(ctx, Caller{Addr: e.Addr, MAC: mac}, *e.Transition, true)
+		return s.claimNow(ctx, Caller{Addr: e.Addr, MAC: mac}, *e.Transition, queued)
 	case queuedObservationKind:
-		return s.observeNow(ctx, Observation{VIP: e.VIP, MAC: mac, At: e.At, Reply: e.Reply}, true)
+		return s.observeNow(ctx, Observation{VIP: e.VIP, MAC: mac, At: e.At, Reply: e.Reply}, queued)
 	}
 	return api.ClaimResult{}, fmt.Errorf("hostsync: queued claim of unknown kind %q", e.Kind)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
@@ -35,8 +36,40 @@ type claimIn struct {
 	source string
 	at     time.Time // as stamped by the guest (zero: unknown)
 	// replayed: the claim waited in the claim queue while the registry
-	// was unreachable.
+	// was unreachable; received is then when it was queued.
 	replayed bool
+	received time.Time
+}
+
+// MaxClockSkew bounds how far a guest's stamp (transition.at) may be ahead
+// of hostsync's clock when the claim is received (or queued). Claims are
+// ordered by the guests' event times where hostsync's own order of
+// arrival says nothing (claims replayed from a queue after the registry
+// was away, each host replaying its own): stamps of different guests are
+// then compared as they are, which is right as far as the guests' clocks
+// agree (NTP keeps them within milliseconds). A stamp further ahead than
+// MaxClockSkew is counted as the time hostsync received the claim (an
+// event is never later than its report), so a guest whose clock runs
+// ahead can neither win every comparison nor escape the stale-claim rule.
+const MaxClockSkew = time.Second
+
+// eventTime is when the claim's event counts as having happened: the
+// guest's stamp bounded by MaxClockSkew (see there), or when hostsync
+// received the claim if it carries none. note is set when the stamp was
+// bounded, for the answer and the log.
+func (in claimIn) eventTime(now time.Time) (at time.Time, note string) {
+	received := in.received
+	if received.IsZero() {
+		received = now
+	}
+	switch {
+	case in.at.IsZero():
+		return received, ""
+	case in.at.After(received.Add(MaxClockSkew)):
+		return received, fmt.Sprintf("transition.at %s is %s ahead of hostsync's clock (more than %s): counted as received at %s; check the guest's clock (NTP)",
+			in.at.Format(time.RFC3339Nano), in.at.Sub(received).Round(time.Millisecond), MaxClockSkew, received.Format(time.RFC3339Nano))
+	}
+	return in.at, ""
 }
 
 // decision is what a claim does, decided on one snapshot.
@@ -49,6 +82,9 @@ type decision struct {
 	// reannounce is set when a split brain is resolved for the current
 	// owner: its GARP is sent again to repair caches the loser poisoned.
 	reannounce bool
+	// restamp: the owner re-claimed MASTER with a later event time; its
+	// owner record keeps that time (registry.RestampOwner).
+	restamp bool
 }
 
 // claimState is the snapshot a decision is made on.
@@ -92,7 +128,7 @@ func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.C
 	var res api.ClaimResult
 	err := s.bounded(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = s.claimNow(ctx, c, t, false)
+		res, err = s.claimNow(ctx, c, t, time.Time{})
 		return err
 	})
 	if s.queue != nil && errors.Is(err, registry.ErrUnavailable) {
@@ -101,8 +137,9 @@ func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.C
 	return res, err
 }
 
-// claimNow runs a claim against the registry.
-func (s *Service) claimNow(ctx context.Context, c Caller, t vrrp.Transition, replayed bool) (api.ClaimResult, error) {
+// claimNow runs a claim against the registry; queued is when it was
+// queued for a replayed claim, zero for a live one.
+func (s *Service) claimNow(ctx context.Context, c Caller, t vrrp.Transition, queued time.Time) (api.ClaimResult, error) {
 	res, err := s.claim(ctx, func(tx registry.Tx) (registry.Guest, registry.Group, error) {
 		gu, g, err := identify(tx, c)
 		if err != nil {
@@ -115,7 +152,7 @@ func (s *Service) claimNow(ctx context.Context, c Caller, t vrrp.Transition, rep
 			return gu, g, fmt.Errorf("%w: the claim names group %q but guest %s is in group %s", ErrForbidden, t.Group, gu.Name, g.Name)
 		}
 		return gu, g, nil
-	}, claimIn{role: t.To, seq: t.Seq, source: t.Source, at: t.At, replayed: replayed})
+	}, claimIn{role: t.To, seq: t.Seq, source: t.Source, at: t.At, replayed: !queued.IsZero(), received: queued})
 	s.count(err, res)
 	return res, err
 }
@@ -154,7 +191,7 @@ func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, 
 	var res api.ClaimResult
 	err := s.bounded(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = s.observeNow(ctx, o, false)
+		res, err = s.observeNow(ctx, o, time.Time{})
 		return err
 	})
 	if s.queue != nil && errors.Is(err, registry.ErrUnavailable) {
@@ -163,8 +200,10 @@ func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, 
 	return res, err
 }
 
-// observeNow runs an observation against the registry.
-func (s *Service) observeNow(ctx context.Context, o Observation, replayed bool) (api.ClaimResult, error) {
+// observeNow runs an observation against the registry; queued is when
+// it was queued for a replayed one, zero for a live one.
+func (s *Service) observeNow(ctx context.Context, o Observation, queued time.Time) (api.ClaimResult, error) {
+	replayed := !queued.IsZero()
 	mac := o.MAC.String()
 	vip := o.VIP.Unmap()
 	source := SourceGARP
@@ -204,7 +243,7 @@ func (s *Service) observeNow(ctx context.Context, o Observation, replayed bool) 
 			}
 		}
 		return registry.Guest{}, g, fmt.Errorf("%w: MAC %s announcing %s is no member of group %s", ErrForbidden, mac, vip, g.Name)
-	}, claimIn{role: vrrp.RoleMaster, source: source, at: observedAt(o, replayed), replayed: replayed})
+	}, claimIn{role: vrrp.RoleMaster, source: source, at: observedAt(o, replayed), replayed: replayed, received: queued})
 	if s.metrics != nil {
 		s.metrics.observation(err == nil && res.Accepted)
 	}
@@ -262,6 +301,7 @@ func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Gue
 		}
 		now := s.nowUTC()
 		d := s.decide(st, in, now)
+		event, skewNote := in.eventTime(now)
 		if vip := st.group.VIP; vip != nil {
 			switch {
 			case d.move && s.heldAgainst(vip.Address, st.guest.MAC):
@@ -285,7 +325,9 @@ func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Gue
 			if err != nil {
 				return err
 			}
-			if cur.Revision != st.owner.Revision {
+			if cur.Revision != st.owner.Revision || !cur.LatestMaster().Equal(st.owner.LatestMaster()) {
+				// Moved, or the owner re-claimed MASTER since we read: the
+				// decision may rest on an older event time.
 				return fmt.Errorf("%w: group %s", registry.ErrRevisionMismatch, st.group.ID)
 			}
 			rs, err := registry.Get[registry.RoleState](tx, registry.RoleKey(st.group.ID, st.guest.ID))
@@ -307,7 +349,12 @@ func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Gue
 			if d.move {
 				owner, err = registry.SwapOwner(tx, st.owner.Revision, registry.Owner{
 					Group: st.group.ID, GuestID: st.guest.ID, Since: now, Source: in.source,
+					ClaimedAt: event, MasterAt: event,
 				})
+				return err
+			}
+			if d.restamp {
+				owner, err = registry.RestampOwner(tx, st.group.ID, st.owner.Revision, st.guest.ID, event)
 				return err
 			}
 			return nil
@@ -319,6 +366,10 @@ func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Gue
 			return api.ClaimResult{}, err
 		}
 		res := api.ClaimResult{Accepted: d.accepted, Owner: st.guests[owner.GuestID].Name, Revision: owner.Revision, Message: d.message}
+		if skewNote != "" {
+			s.log.Warn("claim stamped in the future", "op", "claim", "group", st.group.Name, "member", st.guest.Name, "note", skewNote)
+			res.Message = strings.TrimPrefix(res.Message+"; "+skewNote, "; ")
+		}
 		if d.split != nil {
 			s.recordSplit(*d.split)
 		}
@@ -410,19 +461,30 @@ func (s *Service) decide(st claimState, in claimIn, now time.Time) decision {
 		}
 		return decision{accepted: true}
 	}
+	event, _ := in.eventTime(now)
 	if st.owner.GuestID == self.ID {
-		return decision{accepted: true, message: self.Name + " already owns the VIP"}
+		// A re-claim by the owner's agent keeps its later event time; a
+		// passive observation of the owner writes nothing.
+		return decision{accepted: true, message: self.Name + " already owns the VIP", restamp: in.seq != 0 && event.After(st.owner.LatestMaster())}
 	}
-	if in.replayed && !in.at.IsZero() && in.at.Before(st.owner.Since) {
-		// It waited in the queue while another host recorded a newer
-		// owner: the newer event stands.
-		return decision{accepted: false, message: fmt.Sprintf("queued MASTER claim stamped %s predates the owner recorded at %s; recorded, VIP not moved",
-			in.at.Format(time.RFC3339Nano), st.owner.Since.Format(time.RFC3339Nano))}
+	if latest := st.owner.LatestMaster(); in.replayed && st.owner.GuestID != "" && event.Before(latest) {
+		// Claims replayed from the queues of several hosts arrive in no
+		// useful order: the events' own times decide. This one happened
+		// before the owner's latest MASTER claim, so that stands.
+		return decision{accepted: false, message: fmt.Sprintf("queued MASTER claim stamped %s predates the owner's latest MASTER claim stamped %s; recorded, VIP not moved",
+			event.Format(time.RFC3339Nano), latest.Format(time.RFC3339Nano))}
 	}
-	if !in.at.IsZero() && now.Sub(in.at) > s.staleAge {
-		return decision{accepted: false, message: fmt.Sprintf("MASTER claim stamped %s is older than %s; recorded, VIP not moved", in.at.Format(time.RFC3339), s.staleAge)}
+	if !in.at.IsZero() && now.Sub(event) > s.staleAge {
+		return decision{accepted: false, message: fmt.Sprintf("MASTER claim stamped %s is older than %s; recorded, VIP not moved", event.Format(time.RFC3339), s.staleAge)}
 	}
 	if st.owner.GuestID == "" {
+		return decision{move: true, accepted: true}
+	}
+	if in.replayed {
+		// A replayed claim later than the owner's latest MASTER claim is
+		// the later event: it moves the VIP. It is not judged a split
+		// brain, since the owner's leaving MASTER may itself still wait
+		// in a queue (a real split brain shows live: probes, GARP).
 		return decision{move: true, accepted: true}
 	}
 	cur, ok := st.guests[st.owner.GuestID]
