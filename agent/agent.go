@@ -41,6 +41,9 @@ type deps struct {
 	now        func() time.Time
 	render     func(*vrrp.Metadata, render.Options) (*render.Output, error)
 	reportHTTP *http.Client
+	// writeFile replaces one file atomically (nil: fsutil.WriteAtomic);
+	// tests inject failures through it.
+	writeFile func(path string, data []byte, mode os.FileMode) error
 	// metrics records the agent's metrics (nil: none); gatherer is the
 	// registry served on metrics_listen.
 	metrics  *Metrics

@@ -38,7 +38,7 @@ func TestApplyWritesAndReloadsOnlyOnChange(t *testing.T) {
 	}
 	want, err := render.Render(testMeta(1), render.Options{
 		Self: "web-1", Interface: "eth0", ScriptsDir: h.cfg.Keepalived.ScriptsDir, Vipctl: h.cfg.Vipctl,
-		NotifySocket: h.cfg.Socket, SpoolDir: h.cfg.SpoolDir,
+		NotifySocket: h.cfg.Socket, SpoolDir: h.cfg.SpoolDir, VersionedScripts: true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func TestApplyWritesAndReloadsOnlyOnChange(t *testing.T) {
 		t.Errorf("config mode %v", fi.Mode().Perm())
 	}
 	for _, s := range want.Scripts {
-		p := filepath.Join(h.cfg.Keepalived.ScriptsDir, s.Name)
+		p := filepath.Join(want.ScriptsDir, s.Name)
 		fi, err := os.Stat(p)
 		if err != nil || fi.Mode().Perm() != os.FileMode(s.Mode) {
 			t.Errorf("script %s: %v %v", s.Name, fi, err)
@@ -91,7 +91,7 @@ func TestApplyWritesAndReloadsOnlyOnChange(t *testing.T) {
 		if n := h.ka.reloadCount(); n != 2 {
 			t.Errorf("reloads = %d, want 2", n)
 		}
-		if _, err := os.Stat(filepath.Join(h.cfg.Keepalived.ScriptsDir, render.CheckScriptName("chk_proc"))); err != nil {
+		if _, err := os.Stat(filepath.Join(liveScriptsDir(t, h), render.CheckScriptName("chk_proc"))); err != nil {
 			t.Error(err)
 		}
 		h.refresh()
@@ -104,8 +104,8 @@ func TestApplyWritesAndReloadsOnlyOnChange(t *testing.T) {
 		if st := h.refresh(); st.LastError != "" {
 			t.Fatal(st.LastError)
 		}
-		if _, err := os.Stat(filepath.Join(h.cfg.Keepalived.ScriptsDir, render.CheckScriptName("chk_proc"))); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("old script still there: %v", err)
+		if _, err := os.Stat(filepath.Join(liveScriptsDir(t, h), render.CheckScriptName("chk_proc"))); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("removed check's script still referenced: %v", err)
 		}
 	})
 	t.Run("READY once, STATUS sentence", func(t *testing.T) {

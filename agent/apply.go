@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vipkeeper/vipkeeper/internal/fsutil"
 	"github.com/vipkeeper/vipkeeper/render"
@@ -60,6 +61,9 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 		NotifySocket: a.cfg.Socket,
 		SpoolDir:     a.cfg.SpoolDir,
 		ExtraChecks:  a.cfg.LocalChecks(),
+		// Each set of scripts in its own directory: keepalived.conf,
+		// written last, switches from one whole set to the next.
+		VersionedScripts: true,
 	}
 	rm := m
 	if a.cfg.ChecksMode == ChecksReplace {
@@ -74,18 +78,19 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	}
 
 	a.mu.Lock()
-	appliedHash, oldScripts := a.applied, a.scripts
+	appliedHash, oldScripts, appliedRev := a.applied, a.scripts, a.revision
 	a.mu.Unlock()
 
-	files := a.installFiles(out)
-	changed := false
-	for _, f := range files {
-		if !sameFile(f.path, f.data, f.mode) {
-			changed = true
-			break
-		}
-	}
+	changed := !a.installed(out)
 	if !changed && appliedHash == out.Hash {
+		// Nothing keepalived reads changed (the revision and the EIP are
+		// not rendered): no write, no reload; the revision is recorded.
+		if m.Revision != appliedRev {
+			result = ApplyStateError
+			if err := a.store.SetApplied(a.appliedRecord(m, self, out)); err != nil {
+				return err
+			}
+		}
 		a.lastTag = tag
 		a.noteApplied(m, self, nil)
 		result = ApplyUnchanged
@@ -97,7 +102,7 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 			return err
 		}
 		result = ApplyInstallError
-		if err := a.install(files, oldScripts, out); err != nil {
+		if err := a.install(out); err != nil {
 			return err
 		}
 	}
@@ -113,10 +118,9 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	} else {
 		a.log.Info("keepalived reloaded", "op", "reload", "hash", short(out.Hash))
 	}
-	ap := Applied{
-		Hash: out.Hash, Revision: m.Revision, Scripts: scriptNames(out),
-		Member: self, Group: m.Group.Name, VIP: m.VIP.String(), At: a.d.now(),
-	}
+	// Only now that keepalived reads the new set may older sets go.
+	a.prune(out, oldScripts)
+	ap := a.appliedRecord(m, self, out)
 	result = ApplyStateError
 	if err := a.store.SetApplied(ap); err != nil {
 		return err
@@ -126,6 +130,13 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	a.noteApplied(m, self, &ap)
 	a.log.Info("applied metadata", "op", "apply", "group", m.Group.Name, "vip", m.VIP.String(), "revision", m.Revision, "hash", short(out.Hash), "changed", changed)
 	return nil
+}
+
+func (a *Agent) appliedRecord(m *vrrp.Metadata, self string, out *render.Output) Applied {
+	return Applied{
+		Hash: out.Hash, Revision: m.Revision, Scripts: scriptNames(out),
+		Member: self, Group: m.Group.Name, VIP: m.VIP.String(), At: a.d.now(),
+	}
 }
 
 // noteApplied updates the in-memory view after a successful apply; ap is
@@ -169,22 +180,6 @@ func (a *Agent) member(m *vrrp.Metadata) (string, error) {
 	}
 }
 
-type installFile struct {
-	path string
-	data []byte
-	mode os.FileMode
-}
-
-// installFiles lists the rendered files at their installed paths, scripts
-// first: keepalived.conf refers to them.
-func (a *Agent) installFiles(out *render.Output) []installFile {
-	files := make([]installFile, 0, len(out.Scripts)+1)
-	for _, s := range out.Scripts {
-		files = append(files, installFile{filepath.Join(a.cfg.Keepalived.ScriptsDir, s.Name), s.Data, os.FileMode(s.Mode).Perm()})
-	}
-	return append(files, installFile{a.cfg.Keepalived.Config, out.Config, configMode})
-}
-
 func scriptNames(out *render.Output) []string {
 	names := make([]string, 0, len(out.Scripts))
 	for _, s := range out.Scripts {
@@ -196,12 +191,37 @@ func scriptNames(out *render.Output) []string {
 
 // sameFile reports whether path holds exactly data with mode.
 func sameFile(path string, data []byte, mode os.FileMode) bool {
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != mode || fi.Size() != int64(len(data)) {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != mode || fi.Size() != int64(len(data)) {
 		return false
 	}
 	cur, err := os.ReadFile(path)
 	return err == nil && bytes.Equal(cur, data)
+}
+
+// holdsScripts reports whether dir is a root-only directory holding
+// exactly out's scripts.
+func holdsScripts(dir string, out *render.Output) bool {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
+		return false
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != len(out.Scripts) {
+		return false
+	}
+	for _, s := range out.Scripts {
+		if !sameFile(filepath.Join(dir, s.Name), s.Data, os.FileMode(s.Mode).Perm()) {
+			return false
+		}
+	}
+	return true
+}
+
+// installed reports whether keepalived.conf and the scripts it refers to
+// are exactly out.
+func (a *Agent) installed(out *render.Output) bool {
+	return sameFile(a.cfg.Keepalived.Config, out.Config, configMode) && holdsScripts(out.ScriptsDir, out)
 }
 
 // validate renders the same metadata into a staging directory and runs
@@ -216,17 +236,16 @@ func (a *Agent) validate(ctx context.Context, m *vrrp.Metadata, opts render.Opti
 		return fmt.Errorf("agent: clear staging dir: %w", err)
 	}
 	defer os.RemoveAll(stage)
-	scripts := filepath.Join(stage, "scripts")
-	if err := os.MkdirAll(scripts, 0o700); err != nil {
-		return fmt.Errorf("agent: staging dir: %w", err)
-	}
-	opts.ScriptsDir = scripts
+	opts.ScriptsDir = filepath.Join(stage, "scripts")
 	out, err := a.d.render(m, opts)
 	if err != nil {
 		return fmt.Errorf("agent: render for validation: %w", err)
 	}
+	if err := os.MkdirAll(out.ScriptsDir, 0o700); err != nil {
+		return fmt.Errorf("agent: staging dir: %w", err)
+	}
 	for _, s := range out.Scripts {
-		if err := fsutil.WriteAtomic(filepath.Join(scripts, s.Name), s.Data, os.FileMode(s.Mode).Perm()); err != nil {
+		if err := fsutil.WriteAtomic(filepath.Join(out.ScriptsDir, s.Name), s.Data, os.FileMode(s.Mode).Perm()); err != nil {
 			return fmt.Errorf("agent: stage: %w", err)
 		}
 	}
@@ -240,31 +259,166 @@ func (a *Agent) validate(ctx context.Context, m *vrrp.Metadata, opts render.Opti
 	return nil
 }
 
-// install writes the files that differ, each atomically, scripts before
-// keepalived.conf, then removes scripts it wrote before that are no
-// longer rendered.
-func (a *Agent) install(files []installFile, oldScripts []string, out *render.Output) error {
-	for _, f := range files {
-		if sameFile(f.path, f.data, f.mode) {
+// install puts out in place so that keepalived.conf and its scripts change
+// together or not at all: the scripts go into their own new directory
+// (out.ScriptsDir, written whole under a temporary name and renamed), and
+// keepalived.conf, which names that directory, is replaced last with one
+// atomic rename. Until that rename the old keepalived.conf and the
+// directory it refers to are untouched; if any step fails the new
+// directory is removed and the error names the file.
+func (a *Agent) install(out *render.Output) error {
+	base := a.cfg.Keepalived.ScriptsDir
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return fmt.Errorf("agent: install: scripts directory: %w", err)
+	}
+	created := false
+	if !holdsScripts(out.ScriptsDir, out) {
+		if _, err := os.Lstat(out.ScriptsDir); err == nil {
+			// The same set, damaged or left by an older run: repair it
+			// file by file; every file gets the content any
+			// keepalived.conf naming this directory expects.
+			if err := a.repairScripts(out); err != nil {
+				return err
+			}
+		} else {
+			if err := a.writeScriptsDir(out); err != nil {
+				return err
+			}
+			created = true
+		}
+	}
+	conf := a.cfg.Keepalived.Config
+	if sameFile(conf, out.Config, configMode) {
+		return nil
+	}
+	err := os.MkdirAll(filepath.Dir(conf), 0o755)
+	if err == nil {
+		err = a.writeFile(conf, out.Config, configMode)
+	}
+	if err != nil {
+		if created {
+			if rerr := os.RemoveAll(out.ScriptsDir); rerr != nil {
+				a.log.Warn("remove the unused new scripts directory", "op", "apply", "file", out.ScriptsDir, "err", rerr)
+			} else {
+				_ = fsutil.SyncDir(base)
+			}
+		}
+		return fmt.Errorf("agent: install %s (the previous keepalived.conf and its scripts are unchanged): %w", conf, err)
+	}
+	return nil
+}
+
+// writeScriptsDir writes out's scripts into a new temporary directory
+// next to out.ScriptsDir and renames it into place.
+func (a *Agent) writeScriptsDir(out *render.Output) error {
+	base := filepath.Dir(out.ScriptsDir)
+	tmp, err := os.MkdirTemp(base, "."+out.ScriptsVersion+".tmp-")
+	if err != nil {
+		return fmt.Errorf("agent: install scripts into %s: %w", base, err)
+	}
+	err = func() error {
+		if err := os.Chmod(tmp, 0o700); err != nil {
+			return fmt.Errorf("agent: install %s: %w", tmp, err)
+		}
+		for _, s := range out.Scripts {
+			p := filepath.Join(tmp, s.Name)
+			if err := a.writeFile(p, s.Data, os.FileMode(s.Mode).Perm()); err != nil {
+				return fmt.Errorf("agent: install %s (for %s): %w", p, out.ScriptsDir, err)
+			}
+		}
+		if err := fsutil.SyncDir(tmp); err != nil {
+			return fmt.Errorf("agent: install: %w", err)
+		}
+		if err := os.Rename(tmp, out.ScriptsDir); err != nil {
+			return fmt.Errorf("agent: install %s: %w", out.ScriptsDir, err)
+		}
+		return fsutil.SyncDir(base)
+	}()
+	if err != nil {
+		os.RemoveAll(tmp)
+	}
+	return err
+}
+
+// repairScripts rewrites, each atomically, the files of an existing
+// scripts directory that differ from out, and removes strangers.
+func (a *Agent) repairScripts(out *render.Output) error {
+	dir := out.ScriptsDir
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("agent: install %s: %w", dir, err)
+	}
+	for _, s := range out.Scripts {
+		p := filepath.Join(dir, s.Name)
+		if sameFile(p, s.Data, os.FileMode(s.Mode).Perm()) {
 			continue
 		}
-		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
-			return fmt.Errorf("agent: install: %w", err)
-		}
-		if err := fsutil.WriteAtomic(f.path, f.data, f.mode); err != nil {
-			return fmt.Errorf("agent: install: %w", err)
+		if err := a.writeFile(p, s.Data, os.FileMode(s.Mode).Perm()); err != nil {
+			return fmt.Errorf("agent: install %s: %w", p, err)
 		}
 	}
 	keep := scriptNames(out)
-	for _, name := range oldScripts {
-		if slices.Contains(keep, name) || name != filepath.Base(name) || strings.HasPrefix(name, ".") {
-			continue
-		}
-		if err := os.Remove(filepath.Join(a.cfg.Keepalived.ScriptsDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			a.log.Warn("remove old script", "op", "apply", "file", name, "err", err)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("agent: install %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if !slices.Contains(keep, e.Name()) {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("agent: install %s: %w", filepath.Join(dir, e.Name()), err)
+			}
 		}
 	}
 	return nil
+}
+
+// prune removes, once keepalived reads out, the scripts directories of
+// older renderings except the newest of them (keepalived may still be
+// re-reading its configuration when the reload returns), and the scripts
+// an agent before versioned directories wrote straight into the scripts
+// directory.
+func (a *Agent) prune(out *render.Output, oldScripts []string) {
+	base := a.cfg.Keepalived.ScriptsDir
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		a.log.Warn("list scripts directory", "op", "apply", "file", base, "err", err)
+		return
+	}
+	type dir struct {
+		name string
+		mod  time.Time
+	}
+	var old []dir
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), render.ScriptsVersionPrefix) || e.Name() == out.ScriptsVersion {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		old = append(old, dir{e.Name(), fi.ModTime()})
+	}
+	slices.SortFunc(old, func(x, y dir) int { return y.mod.Compare(x.mod) })
+	for i, d := range old {
+		if i == 0 {
+			continue // the previous set
+		}
+		if err := os.RemoveAll(filepath.Join(base, d.name)); err != nil {
+			a.log.Warn("remove old scripts directory", "op", "apply", "file", d.name, "err", err)
+		}
+	}
+	for _, name := range oldScripts {
+		if name != filepath.Base(name) || strings.HasPrefix(name, ".") {
+			continue
+		}
+		p := filepath.Join(base, name)
+		if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			a.log.Warn("remove old script", "op", "apply", "file", name, "err", err)
+		}
+	}
 }
 
 // removeStaleTemps removes temporary files that an atomic write left
@@ -273,16 +427,26 @@ func (a *Agent) install(files []installFile, oldScripts []string, out *render.Ou
 func (a *Agent) removeStaleTemps() {
 	patterns := []string{
 		filepath.Join(filepath.Dir(a.cfg.Keepalived.Config), "."+filepath.Base(a.cfg.Keepalived.Config)+".tmp-*"),
+		// Temporary scripts directories (".r-*.tmp-*") and files.
 		filepath.Join(a.cfg.Keepalived.ScriptsDir, ".*.tmp-*"),
+		filepath.Join(a.cfg.Keepalived.ScriptsDir, render.ScriptsVersionPrefix+"*", ".*.tmp-*"),
 	}
 	for _, pat := range patterns {
 		matches, _ := filepath.Glob(pat)
 		for _, m := range matches {
-			if err := os.Remove(m); err == nil {
+			if err := os.RemoveAll(m); err == nil {
 				a.log.Info("removed a temporary file of an interrupted write", "op", "start", "file", m)
 			}
 		}
 	}
+}
+
+// writeFile replaces path atomically through the deps' seam.
+func (a *Agent) writeFile(path string, data []byte, mode os.FileMode) error {
+	if a.d.writeFile != nil {
+		return a.d.writeFile(path, data, mode)
+	}
+	return fsutil.WriteAtomic(path, data, mode)
 }
 
 func short(hash string) string {

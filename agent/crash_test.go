@@ -64,7 +64,7 @@ pid_file = %q
 
 func (s crashSetup) render(t testing.TB, m *vrrp.Metadata) *render.Output {
 	t.Helper()
-	out, err := render.Render(m, render.Options{Self: "web-1", Interface: "lo", ScriptsDir: s.scripts, Vipctl: "/usr/bin/vipctl", NotifySocket: s.socket, SpoolDir: s.spool})
+	out, err := render.Render(m, render.Options{Self: "web-1", Interface: "lo", ScriptsDir: s.scripts, Vipctl: "/usr/bin/vipctl", NotifySocket: s.socket, SpoolDir: s.spool, VersionedScripts: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestCrashSafety(t *testing.T) {
 	for _, o := range outs {
 		valid[s.conf+"\x00"+string(o.Config)] = true
 		for _, f := range o.Scripts {
-			valid[filepath.Join(s.scripts, f.Name)+"\x00"+string(f.Data)] = true
+			valid[filepath.Join(o.ScriptsDir, f.Name)+"\x00"+string(f.Data)] = true
 		}
 	}
 
@@ -188,26 +188,42 @@ func TestCrashSafety(t *testing.T) {
 		if err != nil {
 			t.Fatalf("iteration %d: keepalived.conf: %v", i, err)
 		}
+		var live *render.Output
 		switch string(conf) {
 		case string(outs[0].Config):
 			seen["first"]++
+			live = outs[0]
 		case string(outs[1].Config):
 			seen["second"]++
+			live = outs[1]
 		default:
 			t.Fatalf("iteration %d: keepalived.conf is neither rendering:\n%s", i, conf)
 		}
-		entries, _ := os.ReadDir(s.scripts)
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), ".") {
-				continue // a temporary file of the interrupted write; removed at the next start
+		// Every script the live keepalived.conf refers to is in place,
+		// and every script on disk is some rendering's.
+		for _, f := range live.Scripts {
+			if data, err := os.ReadFile(filepath.Join(live.ScriptsDir, f.Name)); err != nil || string(data) != string(f.Data) {
+				t.Fatalf("iteration %d: keepalived.conf refers to %s, which is not its rendering: %v", i, f.Name, err)
 			}
-			path := filepath.Join(s.scripts, e.Name())
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
+		}
+		dirs, _ := os.ReadDir(s.scripts)
+		for _, d := range dirs {
+			if strings.HasPrefix(d.Name(), ".") {
+				continue // a temporary directory of the interrupted install; removed at the next start
 			}
-			if !valid[path+"\x00"+string(data)] {
-				t.Fatalf("iteration %d: script %s is no rendering's:\n%s", i, e.Name(), data)
+			entries, _ := os.ReadDir(filepath.Join(s.scripts, d.Name()))
+			for _, e := range entries {
+				if strings.HasPrefix(e.Name(), ".") {
+					continue
+				}
+				path := filepath.Join(s.scripts, d.Name(), e.Name())
+				data, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !valid[path+"\x00"+string(data)] {
+					t.Fatalf("iteration %d: script %s is no rendering's:\n%s", i, path, data)
+				}
 			}
 		}
 		checkDB(t, s.db)

@@ -292,12 +292,28 @@ func TestLabFailover(t *testing.T) {
 		if n := countLines(t, filepath.Join(g1.dir, "keepalived.log"), "Reloading"); n != reloads0 {
 			t.Errorf("keepalived reloaded %d times", n-reloads0)
 		}
-		// Good metadata again: applied, keepalived reloaded, error gone.
-		l.hs.setMeta(t, l.metadata(2))
+		// Good metadata again, differing from the first only in what
+		// keepalived does not read (revision, EIP): recorded, error gone,
+		// keepalived.conf not rewritten, keepalived not reloaded.
+		m2 := l.metadata(2)
+		m2.EIP = netip.MustParseAddr("203.0.113.5")
+		l.hs.setMeta(t, m2)
 		waitUntil(t, 15*time.Second, "the good document applied", func() bool {
 			st := g1.status(t)
 			return st.Revision == 2 && st.LastError == ""
 		})
+		conf2, _ := os.ReadFile(g1.conf)
+		fi2, _ := os.Stat(g1.conf)
+		if string(conf2) != string(conf0) || !fi2.ModTime().Equal(fi0.ModTime()) {
+			t.Error("keepalived.conf rewritten for a revision that changes nothing keepalived reads")
+		}
+		if n := countLines(t, filepath.Join(g1.dir, "keepalived.log"), "Reloading"); n != reloads0 {
+			t.Errorf("keepalived reloaded %d times for a revision that changes nothing it reads", n-reloads0)
+		}
+		// A change keepalived reads: applied and reloaded.
+		m3 := l.metadata(3)
+		m3.Garp = &vrrp.Garp{MasterRefresh: 60}
+		l.hs.setMeta(t, m3)
 		waitUntil(t, 15*time.Second, "keepalived to reload", func() bool {
 			return countLines(t, filepath.Join(g1.dir, "keepalived.log"), "Reloading") > reloads0
 		})
