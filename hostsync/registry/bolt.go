@@ -12,6 +12,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/vipkeeper/vipkeeper/internal/boltutil"
 )
 
 // DefaultOpenTimeout bounds the wait for bbolt's file lock when another
@@ -29,7 +31,10 @@ var _ Store = (*Bolt)(nil)
 
 // OpenBolt opens (creating when absent, mode 0600, parent directory 0700)
 // the database at path. timeout bounds the wait for the file lock (zero
-// means DefaultOpenTimeout; bbolt itself would wait forever).
+// means DefaultOpenTimeout; bbolt itself would wait forever). A file that
+// exists but is empty or damaged is refused with an error matching
+// boltutil.ErrDamaged that names the file and what to do; bbolt's
+// consistency check runs before anything is read.
 func OpenBolt(path string, timeout time.Duration) (*Bolt, error) {
 	if timeout <= 0 {
 		timeout = DefaultOpenTimeout
@@ -37,9 +42,9 @@ func OpenBolt(path string, timeout time.Duration) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("registry: create directory of %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	db, err := boltutil.Open(path, 0o600, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("registry: open %s: %w", path, err)
+		return nil, fmt.Errorf("registry: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range Buckets {
