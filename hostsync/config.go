@@ -34,6 +34,9 @@ const (
 	DefaultSplitBrainWindow = 10 * time.Second
 	DefaultStaleClaimAge    = 2 * time.Minute
 	DefaultLeaseTTL         = 10 * time.Second
+	// DefaultGuestIdleTimeout closes a keep-alive guest connection idle
+	// this long; an agent asks every few seconds at most.
+	DefaultGuestIdleTimeout = 30 * time.Second
 )
 
 // Registry stores (Config.Store).
@@ -77,6 +80,13 @@ type Config struct {
 	// GuestListen is the guest API's host:port, an address the guests
 	// reach (default ":8750").
 	GuestListen string `toml:"guest_listen"`
+	// GuestConnsPerSource caps the guest API's connections open at once
+	// from one source address (default DefaultGuestConnsPerSource, 32);
+	// more are closed as soon as they are accepted.
+	GuestConnsPerSource int `toml:"guest_conns_per_source"`
+	// GuestIdleTimeout closes a guest API keep-alive connection idle this
+	// long (default 30s).
+	GuestIdleTimeout time.Duration `toml:"guest_idle_timeout"`
 	// GARPInterface is where gratuitous ARP is sent and listened for,
 	// usually the bridge of the guests' network; empty disables both.
 	GARPInterface string `toml:"garp_interface"`
@@ -192,7 +202,7 @@ func ParseConfig(path string, data []byte) (Config, error) {
 	return c, nil
 }
 
-const allowedKeys = "state_dir, db_path, db_timeout, admin_socket, guest_listen, garp_interface, metrics_listen, " +
+const allowedKeys = "state_dir, db_path, db_timeout, admin_socket, guest_listen, guest_conns_per_source, guest_idle_timeout, garp_interface, metrics_listen, " +
 	"reapply_interval, probe_interval, split_brain_window, stale_claim_age, [dataplane] backend, table, nft, route_table, command, args, timeout, netns, allow_empty, " +
 	"[hosts] HOST-ID = \"ADDRESS\""
 
@@ -214,6 +224,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.GuestListen == "" {
 		c.GuestListen = DefaultGuestListen
+	}
+	if c.GuestConnsPerSource == 0 {
+		c.GuestConnsPerSource = DefaultGuestConnsPerSource
+	}
+	if c.GuestIdleTimeout == 0 {
+		c.GuestIdleTimeout = DefaultGuestIdleTimeout
 	}
 	if c.ReapplyInterval == 0 {
 		c.ReapplyInterval = DefaultReapplyInterval
@@ -273,6 +289,12 @@ func (c Config) Validate() error {
 	}
 	if err := hostport.Check(c.GuestListen); err != nil {
 		return bad("guest_listen", "%v", err)
+	}
+	if c.GuestConnsPerSource < 1 || c.GuestConnsPerSource > 65535 {
+		return bad("guest_conns_per_source", "%d is out of range, allowed 1–65535", c.GuestConnsPerSource)
+	}
+	if c.GuestIdleTimeout <= 0 {
+		return bad("guest_idle_timeout", "%s must be positive, e.g. \"30s\"", c.GuestIdleTimeout)
 	}
 	if c.MetricsListen != "" {
 		if err := hostport.Check(c.MetricsListen); err != nil {

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode"
@@ -117,6 +119,10 @@ func (g *GuestAPI) claims(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
+	if err := requireJSON(r); err != nil {
+		g.fail(w, r, err)
+		return
+	}
 	claim, err := DecodeClaim(http.MaxBytesReader(w, r.Body, api.MaxBodySize))
 	if err != nil {
 		g.fail(w, r, err)
@@ -133,6 +139,21 @@ func (g *GuestAPI) claims(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// ErrUnsupportedMediaType is returned (wrapped) for a request body that is
+// not declared as application/json; the guest API answers 415.
+var ErrUnsupportedMediaType = errors.New("hostsync: unsupported media type")
+
+// requireJSON checks that the request declares a JSON body
+// (Content-Type application/json, parameters such as charset allowed).
+func requireJSON(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return fmt.Errorf("%w: Content-Type %q: send the claim as application/json", ErrUnsupportedMediaType, ct)
+	}
+	return nil
 }
 
 // Limits of a claim's free-text fields.
@@ -205,8 +226,13 @@ func decodeStrict(data []byte, v any) error {
 			return invalid(te.Field, "expected %s, got JSON %s", te.Type, te.Value)
 		}
 		msg := strings.TrimPrefix(err.Error(), "json: ")
-		if f, ok := strings.CutPrefix(msg, "unknown field "); ok {
-			return invalid(strings.Trim(f, `"`), "unknown field")
+		// encoding/json names neither the path of an unknown field nor
+		// the field whose UnmarshalJSON failed: find it.
+		if path, unknown := jsonFault(data, reflect.TypeOf(v)); path != "" {
+			if unknown {
+				return invalid(path, "unknown field")
+			}
+			return invalid(path, "%s", msg)
 		}
 		return invalid("", "%s", msg)
 	}
@@ -223,6 +249,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrForbidden):
 		return http.StatusForbidden
+	case errors.Is(err, ErrUnsupportedMediaType):
+		return http.StatusUnsupportedMediaType
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
 	case isRefusal(err):

@@ -28,10 +28,14 @@ func (n fakeNeighbors) Lookup(a netip.Addr) (net.HardwareAddr, error) {
 	return net.ParseMAC(s)
 }
 
-// guestDo sends one request to the guest API as if from addr.
+// guestDo sends one request to the guest API as if from addr; a POST is
+// application/json unless hdr sets another Content-Type.
 func guestDo(h http.Handler, method, path, from, body string, hdr map[string]string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(method, path, strings.NewReader(body))
 	r.RemoteAddr = from + ":40000"
+	if method == http.MethodPost {
+		r.Header.Set("Content-Type", "application/json")
+	}
 	for k, v := range hdr {
 		r.Header.Set(k, v)
 	}
@@ -187,7 +191,10 @@ func TestGuestClaimsStrictDecoding(t *testing.T) {
 		name, body, field string
 	}{
 		{"unknown field", `{"transition":{"seq":1,"to":"MASTER"},"owner":"me"}`, "owner"},
-		{"unknown nested field", `{"transition":{"seq":1,"to":"MASTER","vip":"192.0.2.10"}}`, "vip"},
+		{"unknown nested field", `{"transition":{"seq":1,"to":"MASTER","vip":"192.0.2.10"}}`, "transition.vip"},
+		{"unknown field after known ones", `{"transition":{"seq":1,"to":"MASTER","bogus":1}}`, "transition.bogus"},
+		{"bad time", `{"transition":{"seq":1,"to":"MASTER","at":"yesterday"}}`, "transition.at"},
+		{"time not a string", `{"transition":{"seq":1,"to":"MASTER","at":5}}`, "transition.at"},
 		{"wrong type", `{"transition":{"seq":"1","to":"MASTER"}}`, "transition.seq"},
 		{"no seq", `{"transition":{"to":"MASTER"}}`, "transition.seq"},
 		{"bad role", `{"transition":{"seq":1,"to":"LEADER"}}`, "transition.to"},

@@ -1,6 +1,7 @@
 package hostsync
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -121,16 +122,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		}
 		defer os.Remove(cfg.AdminSocket)
 		servers = append(servers,
-			&http.Server{
-				Handler: NewGuestAPI(svc, p.Neighbors, log), ReadHeaderTimeout: 5 * time.Second,
-				ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
-				MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-			},
+			guestServer(NewGuestAPI(svc, p.Neighbors, log), cfg, log),
 			&http.Server{
 				Handler: RequireRoot(NewAdminAPI(svc, log)), ConnContext: PeerContext,
 				ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 			})
-		listeners = append(listeners, guestLn, adminLn)
+		listeners = append(listeners, limitPerSource(guestLn, cfg.GuestConnsPerSource, log), adminLn)
 		guestAddr = guestLn.Addr().String()
 	}
 	metricsAddr := "off"
@@ -205,6 +202,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	}
 	log.Info("hostsync stopped", "reason", err)
 	return err
+}
+
+// guestServer is the guest API's server: every phase of a connection is
+// bounded (header, body, answer, keep-alive idle), so with the per-source
+// cap of the listener (limitPerSource) a slow or idle client holds few
+// descriptors, and not for long.
+func guestServer(h http.Handler, cfg Config, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler: h, ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: cmp.Or(cfg.GuestIdleTimeout, DefaultGuestIdleTimeout),
+		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 }
 
 // reconcile applies the data plane at start, then every interval, and
