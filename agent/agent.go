@@ -71,6 +71,10 @@ type Agent struct {
 
 	// lastTag is the tag of the last applied document; owned by the apply loop.
 	lastTag string
+	// lastReload is when keepalived was last reloaded, and deferUntil when
+	// a change held back to coalesce a burst of revisions is due (zero:
+	// none); owned by the apply loop.
+	lastReload, deferUntil time.Time
 	// lastReconcile is when the reconcile loop last ran (unix ns), for the watchdog.
 	lastReconcile atomic.Int64
 
@@ -311,11 +315,21 @@ func (a *Agent) applyLoop(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			a.applyAndNote(ctx, false)
-			t.Reset(a.cfg.Metadata.PollInterval)
 		case reply := <-a.refresh:
 			reply <- a.applyAndNote(ctx, true)
 		}
+		t.Reset(a.nextApply())
 	}
+}
+
+// nextApply is how long the apply loop waits: the poll interval, or less
+// when a held-back change is due sooner.
+func (a *Agent) nextApply() time.Duration {
+	next := a.cfg.Metadata.PollInterval
+	if !a.deferUntil.IsZero() {
+		next = min(next, max(a.deferUntil.Sub(a.d.now()), 0))
+	}
+	return next
 }
 
 // Refresh asks the apply loop to fetch and apply now, and waits.

@@ -113,6 +113,12 @@ type KeepalivedConfig struct {
 	// Reload is "auto" (systemd when the unit is known to a running
 	// systemd, else the pid file), "systemd", "signal" or "none".
 	Reload string `toml:"reload"`
+	// MinReloadInterval is the least time between two reloads of
+	// keepalived. Revisions arriving faster are coalesced: the agent
+	// installs the latest one when the interval has passed. Frequent
+	// SIGHUPs make keepalived re-run its state machine and can flap the
+	// VIP (Neutron LP#1731595).
+	MinReloadInterval time.Duration `toml:"min_reload_interval"`
 }
 
 // CheckConfig is a local health check; the fields mean what they mean in
@@ -175,6 +181,9 @@ func DefaultConfig() Config {
 			PIDFile:    "/run/keepalived.pid",
 			Unit:       "keepalived.service",
 			Reload:     ReloadAuto,
+			// With 3 s a burst of revisions over 5 s reloads keepalived
+			// at most 3 times (at 0 s, 3 s and 6 s).
+			MinReloadInterval: 3 * time.Second,
 		},
 	}
 }
@@ -301,6 +310,7 @@ func (c *Config) Validate() error {
 		{"report.min_backoff", c.Report.MinBackoff, 10 * time.Millisecond, time.Hour},
 		{"report.max_backoff", c.Report.MaxBackoff, 10 * time.Millisecond, 24 * time.Hour},
 		{"report.interval", c.Report.Interval, 100 * time.Millisecond, 24 * time.Hour},
+		{"keepalived.min_reload_interval", c.Keepalived.MinReloadInterval, 0, 10 * time.Minute},
 	} {
 		if d.v < d.min || d.v > d.max {
 			return bad(d.key, "%s is out of range, allowed %s to %s (a string such as \"30s\")", d.v, d.min, d.max)

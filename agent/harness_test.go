@@ -235,6 +235,7 @@ func startTestAgentLog(t testing.TB, log *slog.Logger, meta []byte, opts ...harn
 	cfg.Keepalived.ScriptsDir = filepath.Join(dir, "keepalived", "vipkeeper")
 	cfg.Metadata.File = h.metaPath
 	cfg.Metadata.PollInterval = time.Hour // tests apply with Refresh
+	cfg.Keepalived.MinReloadInterval = 0  // each refresh applies; coalesce_test.go sets it
 	cfg.ReconcileInterval = 100 * time.Millisecond
 	cfg.ReconcileGrace = time.Hour // tests of the grace shorten it with shortGrace
 	cfg.Report.MinBackoff = 10 * time.Millisecond

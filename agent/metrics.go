@@ -23,6 +23,7 @@ const (
 	ApplyNotModified   = "not_modified"   // the source had nothing new
 	ApplyUnchanged     = "unchanged"      // fetched and rendered; the files were already right
 	ApplyApplied       = "applied"        // files installed and/or keepalived reloaded
+	ApplyDeferred      = "deferred"       // a change held back until keepalived.min_reload_interval has passed
 	ApplyFetchError    = "fetch_error"    // the source could not be read
 	ApplyMetadataError = "metadata_error" // invalid document, or this VM is not a member
 	ApplyRenderError   = "render_error"   // render refused the metadata

@@ -23,7 +23,7 @@ import (
 
 // applyResults are every value of apply_total's result label.
 var applyResults = []string{
-	ApplyNotModified, ApplyUnchanged, ApplyApplied, ApplyFetchError, ApplyMetadataError,
+	ApplyNotModified, ApplyUnchanged, ApplyApplied, ApplyDeferred, ApplyFetchError, ApplyMetadataError,
 	ApplyRenderError, ApplyValidateError, ApplyInstallError, ApplyReloadError, ApplyStateError,
 }
 
