@@ -253,11 +253,22 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 // Path is the file the configuration came from ("" when built in code).
 func (c *Config) Path() string { return c.path }
 
-var (
-	reMemberName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-	reIfName     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$`)
-	reUnitName   = regexp.MustCompile(`^[A-Za-z0-9@._-]{1,200}\.service$`)
-)
+var reUnitName = regexp.MustCompile(`^[A-Za-z0-9@._-]{1,200}\.service$`)
+
+// systemDirs are directories that must never be keepalived.scripts_dir:
+// the agent owns what it creates there and removes older script sets.
+var systemDirs = []string{
+	"/", "/bin", "/boot", "/dev", "/etc", "/etc/keepalived", "/etc/systemd", "/etc/vipkeeper",
+	"/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt", "/proc", "/root", "/run",
+	"/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib", "/usr/lib64", "/usr/libexec",
+	"/usr/local", "/usr/local/bin", "/usr/local/lib", "/usr/local/sbin", "/usr/sbin", "/usr/share",
+	"/var", "/var/lib", "/var/log", "/var/run", "/var/tmp",
+}
+
+// within reports whether the clean absolute path p is dir or under it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
 
 // Validate checks the configuration without looking at the host (whether
 // the interface exists is checked when the agent starts). Errors are
@@ -266,11 +277,12 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) error {
 		return &ConfigError{File: c.path, Key: key, Msg: fmt.Sprintf(format, args...)}
 	}
-	if c.Member != "" && !reMemberName.MatchString(c.Member) {
-		return bad("member", "%q is not a member name (1–63 of A-Z a-z 0-9 . _ -), or leave it empty to detect it by address", c.Member)
+	if c.Member != "" && !vrrp.ValidMemberName(c.Member) {
+		return bad("member", "%q is not a member name (%s), or leave it empty to detect it by address", c.Member, vrrp.MemberNameRule)
 	}
-	if !reIfName.MatchString(c.Interface) {
-		return bad("interface", "%q is not an interface name (1–15 characters)", c.Interface)
+	// The rule render applies: a name accepted here renders.
+	if !vrrp.ValidInterfaceName(c.Interface) {
+		return bad("interface", "%q is not an interface name (%s)", c.Interface, vrrp.InterfaceNameRule)
 	}
 	for _, p := range []struct{ key, v string }{
 		{"state_dir", c.StateDir},
@@ -285,6 +297,9 @@ func (c *Config) Validate() error {
 		if err := checkAbs(p.v); err != nil {
 			return bad(p.key, "%v", err)
 		}
+	}
+	if err := c.checkPathsApart(); err != nil {
+		return err
 	}
 	if len(c.Socket) > 100 {
 		return bad("socket", "%q is longer than 100 bytes, too long for a unix socket path", c.Socket)
@@ -368,6 +383,49 @@ func (c *Config) Validate() error {
 			return bad(key+".name", "%q is already used by checks[%d]", chk.Name, j)
 		}
 		names[chk.Name] = i
+	}
+	return nil
+}
+
+// checkPathsApart refuses paths that would make the agent overwrite or
+// delete what is not its own: a system directory as scripts_dir, the pid
+// file on a file the agent writes, its state inside the scripts directory.
+func (c *Config) checkPathsApart() error {
+	bad := func(key, format string, args ...any) error {
+		return &ConfigError{File: c.path, Key: key, Msg: fmt.Sprintf(format, args...)}
+	}
+	k := c.Keepalived
+	if slices.Contains(systemDirs, k.ScriptsDir) {
+		return bad("keepalived.scripts_dir", "%q is a system directory; the agent creates and removes script sets in it: use a directory of its own such as /etc/keepalived/vipkeeper", k.ScriptsDir)
+	}
+	if k.ScriptsDir == filepath.Dir(k.Config) {
+		return bad("keepalived.scripts_dir", "%q is the directory of keepalived.config; use a directory of its own such as %s", k.ScriptsDir, filepath.Join(filepath.Dir(k.Config), "vipkeeper"))
+	}
+	if within(k.Config, k.ScriptsDir) {
+		return bad("keepalived.config", "%q is inside keepalived.scripts_dir %q; keep keepalived.conf outside it", k.Config, k.ScriptsDir)
+	}
+	for _, p := range []struct{ key, v string }{
+		{"keepalived.config", k.Config},
+		{"keepalived.binary", k.Binary},
+		{"socket", c.Socket},
+		{"metadata.file", c.Metadata.File},
+	} {
+		if k.PIDFile == p.v {
+			return bad("keepalived.pid_file", "%q is also %s; the pid file is keepalived's own file (e.g. /run/keepalived.pid)", k.PIDFile, p.key)
+		}
+	}
+	for _, p := range []struct{ key, v string }{
+		{"keepalived.pid_file", k.PIDFile},
+		{"state_dir", c.StateDir},
+		{"spool_dir", c.SpoolDir},
+		{"socket", c.Socket},
+	} {
+		if within(p.v, k.ScriptsDir) {
+			return bad(p.key, "%q is inside keepalived.scripts_dir %q, where the agent replaces and removes files; put it elsewhere", p.v, k.ScriptsDir)
+		}
+	}
+	if within(k.ScriptsDir, c.StateDir) {
+		return bad("keepalived.scripts_dir", "%q is inside state_dir %q; keep the scripts and the agent's state apart", k.ScriptsDir, c.StateDir)
 	}
 	return nil
 }

@@ -33,7 +33,6 @@ func (e *OptionError) Error() string { return "render: " + e.Option + ": " + e.M
 const maxPath = 1024
 
 var (
-	reInterface = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,15}$`)
 	// rePath is deliberately narrow: the paths land unquoted-by-keepalived
 	// inside "script" and "notify" strings (which keepalived splits on
 	// spaces), so quotes, whitespace, control characters, comment starters
@@ -68,8 +67,8 @@ func (o Options) validate(m *vrrp.Metadata) error {
 		}
 		return &OptionError{Option: "self", Msg: fmt.Sprintf("%q is not a member of group %s (members: %s)", o.Self, m.Group.Name, strings.Join(names, ", "))}
 	}
-	if !reInterface.MatchString(o.Interface) {
-		return &OptionError{Option: "interface", Msg: fmt.Sprintf("%q is not an interface name (1–15 of A-Z a-z 0-9 _ . : -)", o.Interface)}
+	if !vrrp.ValidInterfaceName(o.Interface) {
+		return &OptionError{Option: "interface", Msg: fmt.Sprintf("%q is not an interface name (%s)", o.Interface, vrrp.InterfaceNameRule)}
 	}
 	for _, p := range []struct{ opt, v string }{
 		{"scripts_dir", o.ScriptsDir},
