@@ -38,6 +38,7 @@ type queuedClaim struct {
 	Addr       netip.Addr       `json:"addr,omitzero"`
 	MAC        string           `json:"mac,omitempty"`
 	Transition *vrrp.Transition `json:"transition,omitempty"`
+	Epoch      string           `json:"epoch,omitempty"` // api.Claim.Epoch
 	// Observation.
 	VIP   netip.Addr `json:"vip,omitzero"`
 	Reply bool       `json:"reply,omitempty"`
@@ -298,7 +299,7 @@ func (s *Service) replay(ctx context.Context, e queuedClaim) (api.ClaimResult, e
 		if e.Transition == nil {
 			return api.ClaimResult{}, errors.New("hostsync: queued claim without a transition")
 		}
-		return s.claimNow(ctx, Caller{Addr: e.Addr, MAC: mac}, *e.Transition, queued)
+		return s.claimNow(ctx, Caller{Addr: e.Addr, MAC: mac}, e.Epoch, *e.Transition, queued)
 	case queuedObservationKind:
 		return s.observeNow(ctx, Observation{VIP: e.VIP, MAC: mac, At: e.At, Reply: e.Reply}, queued)
 	}

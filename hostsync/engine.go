@@ -31,8 +31,11 @@ const maxCASAttempts = 8
 
 // claimIn is a claim after the caller has been identified.
 type claimIn struct {
-	role   vrrp.Role
-	seq    uint64 // 0 for a passive observation
+	role vrrp.Role
+	seq  uint64 // 0 for a passive observation
+	// epoch is the agent database the seq comes from ("" unknown: an
+	// agent before epochs); a new epoch starts a new seq stream.
+	epoch  string
 	source string
 	at     time.Time // as stamped by the guest (zero: unknown)
 	// replayed: the claim waited in the claim queue while the registry
@@ -109,6 +112,13 @@ type claimState struct {
 // queued, is queued and answered with Queued set; the replayer (see
 // ReplayQueue) runs it later through this same path.
 func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.ClaimResult, error) {
+	return s.ClaimEpoch(ctx, c, "", t)
+}
+
+// ClaimEpoch is Claim for a transition numbered in the agent database
+// epoch (api.Claim.Epoch; "" when the agent sent none): claims are
+// idempotent by (member, epoch, seq), and a new epoch restarts the seq.
+func (s *Service) ClaimEpoch(ctx context.Context, c Caller, epoch string, t vrrp.Transition) (api.ClaimResult, error) {
 	if t.Seq == 0 {
 		return api.ClaimResult{}, invalid("transition.seq", "must be at least 1")
 	}
@@ -116,7 +126,7 @@ func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.C
 		return api.ClaimResult{}, invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
 	}
 	queued := func() queuedClaim {
-		q := queuedClaim{Kind: queuedClaimKind, Addr: c.Addr, Transition: &t}
+		q := queuedClaim{Kind: queuedClaimKind, Addr: c.Addr, Transition: &t, Epoch: epoch}
 		if c.MAC != nil {
 			q.MAC = c.MAC.String()
 		}
@@ -128,7 +138,7 @@ func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.C
 	var res api.ClaimResult
 	err := s.bounded(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = s.claimNow(ctx, c, t, time.Time{})
+		res, err = s.claimNow(ctx, c, epoch, t, time.Time{})
 		return err
 	})
 	if s.queue != nil && errors.Is(err, registry.ErrUnavailable) {
@@ -139,7 +149,7 @@ func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.C
 
 // claimNow runs a claim against the registry; queued is when it was
 // queued for a replayed claim, zero for a live one.
-func (s *Service) claimNow(ctx context.Context, c Caller, t vrrp.Transition, queued time.Time) (api.ClaimResult, error) {
+func (s *Service) claimNow(ctx context.Context, c Caller, epoch string, t vrrp.Transition, queued time.Time) (api.ClaimResult, error) {
 	res, err := s.claim(ctx, func(tx registry.Tx) (registry.Guest, registry.Group, error) {
 		gu, g, err := identify(tx, c)
 		if err != nil {
@@ -152,7 +162,7 @@ func (s *Service) claimNow(ctx context.Context, c Caller, t vrrp.Transition, que
 			return gu, g, fmt.Errorf("%w: the claim names group %q but guest %s is in group %s", ErrForbidden, t.Group, gu.Name, g.Name)
 		}
 		return gu, g, nil
-	}, claimIn{role: t.To, seq: t.Seq, source: t.Source, at: t.At, replayed: !queued.IsZero(), received: queued})
+	}, claimIn{role: t.To, seq: t.Seq, epoch: epoch, source: t.Source, at: t.At, replayed: !queued.IsZero(), received: queued})
 	s.count(err, res)
 	return res, err
 }
@@ -334,12 +344,15 @@ func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Gue
 			if err != nil && !errors.Is(err, registry.ErrNotFound) {
 				return err
 			}
-			if rs.Seq != st.self.Seq {
+			if rs.Seq != st.self.Seq || rs.Epoch != st.self.Epoch {
 				// Another claim of this member was recorded since we read:
 				// decide again on fresh state (it may be this very seq).
 				return fmt.Errorf("%w: role of %s", registry.ErrRevisionMismatch, st.guest.ID)
 			}
-			next := registry.RoleState{Group: st.group.ID, GuestID: st.guest.ID, Role: in.role, Seq: max(rs.Seq, in.seq), At: now, MasterAt: rs.MasterAt}
+			next := registry.RoleState{Group: st.group.ID, GuestID: st.guest.ID, Role: in.role, Seq: max(rs.Seq, in.seq), Epoch: rs.Epoch, At: now, MasterAt: rs.MasterAt}
+			if in.seq != 0 && in.epoch != "" && in.epoch != rs.Epoch {
+				next.Seq, next.Epoch = in.seq, in.epoch // a new stream
+			}
 			if in.role == vrrp.RoleMaster {
 				next.MasterAt = now
 			}
@@ -451,7 +464,9 @@ func readClaimState(tx registry.Tx, who func(registry.Tx) (registry.Guest, regis
 
 // decide is the claim policy, a pure function of the snapshot.
 func (s *Service) decide(st claimState, in claimIn, now time.Time) decision {
-	if in.seq != 0 && in.seq <= st.self.Seq {
+	if in.seq != 0 && in.seq <= st.self.Seq && (in.epoch == "" || in.epoch == st.self.Epoch) {
+		// Seen in this stream. Another epoch is a re-created agent
+		// database numbering from 1 again: a new stream, not a duplicate.
 		return decision{duplicate: true}
 	}
 	self := st.guest

@@ -128,7 +128,7 @@ func (g *GuestAPI) claims(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	res, err := g.svc.Claim(r.Context(), c, claim.Transition)
+	res, err := g.svc.ClaimEpoch(r.Context(), c, claim.Epoch, claim.Transition)
 	if err != nil {
 		g.fail(w, r, err)
 		return
@@ -211,6 +211,14 @@ func DecodeClaim(r io.Reader) (api.Claim, error) {
 	}
 	if t.Source == SourceGARP {
 		return c, invalid("transition.source", "%q is reserved for hostsync's passive detection", t.Source)
+	}
+	if len(c.Epoch) > api.MaxEpochLen {
+		return c, invalid("epoch", "is %d bytes long, at most %d are allowed", len(c.Epoch), api.MaxEpochLen)
+	}
+	for _, r := range c.Epoch {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '_') {
+			return c, invalid("epoch", "contains %q; allowed are letters, digits, '-' and '_'", r)
+		}
 	}
 	return c, nil
 }

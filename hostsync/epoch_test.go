@@ -1,0 +1,114 @@
+package hostsync
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// TestClaimNewEpochIsNewStream is the regression test of a re-created
+// agent database (issue 11, defect 2): a member reported seq 1..7 from
+// its agent.db (epoch A); the file is deleted, the new one (epoch B)
+// numbers from 1 again. Its MASTER claim seq 1 must move the owner, not
+// be answered as a duplicate. Within one epoch a seq at or below the last
+// is still a duplicate, and a claim without an epoch (an agent before
+// epochs) is compared with the last seq as before.
+func TestClaimNewEpochIsNewStream(t *testing.T) {
+	f := newFixture(t)
+	f.nginx()
+	h := NewGuestAPI(f.svc, fakeNeighbors{}, testLogger(t))
+	post := func(from string, seq uint64, role vrrp.Role, epoch string) api.ClaimResult {
+		t.Helper()
+		body := fmt.Sprintf(`{"transition":{"seq":%d,"to":%q,"source":"notify"}`, seq, role)
+		if epoch != "" {
+			body += fmt.Sprintf(`,"epoch":%q`, epoch)
+		}
+		body += "}"
+		w := guestDo(h, "POST", api.PathClaims, from, body, nil)
+		if w.Code != http.StatusOK {
+			t.Fatalf("%s seq %d epoch %q: status %d: %s", role, seq, epoch, w.Code, w.Body)
+		}
+		var res api.ClaimResult
+		if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	const epochA, epochB = "a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2"
+	post("192.0.2.11", 1, vrrp.RoleMaster, "c3c3c3c3c3c3c3c3")
+	for seq := uint64(1); seq <= 7; seq++ {
+		role := vrrp.RoleBackup
+		if seq%2 == 0 {
+			role = vrrp.RoleFault
+		}
+		if res := post("192.0.2.12", seq, role, epochA); res.Duplicate {
+			t.Fatalf("epoch A seq %d: %+v, want it recorded", seq, res)
+		}
+	}
+	f.clock.Advance(time.Minute) // a failover, not a split brain
+	f.rec.take()
+
+	// agent.db of nginx-slave re-created: epoch B, seq 1.
+	res := post("192.0.2.12", 1, vrrp.RoleMaster, epochB)
+	if res.Duplicate || !res.Accepted || res.Owner != "nginx-slave" {
+		t.Fatalf("epoch B seq 1 MASTER: %+v, want accepted and the owner moved to nginx-slave", res)
+	}
+	if got := f.owner("ig-nginx").GuestID; got != "g2" {
+		t.Fatalf("owner = %q, want g2", got)
+	}
+	if ev := f.rec.take(); len(ev) != 2 {
+		t.Fatalf("side effects %v, want GARP and apply", ev)
+	}
+	for _, rs := range f.roles("ig-nginx") {
+		if rs.GuestID == "g2" && (rs.Epoch != epochB || rs.Seq != 1 || rs.Role != vrrp.RoleMaster) {
+			t.Fatalf("role record of g2 = %+v, want MASTER at epoch B seq 1", rs)
+		}
+	}
+
+	// Within epoch B the usual dedupe holds.
+	if res := post("192.0.2.12", 1, vrrp.RoleBackup, epochB); !res.Duplicate || !res.Accepted {
+		t.Fatalf("epoch B seq 1 again: %+v, want an accepted duplicate", res)
+	}
+	if res := post("192.0.2.12", 2, vrrp.RoleMaster, epochB); res.Duplicate {
+		t.Fatalf("epoch B seq 2: %+v, want it recorded", res)
+	}
+	// Without an epoch: compared with the last seq, whatever its epoch.
+	if res := post("192.0.2.12", 2, vrrp.RoleBackup, ""); !res.Duplicate {
+		t.Fatalf("seq 2 without epoch: %+v, want a duplicate", res)
+	}
+	if res := post("192.0.2.12", 3, vrrp.RoleMaster, ""); res.Duplicate {
+		t.Fatalf("seq 3 without epoch: %+v, want it recorded", res)
+	}
+	if ev := f.rec.take(); len(ev) != 0 {
+		t.Fatalf("claims of the owner had side effects: %v", ev)
+	}
+}
+
+// TestDecodeClaimEpoch checks the epoch's syntax.
+func TestDecodeClaimEpoch(t *testing.T) {
+	for _, tc := range []struct {
+		epoch string
+		ok    bool
+	}{
+		{"0123456789abcdef", true},
+		{"550e8400-e29b-41d4-a716-446655440000", true},
+		{"with space", false},
+		{"a\u00e9", false},
+		{string(make([]byte, api.MaxEpochLen+1)), false},
+	} {
+		body, _ := json.Marshal(api.Claim{Transition: vrrp.Transition{Seq: 1, To: vrrp.RoleMaster}, Epoch: tc.epoch})
+		c, err := DecodeClaim(bytes.NewReader(body))
+		if tc.ok && (err != nil || c.Epoch != tc.epoch) {
+			t.Errorf("epoch %q: %v, %q; want it accepted", tc.epoch, err, c.Epoch)
+		}
+		if !tc.ok && err == nil {
+			t.Errorf("epoch %q accepted, want it refused", tc.epoch)
+		}
+	}
+}
