@@ -127,6 +127,9 @@ func (m *Metadata) validateVIP(ver int) error {
 		return fieldErr("vip", "%s is IPv6, which needs vrrp_version 3", m.VIP)
 	}
 	bits := m.VIP.Bits()
+	if lo, hi := vipPrefixBounds(a); bits < lo || bits > hi {
+		return fieldErr("vip", "prefix /%d of %s is not a plausible subnet, allowed /%d to /%d", bits, m.VIP, lo, hi)
+	}
 	if a.Is4() && bits < 31 {
 		net := m.VIP.Masked().Addr()
 		if a == net {
@@ -139,6 +142,25 @@ func (m *Metadata) validateVIP(ver int) error {
 	return nil
 }
 
+// Bounds of the VIP's prefix length: the prefix is the subnet the VIP and
+// the members share (keepalived puts the VIP on the interface with it), so
+// it must be a plausible LAN. IPv4: /8 (the largest network a segment is
+// ever given) to /32 (a host route: the VIP alone, members elsewhere is not
+// possible then, see validateMembers). IPv6: /48 (a site) to /128; the
+// usual LAN is /64. Anything shorter, /0 above all, would make every
+// address a "member of the subnet".
+const (
+	minVIPBits4, maxVIPBits4 = 8, 32
+	minVIPBits6, maxVIPBits6 = 48, 128
+)
+
+func vipPrefixBounds(a netip.Addr) (lo, hi int) {
+	if a.Is4() {
+		return minVIPBits4, maxVIPBits4
+	}
+	return minVIPBits6, maxVIPBits6
+}
+
 // lastAddr is the highest address of p's subnet.
 func lastAddr(p netip.Prefix) netip.Addr {
 	b := p.Masked().Addr().AsSlice()
@@ -147,6 +169,28 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	}
 	a, _ := netip.AddrFromSlice(b)
 	return a
+}
+
+// notSubnetSpecial refuses the addresses of vip's subnet no host may hold:
+// for IPv4 up to /30 the network and the broadcast address, for IPv6 up to
+// /126 the Subnet-Router anycast address (all host bits zero, RFC 4291
+// 2.6.1). /31 and /32 (RFC 3021) and /127, /128 have none.
+func notSubnetSpecial(path string, a netip.Addr, vip netip.Prefix) error {
+	bits := vip.Bits()
+	switch {
+	case a.Is4() && bits < 31:
+		if a == vip.Masked().Addr() {
+			return fieldErr(path, "%s is the network address of the VIP's subnet %s", a, vip.Masked())
+		}
+		if a == lastAddr(vip) {
+			return fieldErr(path, "%s is the broadcast address of the VIP's subnet %s", a, vip.Masked())
+		}
+	case a.Is6() && bits < 127:
+		if a == vip.Masked().Addr() {
+			return fieldErr(path, "%s is the Subnet-Router anycast address of the VIP's subnet %s", a, vip.Masked())
+		}
+	}
+	return nil
 }
 
 func validateAdvert(ver int, adv Seconds) error {
@@ -228,6 +272,9 @@ func (m *Metadata) validateMembers() error {
 		}
 		if mem.Address == m.VIP.Addr() {
 			return fieldErr(p+".address", "%s is the VIP itself", mem.Address)
+		}
+		if err := notSubnetSpecial(p+".address", mem.Address, m.VIP); err != nil {
+			return err
 		}
 		if j, dup := addrs[mem.Address]; dup {
 			return fieldErr(p+".address", "%s is already used by members[%d]", mem.Address, j)
