@@ -20,6 +20,16 @@ import (
 // change since the given tag.
 var ErrNotModified = errors.New("agent: metadata not modified")
 
+// ErrMetadataTooLarge is returned (wrapped) by a Source whose document is
+// larger than vrrp.MaxDocumentSize.
+var ErrMetadataTooLarge = errors.New("agent: metadata document too large")
+
+// ErrMetadataRedirect is returned (wrapped) by HTTPSource.Fetch when the
+// server answers with a redirect: the agent never follows one, to another
+// host or the same (hostsync does not redirect; a redirect is a
+// misconfiguration or someone else answering).
+var ErrMetadataRedirect = errors.New("agent: metadata URL redirects; redirects are not followed")
+
 // Source gives the raw metadata document. Fetch returns the document and a
 // tag identifying its content (an HTTP ETag, or a content hash); when tag
 // equals the previous tag it may return ErrNotModified instead. Fetch is
@@ -48,7 +58,15 @@ func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string,
 	if prevTag != "" {
 		req.Header.Set("If-None-Match", prevTag)
 	}
-	resp, err := s.Client.Do(req)
+	client := http.DefaultClient
+	if s.Client != nil {
+		client = s.Client
+	}
+	c := *client
+	c.CheckRedirect = func(r *http.Request, _ []*http.Request) error {
+		return fmt.Errorf("%w: %s answered with a redirect to %s; set metadata.url to hostsync's guest API itself", ErrMetadataRedirect, s.URL, r.URL.Redacted())
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, "", fmt.Errorf("agent: fetch metadata: %w", err)
 	}
@@ -61,6 +79,9 @@ func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string,
 		return nil, "", fmt.Errorf("agent: read metadata: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		if len(data) > vrrp.MaxDocumentSize {
+			data = data[:vrrp.MaxDocumentSize]
+		}
 		msg := strings.TrimSpace(string(data))
 		var e api.Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
@@ -70,6 +91,9 @@ func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string,
 			msg = msg[:200]
 		}
 		return nil, "", fmt.Errorf("agent: fetch metadata: %s answered %d: %s", s.URL, resp.StatusCode, msg)
+	}
+	if len(data) > vrrp.MaxDocumentSize {
+		return nil, "", fmt.Errorf("%w: %s sent more than the limit of %d bytes", ErrMetadataTooLarge, s.URL, vrrp.MaxDocumentSize)
 	}
 	tag := resp.Header.Get("ETag")
 	if tag == "" {
@@ -95,6 +119,9 @@ func (s *FileSource) Fetch(_ context.Context, prevTag string) ([]byte, string, e
 	data, err := io.ReadAll(io.LimitReader(f, vrrp.MaxDocumentSize+1))
 	if err != nil {
 		return nil, "", fmt.Errorf("agent: read metadata %s: %w", s.Path, err)
+	}
+	if len(data) > vrrp.MaxDocumentSize {
+		return nil, "", fmt.Errorf("%w: %s is larger than the limit of %d bytes", ErrMetadataTooLarge, s.Path, vrrp.MaxDocumentSize)
 	}
 	tag := contentTag(data)
 	if tag == prevTag {
