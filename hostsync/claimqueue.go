@@ -49,6 +49,18 @@ type queuedClaim struct {
 
 var queueBucket = []byte("claims")
 
+// viewBucket keeps the last view of the registry beside the queue: per
+// guest address (key) the last metadata document served to it and the
+// MAC registered for it then (JSON viewEntry). A host restarted while the
+// registry is unreachable starts from it (see New).
+var viewBucket = []byte("view")
+
+// viewEntry is one guest's last metadata on disk.
+type viewEntry struct {
+	MAC      string         `json:"mac,omitempty"`
+	Metadata *vrrp.Metadata `json:"metadata"`
+}
+
 // ClaimQueue is the durable, ordered queue of claims waiting for the
 // registry: one bbolt file, keys are bbolt's bucket sequence (big endian),
 // so iteration order is arrival order. Its methods are safe for
@@ -74,6 +86,9 @@ func OpenClaimQueue(path string, timeout time.Duration) (*ClaimQueue, error) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(queueBucket)
 		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(viewBucket); err != nil {
 			return err
 		}
 		q.len = b.Stats().KeyN
@@ -121,6 +136,103 @@ func (q *ClaimQueue) push(e queuedClaim) error {
 		return fmt.Errorf("hostsync: claim queue: %w", err)
 	}
 	q.len++
+	return nil
+}
+
+// saveView stores the last metadata served to addr (durably); nil md
+// removes it.
+func (q *ClaimQueue) saveView(addr netip.Addr, md *vrrp.Metadata, mac string) error {
+	var data []byte
+	if md != nil {
+		var err error
+		if data, err = json.Marshal(viewEntry{MAC: mac, Metadata: md}); err != nil {
+			return fmt.Errorf("hostsync: last view: %w", err)
+		}
+	}
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(viewBucket)
+		if data == nil {
+			return b.Delete([]byte(addr.String()))
+		}
+		return b.Put([]byte(addr.String()), data)
+	})
+	if err != nil {
+		return fmt.Errorf("hostsync: last view: %w", err)
+	}
+	return nil
+}
+
+// loadView reads the last view: the metadata per guest address. An
+// entry that does not decode is skipped and named in skipped.
+func (q *ClaimQueue) loadView() (view map[netip.Addr]cachedMetadata, skipped []string, err error) {
+	view = map[netip.Addr]cachedMetadata{}
+	err = q.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(viewBucket).ForEach(func(k, v []byte) error {
+			addr, err := netip.ParseAddr(string(k))
+			var e viewEntry
+			if err == nil {
+				err = json.Unmarshal(v, &e)
+			}
+			if err == nil && e.Metadata == nil {
+				err = errors.New("no metadata")
+			}
+			if err != nil {
+				skipped = append(skipped, fmt.Sprintf("%q: %v", k, err))
+				return nil
+			}
+			view[addr] = cachedMetadata{md: e.Metadata, mac: e.MAC}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("hostsync: last view: %w", err)
+	}
+	return view, skipped, nil
+}
+
+// rememberMetadata keeps md as the last document served to addr, in
+// memory and, when it changed, on disk (so a restart while the registry
+// is unreachable starts from it); nil md forgets addr.
+func (s *Service) rememberMetadata(addr netip.Addr, md *vrrp.Metadata, mac string) {
+	s.mu.Lock()
+	last, had := s.lastMetadata[addr]
+	if md == nil {
+		delete(s.lastMetadata, addr)
+	} else {
+		s.lastMetadata[addr] = cachedMetadata{md: md, mac: mac}
+	}
+	s.mu.Unlock()
+	if md == nil && !had || md != nil && had && last.mac == mac && last.md.Group.ID == md.Group.ID && last.md.Revision == md.Revision {
+		return
+	}
+	if err := s.queue.saveView(addr, md, mac); err != nil {
+		s.log.Warn("last view not saved: a restart while the registry is away serves older metadata", "op", "metadata", "addr", addr, "err", err)
+	}
+}
+
+// startFromView is New's start while the registry is unreachable: the
+// last view on disk becomes the metadata served per guest and the VIPs
+// watched, so the host serves its guests and queues their claims exactly
+// as a running host does until the registry answers (follow and the
+// replay loop catch up then).
+func (s *Service) startFromView(cause error) error {
+	view, skipped, err := s.queue.loadView()
+	if err != nil {
+		return fmt.Errorf("%w (and %w)", cause, err)
+	}
+	for _, k := range skipped {
+		s.log.Warn("last view: entry skipped", "op", "start", "entry", k)
+	}
+	vips := map[netip.Addr]string{}
+	for _, c := range view {
+		vips[c.md.VIP.Addr()] = c.md.Group.ID
+	}
+	s.mu.Lock()
+	s.lastMetadata = view
+	s.vips = vips
+	s.mu.Unlock()
+	s.log.Warn("registry unreachable at start: serving the last view and queuing claims until it answers", "op", "start",
+		"guests", len(view), "vips", len(vips), "queued", s.queue.Len(), "err", cause)
 	return nil
 }
 

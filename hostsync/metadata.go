@@ -77,18 +77,19 @@ func (s *Service) Metadata(ctx context.Context, c Caller) (*vrrp.Metadata, error
 	if s.queue == nil {
 		return md, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch {
 	case err == nil:
-		s.lastMetadata[c.Addr] = cachedMetadata{md: md, mac: mac}
+		s.rememberMetadata(c.Addr, md, mac)
 		return md, nil
 	case errors.Is(err, registry.ErrUnavailable):
-		if last, ok := s.lastMetadata[c.Addr]; ok && (c.MAC == nil || c.MAC.String() == last.mac) {
+		s.mu.Lock()
+		last, ok := s.lastMetadata[c.Addr]
+		s.mu.Unlock()
+		if ok && (c.MAC == nil || c.MAC.String() == last.mac) {
 			return last.md, nil
 		}
 	case errors.Is(err, ErrForbidden):
-		delete(s.lastMetadata, c.Addr)
+		s.rememberMetadata(c.Addr, nil, "")
 	}
 	return nil, err
 }

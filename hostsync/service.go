@@ -223,7 +223,11 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Service, err
 	if s.schedule[0] != 0 || !slices.IsSorted(s.schedule) || s.schedule[len(s.schedule)-1] >= s.announceLimit {
 		return nil, fmt.Errorf("hostsync: announce schedule %v must start at 0, not decrease and end before %s", s.schedule, s.announceLimit)
 	}
-	if err := s.refreshVIPs(ctx); err != nil {
+	err := s.bounded(ctx, s.refreshVIPs)
+	if err != nil && s.queue != nil && errors.Is(err, registry.ErrUnavailable) {
+		err = s.startFromView(err)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return s, nil
