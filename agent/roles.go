@@ -22,10 +22,11 @@ const (
 	notifyStale                   // older than the last recorded transition
 	notifyIgnored                 // a GROUP event: sync groups are not rendered
 	notifyDuplicate               // a spool file recorded before
+	notifyForeign                 // not the vrrp_instance the agent rendered
 )
 
 func (o notifyOutcome) String() string {
-	return [...]string{"recorded", "same role", "stale", "ignored", "duplicate"}[o]
+	return [...]string{"recorded", "same role", "stale", "ignored", "duplicate", "other instance"}[o]
 }
 
 // maxClockSkew bounds how far in the future a hook's timestamp may be
@@ -45,6 +46,16 @@ func (a *Agent) notify(req api.NotifyRequest, n vrrp.Notify, spool string) (vrrp
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Only the instance the agent rendered is the group's role; an event
+	// of another vrrp_instance (a hand-written one, a stale spool file of
+	// another group) must not become this group's claim. Before anything
+	// was applied (a new state database) the agent cannot tell, and a
+	// spooled event of its own instance must not be lost: accepted.
+	if want := a.instanceLocked(); want != "" && n.Name != want {
+		a.log.Warn("notify for a vrrp_instance this agent did not render, ignored", "op", "notify",
+			"instance", n.Name, "rendered", want, "state", n.State)
+		return vrrp.Transition{}, notifyForeign, nil
+	}
 	present := a.vipPresent
 	if vip := a.vipAddrLocked(); vip.IsValid() {
 		if p, err := hasAddr(a.d.link, vip); err == nil {
@@ -72,6 +83,15 @@ func (a *Agent) notify(req api.NotifyRequest, n vrrp.Notify, spool string) (vrrp
 		Source:     SourceNotify,
 		VIPPresent: present,
 	}, spool)
+}
+
+// instanceLocked is the vrrp_instance name the agent renders for its
+// group, "" when unknown (no metadata applied yet); a.mu is held.
+func (a *Agent) instanceLocked() string {
+	if a.group == "" {
+		return ""
+	}
+	return (&vrrp.Metadata{Group: vrrp.Group{Name: a.group}}).InstanceName()
 }
 
 // recordLocked stores a transition from the current role; a.mu is held.

@@ -84,7 +84,8 @@ type NotifyRequest struct {
 // outcome is durable.
 type NotifyResult struct {
 	// Outcome is "recorded", "same role" (nothing changed), "stale" (older
-	// than the last recorded transition) or "ignored" (a GROUP event).
+	// than the last recorded transition), "ignored" (a GROUP event) or
+	// "other instance" (not the vrrp_instance the agent rendered).
 	Outcome string `json:"outcome"`
 	// Transition is the recorded transition when Outcome is "recorded".
 	Transition *vrrp.Transition `json:"transition,omitempty"`
