@@ -12,8 +12,16 @@ build:
 	@mkdir -p bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(BINARIES))
 
+# Everything the tests call, so that `make test` on a fresh Debian runs
+# them all: iputils-ping (the topology test), rpm and cloud-init (the
+# packaging checks), debootstrap and systemd-container (the systemd lab,
+# which builds its root file system with debootstrap and boots it with
+# systemd-nspawn). scripts/deps.sh always adds keepalived, nftables,
+# iproute2 and nginx (the namespace lab).
+TEST_DEPS = iputils-ping rpm cloud-init debootstrap systemd-container
+
 deps:
-	@./scripts/deps.sh
+	@./scripts/deps.sh $(TEST_DEPS)
 
 vet:
 	$(GO) vet ./...

@@ -15,6 +15,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // startNamed runs /bin/sleep under the given name, so that /proc/PID/comm
@@ -23,7 +25,7 @@ func startNamed(t *testing.T, name string) *exec.Cmd {
 	t.Helper()
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
-		t.Skip("needs sleep(1)")
+		testutil.SkipUnprivileged(t, "needs sleep(1)")
 	}
 	data, err := os.ReadFile(sleep)
 	if err != nil {

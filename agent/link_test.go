@@ -6,13 +6,15 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 func TestNetlinkLinkLoopback(t *testing.T) {
 	l := &NetlinkLink{Iface: "lo", Log: slog.New(slog.NewTextHandler(t.Output(), nil))}
 	ok, err := hasAddr(l, netip.MustParseAddr("127.0.0.1"))
 	if err != nil {
-		t.Skipf("netlink not usable here: %v", err)
+		testutil.SkipUnprivileged(t, "netlink not usable here: %v", err)
 	}
 	if !ok {
 		t.Error("127.0.0.1 not found on lo")

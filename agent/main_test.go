@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // binDir holds the binaries built for the tests that run real processes.
@@ -53,7 +55,7 @@ func requireBinary(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("needs %s, which is not installed (apt-get install %s)", n, n)
+			testutil.SkipUnprivileged(t, "needs %s, which is not installed (apt-get install %s)", n, n)
 		}
 	}
 }

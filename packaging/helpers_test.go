@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // The version the shared package build stamps (main.version) and the
@@ -64,7 +66,7 @@ func requireCommands(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("skipping: %s is not installed (%v)", n, err)
+			testutil.SkipUnprivileged(t, "skipping: %s is not installed (%v)", n, err)
 		}
 	}
 }
@@ -73,7 +75,7 @@ func requireCommands(t testing.TB, names ...string) {
 func requireRoot(t testing.TB, why string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("skipping: needs root to %s", why)
+		testutil.SkipUnprivileged(t, "skipping: needs root to %s", why)
 	}
 }
 

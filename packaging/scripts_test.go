@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // maintainerScripts are the scripts of each package and format.
@@ -76,7 +78,7 @@ func TestMaintainerScriptCalls(t *testing.T) {
 	requireRoot(t, "mount an overlay over /usr/bin in a private mount namespace")
 	requireCommands(t, "unshare", "mount")
 	if data, err := os.ReadFile("/proc/filesystems"); err != nil || !strings.Contains(string(data), "\toverlay\n") {
-		t.Skip("skipping: the kernel has no overlay file system")
+		testutil.SkipUnprivileged(t, "skipping: the kernel has no overlay file system")
 	}
 	fakes := t.TempDir()
 	for name, body := range fakeTools {

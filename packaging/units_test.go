@@ -15,6 +15,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // The units carry what the daemons need and nothing more: notify with a
@@ -193,7 +194,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(unitDir, "multi-user.target")); err != nil {
-		t.Skip("skipping: the host has no systemd targets to verify against")
+		testutil.SkipUnprivileged(t, "skipping: the host has no systemd targets to verify against")
 	}
 	// keepalived.service as Debian ships it when installed, else the same
 	// lines; its programs are stand-ins inside the root.
@@ -251,7 +252,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 			out, err := exec.Command("systemd-analyze", "security", "--offline=yes", "--root="+root, unit).CombinedOutput()
 			m := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindSubmatch(out)
 			if m == nil {
-				t.Skipf("skipping: systemd-analyze security --offline is not available here (err %v): %s", err, firstLine(out))
+				testutil.SkipUnprivileged(t, "skipping: systemd-analyze security --offline is not available here (err %v): %s", err, firstLine(out))
 			}
 			score, _ := strconv.ParseFloat(string(m[1]), 64)
 			t.Logf("%s: exposure %.1f", unit, score)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -266,14 +267,14 @@ var reKeepalivedComplaint = regexp.MustCompile(`(?i)warning|unknown|error|invali
 // that has the case's interface.
 func TestKeepalivedConfigTest(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and root-owned script directories")
+		testutil.SkipUnprivileged(t, "needs root: creates a network namespace and root-owned script directories")
 	}
 	keepalived, err := exec.LookPath("keepalived")
 	if err != nil {
-		t.Skip("keepalived is not installed (apt-get install keepalived, or make deps)")
+		testutil.SkipUnprivileged(t, "keepalived is not installed (apt-get install keepalived, or make deps)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip (iproute2) is not installed")
+		testutil.SkipUnprivileged(t, "ip (iproute2) is not installed")
 	}
 	cases := goldenCases(t)
 	ifaces := map[string]bool{}

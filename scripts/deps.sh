@@ -2,8 +2,10 @@
 # Installs what vipkeeper's tests and demo use from Debian when it is missing:
 # keepalived (the VRRP daemon the agent drives), nftables (the EIP data plane),
 # iproute2 (network namespaces for the lab), nginx (the lab's web service),
-# plus any package names given as arguments. Needs root and apt-get; without
-# them it says what is missing and the privileged tests skip with a reason.
+# plus any package names given as arguments (make deps passes the Makefile's
+# TEST_DEPS). Needs root and apt-get; without them it says what is missing
+# and the privileged tests skip with a reason (or fail, with
+# VIPKEEPER_REQUIRE_PRIVILEGED=1 as in CI).
 # Services of the installed packages are not started on this machine.
 set -euo pipefail
 need=()

@@ -270,7 +270,7 @@ func TestRenderedScriptsRunVipctlCheck(t *testing.T) {
 	t.Cleanup(srv.Close)
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh")
+		testutil.SkipUnprivileged(t, "no sh")
 	}
 
 	m, err := vrrp.Parse(readExample(t))

@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // writeHook writes an executable shell script into a temp dir.
 func writeHook(t *testing.T, body string) string {
 	t.Helper()
 	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("needs /bin/sh for the hook scripts")
+		testutil.SkipUnprivileged(t, "needs /bin/sh for the hook scripts")
 	}
 	path := filepath.Join(t.TempDir(), "hook")
 	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {

@@ -10,16 +10,18 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // TestLookup reads neighbour entries from a network namespace of its own:
 // a veth with a permanent and a stale entry, and an address without one.
 func TestLookup(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace")
+		testutil.SkipUnprivileged(t, "needs root to create a network namespace")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip")
+		testutil.SkipUnprivileged(t, "needs iproute2's ip")
 	}
 	var b [3]byte
 	_, _ = rand.Read(b[:])

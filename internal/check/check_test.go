@@ -115,7 +115,7 @@ func TestProcessFakeProc(t *testing.T) {
 func TestProcessRealProc(t *testing.T) {
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
-		t.Skip("no sleep binary")
+		testutil.SkipUnprivileged(t, "no sleep binary")
 	}
 	b := make([]byte, 5)
 	if _, err := rand.Read(b); err != nil {
@@ -307,7 +307,7 @@ func TestTCP(t *testing.T) {
 func TestExec(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh")
+		testutil.SkipUnprivileged(t, "no sh")
 	}
 	tests := []struct {
 		name    string

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // fakeBus is a system bus connection that answers a restart job with result.
@@ -43,7 +45,7 @@ func recordingSystemctl(t *testing.T, exitCode string) ([]string, string) {
 	t.Helper()
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh")
+		testutil.SkipUnprivileged(t, "no sh")
 	}
 	out := filepath.Join(t.TempDir(), "args")
 	return []string{sh, "-c", `printf '%s\n' "$@" > "$0"; echo systemctl said no >&2; exit ` + exitCode, out}, out

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // failoverFigures are the end-to-end figures of one profile.
@@ -89,10 +91,10 @@ func BenchmarkFailover(b *testing.B) {
 func runFailovers(b *testing.B, p Profile, n int) failoverFigures {
 	b.Helper()
 	if err := Privileged(); err != nil {
-		b.Skipf("skipping: %v", err)
+		testutil.SkipUnprivileged(b, "skipping: %v", err)
 	}
 	if _, err := os.Stat("/usr/sbin/keepalived"); err != nil {
-		b.Skip("skipping: keepalived is not installed")
+		testutil.SkipUnprivileged(b, "skipping: keepalived is not installed")
 	}
 	bin := os.Getenv("VIPKEEPER_LAB_BIN")
 	if bin == "" {

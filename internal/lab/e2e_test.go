@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -16,7 +17,7 @@ import (
 func startStack(t *testing.T, p Profile) *Stack {
 	t.Helper()
 	if _, err := os.Stat("/usr/sbin/keepalived"); err != nil {
-		t.Skip("skipping: keepalived is not installed")
+		testutil.SkipUnprivileged(t, "skipping: keepalived is not installed")
 	}
 	l := newLab(t, binaries(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

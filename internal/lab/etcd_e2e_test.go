@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/internal/etcdtest"
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -76,7 +77,7 @@ func writeHosts(b *strings.Builder, s *Stack) {
 func newEtcdStack(tb testing.TB, p Profile, bin string, out *os.File) *etcdStack {
 	tb.Helper()
 	if _, err := os.Stat("/usr/sbin/keepalived"); err != nil {
-		tb.Skip("skipping: keepalived is not installed")
+		testutil.SkipUnprivileged(tb, "skipping: keepalived is not installed")
 	}
 	opts := Options{Bin: bin}
 	if t, ok := tb.(*testing.T); ok {
@@ -329,7 +330,7 @@ type etcdFigures struct {
 // 2 ms. The figures are written to bench/results/failover-etcd.json.
 func BenchmarkFailoverEtcd(b *testing.B) {
 	if err := Privileged(); err != nil {
-		b.Skipf("skipping: %v", err)
+		testutil.SkipUnprivileged(b, "skipping: %v", err)
 	}
 	bin := os.Getenv("VIPKEEPER_LAB_BIN")
 	if bin == "" {

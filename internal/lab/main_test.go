@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 var (
@@ -20,7 +22,7 @@ var (
 func binaries(t *testing.T) string {
 	t.Helper()
 	if err := Privileged(); err != nil {
-		t.Skipf("skipping: %v", err)
+		testutil.SkipUnprivileged(t, "skipping: %v", err)
 	}
 	if dir := os.Getenv("VIPKEEPER_LAB_BIN"); dir != "" {
 		return dir // prebuilt binaries, e.g. make's bin/

@@ -10,13 +10,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // newLab builds an empty lab or skips with the reason it cannot.
 func newLab(t *testing.T, bin string) *Lab {
 	t.Helper()
 	if err := Privileged(); err != nil {
-		t.Skipf("skipping: %v", err)
+		testutil.SkipUnprivileged(t, "skipping: %v", err)
 	}
 	l, err := New(Options{Bin: bin, Out: tWriter{t}})
 	if err != nil {
@@ -47,7 +49,7 @@ func TestTopologyConnectivity(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := exec.LookPath("ping"); err != nil {
-		t.Skip("skipping: ping not installed")
+		testutil.SkipUnprivileged(t, "skipping: ping not installed")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

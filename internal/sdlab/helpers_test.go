@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vipkeeper/vipkeeper/internal/testutil"
 )
 
 // Versions of the packages the tests build: the one installed, and the
@@ -63,7 +65,7 @@ func requireLab(t *testing.T) {
 		t.Skip("skipping: the systemd lab boots containers; not in -short mode")
 	}
 	if err := Available(); err != nil {
-		t.Skipf("skipping: %v", err)
+		testutil.SkipUnprivileged(t, "skipping: %v", err)
 	}
 }
 

@@ -14,15 +14,17 @@ import (
 )
 
 // RequireRoot skips a privileged test unless it runs as root with ip(8)
-// and every other binary named installed. CI runs these tests as root.
+// and every other binary named installed (fails it instead with
+// VIPKEEPER_REQUIRE_PRIVILEGED=1, see SkipUnprivileged). CI runs these
+// tests as root.
 func RequireRoot(tb testing.TB, binaries ...string) {
 	tb.Helper()
 	if os.Geteuid() != 0 {
-		tb.Skip("needs root: creates network namespaces (CI runs the privileged tests as root)")
+		SkipUnprivileged(tb, "needs root: creates network namespaces (CI runs the privileged tests as root)")
 	}
 	for _, b := range append([]string{"ip"}, binaries...) {
 		if _, err := exec.LookPath(b); err != nil {
-			tb.Skipf("needs the %s binary, which is not installed", b)
+			SkipUnprivileged(tb, "needs the %s binary, which is not installed", b)
 		}
 	}
 }
