@@ -2,13 +2,19 @@ package hostsync
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -110,5 +116,58 @@ func TestDecodeClaimEpoch(t *testing.T) {
 		if !tc.ok && err == nil {
 			t.Errorf("epoch %q accepted, want it refused", tc.epoch)
 		}
+	}
+}
+
+// TestUpgradeFrom612e5b9Claims runs hostsync on a registry written by
+// commit 612e5b9 (testdata/upgrade/hostsync-612e5b9.db: role records
+// without an epoch): the mappings are as they were, and the first claim
+// of an agent with an epoch starts its stream even at seq 1.
+func TestUpgradeFrom612e5b9Claims(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "upgrade", "hostsync-612e5b9.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "hostsync.db")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, err := registry.OpenBolt(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ctx := context.Background()
+	rec := &recorder{}
+	clock := newClock()
+	clock.Advance(time.Hour) // the fixture's last claims are an hour old
+	svc, err := New(ctx, store, Options{
+		Logger: testLogger(t), Announcer: &fakeAnnouncer{rec: rec}, Backend: &fakeBackend{rec: rec}, Now: clock.Now,
+		AnnounceSchedule: OneRound,
+		Hosts:            map[string]netip.Addr{"host-a": ip("192.0.2.1"), "host-b": ip("192.0.2.2")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	ms, err := svc.Mappings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range ms {
+		got[m.EIP.String()] = m.VIP.String() + "@" + m.Owner
+	}
+	if got["203.0.113.5"] != "192.0.2.10@nginx-slave" || len(got) != 2 || !strings.HasSuffix(got["203.0.113.9"], "@web-a") {
+		t.Fatalf("mappings after the upgrade = %v, want 203.0.113.5 → 192.0.2.10 at nginx-slave and 203.0.113.9 at web-a", got)
+	}
+	// nginx-master (g1) reported up to seq 4 with the old agent; its new
+	// agent.db starts at 1 with an epoch.
+	res, err := svc.ClaimEpoch(ctx, Caller{Addr: ip("192.0.2.11")}, "0123456789abcdef", vrrp.Transition{Seq: 1, To: vrrp.RoleMaster, Source: "notify"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicate || !res.Accepted || res.Owner != "nginx-master" {
+		t.Fatalf("claim after the upgrade: %+v, want the owner moved to nginx-master", res)
 	}
 }
