@@ -71,14 +71,14 @@ type Agent struct {
 
 	// lastTag is the tag of the last applied document; owned by the apply loop.
 	lastTag string
-	// lastReload is when keepalived was last reloaded, and deferUntil when
-	// a change held back to coalesce a burst of revisions is due (zero:
-	// none); owned by the apply loop.
-	lastReload, deferUntil time.Time
 	// lastReconcile is when the reconcile loop last ran (unix ns), for the watchdog.
 	lastReconcile atomic.Int64
 
 	mu sync.Mutex // guards everything below
+	// lastReload is when keepalived was last reloaded, and deferUntil when
+	// a change held back to coalesce a burst of revisions is due (zero:
+	// none).
+	lastReload, deferUntil time.Time
 	// From the last successful apply (or the state database at start).
 	self      string
 	group     string
@@ -326,8 +326,11 @@ func (a *Agent) applyLoop(ctx context.Context) error {
 // when a held-back change is due sooner.
 func (a *Agent) nextApply() time.Duration {
 	next := a.cfg.Metadata.PollInterval
-	if !a.deferUntil.IsZero() {
-		next = min(next, max(a.deferUntil.Sub(a.d.now()), 0))
+	a.mu.Lock()
+	until := a.deferUntil
+	a.mu.Unlock()
+	if !until.IsZero() {
+		next = min(next, max(until.Sub(a.d.now()), 0))
 	}
 	return next
 }

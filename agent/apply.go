@@ -99,15 +99,25 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	// Coalesce bursts: within keepalived.min_reload_interval of the last
 	// reload the change waits (the apply loop comes back when it is due
 	// and installs whatever is newest then).
-	if wait := a.reloadHold(); wait > 0 {
-		if a.deferUntil.IsZero() {
+	now := a.d.now()
+	a.mu.Lock()
+	wait, first := time.Duration(0), a.deferUntil.IsZero()
+	if !a.lastReload.IsZero() {
+		wait = a.lastReload.Add(a.cfg.Keepalived.MinReloadInterval).Sub(now)
+	}
+	if wait > 0 {
+		a.deferUntil = now.Add(wait)
+	} else {
+		a.deferUntil = time.Time{}
+	}
+	a.mu.Unlock()
+	if wait > 0 {
+		if first {
 			a.log.Info("change held back to coalesce a burst of revisions", "op", "apply", "revision", m.Revision, "wait", wait)
 		}
-		a.deferUntil = a.d.now().Add(wait)
 		result = ApplyDeferred
 		return nil
 	}
-	a.deferUntil = time.Time{}
 	if changed {
 		result = ApplyValidateError
 		if err := a.validate(ctx, rm, opts); err != nil {
@@ -128,7 +138,9 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	} else if err != nil {
 		a.log.Info("keepalived not running; it reads the new files when it starts", "op", "reload")
 	} else {
+		a.mu.Lock()
 		a.lastReload = a.d.now()
+		a.mu.Unlock()
 		a.log.Info("keepalived reloaded", "op", "reload", "hash", short(out.Hash))
 	}
 	// Only now that keepalived reads the new set may older sets go.
@@ -143,15 +155,6 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	a.noteApplied(m, self, &ap)
 	a.log.Info("applied metadata", "op", "apply", "group", m.Group.Name, "vip", m.VIP.String(), "revision", m.Revision, "hash", short(out.Hash), "changed", changed)
 	return nil
-}
-
-// reloadHold is how long a change must still wait so that keepalived is
-// not reloaded twice within keepalived.min_reload_interval.
-func (a *Agent) reloadHold() time.Duration {
-	if a.lastReload.IsZero() {
-		return 0
-	}
-	return a.lastReload.Add(a.cfg.Keepalived.MinReloadInterval).Sub(a.d.now())
 }
 
 func (a *Agent) appliedRecord(m *vrrp.Metadata, self string, out *render.Output) Applied {
