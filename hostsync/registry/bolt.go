@@ -44,7 +44,7 @@ func OpenBolt(path string, timeout time.Duration) (*Bolt, error) {
 	}
 	db, err := boltutil.Open(path, 0o600, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("registry: %w", err)
+		return nil, fmt.Errorf("registry: open: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range Buckets {

@@ -65,7 +65,7 @@ func Open(path string, mode os.FileMode, timeout time.Duration) (*bolt.DB, error
 	if err != nil {
 		switch {
 		case errors.Is(err, berrors.ErrTimeout):
-			return nil, fmt.Errorf("boltutil: open %s: waited %s for the lock: %w", path, timeout, err)
+			return nil, fmt.Errorf("boltutil: %s: waited %s for the lock (another process holds it): %w", path, timeout, err)
 		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum),
 			errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, errPanicked):
 			return nil, &DamagedError{Path: path, Cause: err}
