@@ -18,6 +18,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/internal/boltutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -78,9 +79,9 @@ func OpenClaimQueue(path string, timeout time.Duration) (*ClaimQueue, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("hostsync: claim queue: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	db, err := boltutil.Open(path, 0o600, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("hostsync: claim queue %s: %w", path, err)
+		return nil, fmt.Errorf("hostsync: claim queue: %w", err)
 	}
 	q := &ClaimQueue{db: db}
 	err = db.Update(func(tx *bolt.Tx) error {

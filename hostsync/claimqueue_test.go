@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/internal/boltutil"
 	"github.com/vipkeeper/vipkeeper/internal/etcdtest"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -395,5 +397,65 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 	})
 	if err != nil || rs.Seq != 1 || rs.Role != vrrp.RoleMaster {
 		t.Fatalf("the slave's replayed claim not recorded: %+v, %v", rs, err)
+	}
+}
+
+// TestClaimQueueDamagedFile: the claim queue is a state file too; an
+// empty or damaged one is refused with boltutil's error (naming the file,
+// saying what to do), never a panic or a silently empty queue.
+func TestClaimQueueDamagedFile(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, path string)
+	}{
+		{"zero length", func(t *testing.T, path string) {
+			if err := os.Truncate(path, 0); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"data pages overwritten", func(t *testing.T, path string) {
+			// 256 bytes of junk over the head of every page past the two
+			// meta pages: freelist, root and bucket pages alike.
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps := os.Getpagesize()
+			for off := 2 * ps; off+256 <= len(data); off += ps {
+				for i := range 256 {
+					data[off+i] = byte(i*7 + 3)
+				}
+			}
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), ClaimQueueFile)
+			q, err := OpenClaimQueue(path, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, path)
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Fatalf("OpenClaimQueue panicked: %v", r)
+					}
+				}()
+				q, err = OpenClaimQueue(path, time.Second)
+			}()
+			if err == nil {
+				q.Close()
+				t.Fatal("OpenClaimQueue opened a damaged file")
+			}
+			if !errors.Is(err, boltutil.ErrDamaged) {
+				t.Fatalf("err = %v, want boltutil.ErrDamaged", err)
+			}
+		})
 	}
 }

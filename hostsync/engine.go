@@ -489,8 +489,17 @@ func (s *Service) decide(st claimState, in claimIn, now time.Time) decision {
 		return decision{accepted: false, message: fmt.Sprintf("queued MASTER claim stamped %s predates the owner's latest MASTER claim stamped %s; recorded, VIP not moved",
 			event.Format(time.RFC3339Nano), latest.Format(time.RFC3339Nano))}
 	}
-	if !in.at.IsZero() && now.Sub(event) > s.staleAge {
-		return decision{accepted: false, message: fmt.Sprintf("MASTER claim stamped %s is older than %s; recorded, VIP not moved", event.Format(time.RFC3339), s.staleAge)}
+	// A claim's age counts until hostsync first received it: one that
+	// waited in the queue through a long registry outage was fresh when
+	// it arrived, and its order against other claims is decided above by
+	// the events' times.
+	received := now
+	if !in.received.IsZero() && in.received.Before(now) {
+		received = in.received
+	}
+	if !in.at.IsZero() && received.Sub(event) > s.staleAge {
+		return decision{accepted: false, message: fmt.Sprintf("MASTER claim stamped %s was older than %s when hostsync received it; recorded, VIP not moved",
+			event.Format(time.RFC3339), s.staleAge)}
 	}
 	if st.owner.GuestID == "" {
 		return decision{move: true, accepted: true}

@@ -176,3 +176,20 @@ func TestFutureStampBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestReplayAfterLongOutageStillMoves: a claim's age counts until it was
+// queued, not until the registry came back. An outage longer than the
+// stale-claim limit (2 minutes by default) must not turn the last MASTER
+// claim queued during it into a no-op.
+func TestReplayAfterLongOutageStillMoves(t *testing.T) {
+	t0 := newClock().Now()
+	bMaster := queuedEvent{name: "b MASTER", caller: slave, seq: 1, role: "MASTER", at: t0.Add(time.Second), queued: t0.Add(time.Second + 5*time.Millisecond)}
+	f := replayInOrder(t, []queuedEvent{bMaster})
+	f.clock.Advance(10 * time.Minute) // quorum is back after a long outage
+	if n, err := f.svc.ReplayQueue(f.ctx); err != nil || n != 1 {
+		t.Fatalf("replay: %d, %v", n, err)
+	}
+	if o := f.owner("ig-nginx"); o.GuestID != "g2" {
+		t.Fatalf("owner %+v, want g2 (nginx-slave's MASTER claim was fresh when it was queued)", o)
+	}
+}
