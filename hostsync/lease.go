@@ -39,6 +39,11 @@ func newHostLease(store *registry.Etcd, host string, ttl time.Duration, log *slo
 	return &hostLease{store: store, host: host, ttl: ttl, retry: leaseRetry, log: log}
 }
 
+// initialLeaseWait bounds Run's first attempt at a lease: a host started
+// while etcd has no quorum serves its guests from the last view instead
+// of waiting (its writes are queued until hold gets a lease).
+const initialLeaseWait = time.Second
+
 // acquire gets a new lease and fences the store with it.
 func (h *hostLease) acquire(ctx context.Context) error {
 	lease, prev, err := h.store.AcquireHostLease(ctx, h.host, h.ttl)

@@ -87,7 +87,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		// Every write of this host is fenced with its etcd lease; the
 		// first is taken now so that writes at start need not wait.
 		lease = newHostLease(es, cfg.Etcd.HostID, cfg.Etcd.LeaseTTL, log)
-		if err := lease.acquire(ctx); err != nil {
+		// Bounded: without a quorum the host starts from its last view
+		// at once and hold keeps trying in the background.
+		actx, cancel := context.WithTimeout(ctx, initialLeaseWait)
+		err := lease.acquire(actx)
+		cancel()
+		if err != nil {
 			log.Warn("no host lease yet: registry writes wait for etcd", "op", "lease", "err", err)
 		}
 		defer lease.release() // when Run ends before hold runs
