@@ -141,7 +141,7 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 		a.mu.Lock()
 		a.lastReload = a.d.now()
 		a.mu.Unlock()
-		a.log.Info("keepalived reloaded", "op", "reload", "hash", short(out.Hash))
+		a.log.Info("keepalived reloaded", "op", "reload", "revision", m.Revision, "hash", short(out.Hash))
 	}
 	// Only now that keepalived reads the new set may older sets go.
 	a.prune(out, oldScripts)
