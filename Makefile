@@ -41,13 +41,13 @@ unit:
 # benchmark: 20 failovers per profile in the namespace lab (needs root);
 # its table is printed and written to bench/results/failover.json.
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 $$($(GO) list ./... | grep -v /internal/lab)
-	VIPKEEPER_LAB_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench Failover -benchtime 20x -count 1 -timeout 30m ./internal/lab/
+	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 $$($(GO) list ./... | grep -v /harness/lab)
+	VIPKEEPER_LAB_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench Failover -benchtime 20x -count 1 -timeout 30m ./harness/lab/
 
 # The main job: the seed's nginx scenario in the namespace lab, with the
 # measured failover timeline at the end (needs root).
 demo: deps build
-	$(GO) build -o bin/ ./internal/lab/cmd/vipkeeper-lab
+	$(GO) build -o bin/ ./harness/lab/cmd/vipkeeper-lab
 	./bin/vipkeeper-lab demo --bin bin
 
 clean:
@@ -60,7 +60,7 @@ clean:
 packages:
 	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' DIST=dist ./scripts/packages.sh
 
-# The systemd lab (internal/sdlab) alone: the packages installed with dpkg
+# The systemd lab (harness/sdlab) alone: the packages installed with dpkg
 # and apt in booted systemd containers, the agent's unit, keepalived's
 # D-Bus reload, the watchdog, upgrade and removal, the seed's failover.
 # Needs root; `make test` runs it too. `make rootfs` only builds (or finds)
@@ -73,4 +73,4 @@ rootfs:
 
 test-systemd:
 	@./scripts/deps.sh debootstrap systemd-container
-	$(GO) test -race -count=1 -timeout 20m -v ./internal/sdlab/
+	$(GO) test -race -count=1 -timeout 20m -v ./harness/sdlab/

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 func TestNetlinkLinkLoopback(t *testing.T) {

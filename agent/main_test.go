@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // binDir holds the binaries built for the tests that run real processes.

@@ -16,7 +16,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/render"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )

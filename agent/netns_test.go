@@ -13,7 +13,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 

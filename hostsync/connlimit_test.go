@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // startGuestAPI runs hostsync (no data plane) with extra configuration

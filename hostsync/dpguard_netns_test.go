@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // TestNetnsEmptyRegistryKeepsNFTables is defect 5 of issue 11 with real

@@ -20,7 +20,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
-	"github.com/vipkeeper/vipkeeper/internal/etcdtest"
+	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 )
 
 // The embedded etcd server of this test binary, started by the first test

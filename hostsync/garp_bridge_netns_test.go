@@ -18,7 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/neigh"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // TestForgedGARPOnBridgeChangesNothing is the privileged regression test

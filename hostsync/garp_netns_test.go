@@ -14,7 +14,7 @@ import (
 	"github.com/mdlayher/packet"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // TestPassiveGARPMovesOwnerOnTheWire is the host's GARP loop with real

@@ -13,7 +13,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
-	"github.com/vipkeeper/vipkeeper/internal/etcdtest"
+	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 

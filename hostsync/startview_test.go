@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/internal/etcdtest"
+	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 )
 
 // TestRunStartsWithoutQuorum is defect 9 of issue 11 through Run: a host

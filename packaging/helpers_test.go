@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // The version the shared package build stamps (main.version) and the

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // scripts/packages.sh turns `git describe` versions into package versions

@@ -15,7 +15,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // The units carry what the daemons need and nothing more: notify with a

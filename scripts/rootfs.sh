@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds (once) the Debian root file system that internal/sdlab boots as
+# Builds (once) the Debian root file system that harness/sdlab boots as
 # systemd containers: a debootstrap minbase of bookworm with systemd as
 # init, D-Bus, iproute2, keepalived, nftables and nginx, prepared to boot
 # quickly under systemd-nspawn. Prints the path of the finished tree.
@@ -9,7 +9,7 @@
 #
 # The tree is a cache: $VIPKEEPER_SDLAB_CACHE/rootfs-SUITE-KEY, where KEY
 # is a hash of this script (edit the script, get a new tree). Containers
-# never write to it: internal/sdlab mounts an overlay per container with the
+# never write to it: harness/sdlab mounts an overlay per container with the
 # tree as the read-only lower layer. Concurrent runs wait for each other on
 # a lock; a half-built tree is never visible under the final name.
 #

@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"net"
 	"net/http"
 	"net/http/httptest"

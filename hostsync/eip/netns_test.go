@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )

@@ -14,7 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/vipkeeper/vipkeeper/internal/etcdtest"
+	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 )
 
 // testEtcd is the embedded etcd server shared by the tests of this binary;

@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"log/slog"
 	"net"
 	"net/http"

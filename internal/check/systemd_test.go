@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // fakeBus is a system bus connection that answers a restart job with result.

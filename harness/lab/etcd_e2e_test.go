@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/internal/etcdtest"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 

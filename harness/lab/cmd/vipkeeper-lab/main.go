@@ -13,7 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/vipkeeper/vipkeeper/internal/lab"
+	"github.com/vipkeeper/vipkeeper/harness/lab"
 )
 
 func main() {

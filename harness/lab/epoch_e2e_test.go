@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 

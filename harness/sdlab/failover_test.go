@@ -33,7 +33,7 @@ import (
 //	VIP 192.0.2.10, EIP 203.0.113.5
 //
 // One host: hostsync's registry is per host; routing the VIP between two
-// hosts is the namespace lab's end-to-end test (internal/lab).
+// hosts is the namespace lab's end-to-end test (harness/lab).
 func TestFailover(t *testing.T) {
 	requireLab(t)
 	t.Parallel()

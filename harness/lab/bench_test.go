@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // failoverFigures are the end-to-end figures of one profile.

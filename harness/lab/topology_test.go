@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/internal/testutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // newLab builds an empty lab or skips with the reason it cannot.
