@@ -15,6 +15,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 )
 
 // stampAnnouncer and stampBackend note when they were called.
@@ -23,11 +24,14 @@ type stampAnnouncer struct {
 	at time.Time
 }
 
-func (a *stampAnnouncer) Announce(context.Context, netip.Addr, net.HardwareAddr) (int, error) {
+func (a *stampAnnouncer) Start(_ context.Context, vip netip.Addr, mac net.HardwareAddr) (garp.Progress, error) {
 	a.mu.Lock()
 	a.at = time.Now()
 	a.mu.Unlock()
-	return 6, nil
+	done := make(chan garp.Burst, 1)
+	done <- garp.Burst{VIP: vip, MAC: mac, Rounds: 3, Sent: 6}
+	close(done)
+	return garp.Progress{Sent: 2, Done: done}, nil
 }
 
 type stampBackend struct {

@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/internal/boltutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
@@ -414,7 +415,7 @@ func (s *Service) replay(ctx context.Context, e queuedClaim) (api.ClaimResult, e
 		}
 		return s.claimNow(ctx, Caller{Addr: e.Addr, MAC: mac}, e.Epoch, *e.Transition, queued)
 	case queuedObservationKind:
-		return s.observeNow(ctx, Observation{VIP: e.VIP, MAC: mac, At: e.At, Reply: e.Reply}, queued)
+		return s.observeNow(ctx, garp.Observation{VIP: e.VIP, MAC: mac, At: e.At, Reply: e.Reply}, queued)
 	}
 	return api.ClaimResult{}, fmt.Errorf("hostsync: queued claim of unknown kind %q", e.Kind)
 }

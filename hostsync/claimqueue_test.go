@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/internal/boltutil"
-	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -78,7 +78,7 @@ func partitionHost(t *testing.T, srv *etcdtest.Server, prefix string, backend *f
 	t.Cleanup(func() { store.Close() })
 	q := openQueue(t)
 	svc, err := New(context.Background(), store, Options{
-		Logger: testLogger(t), Backend: backend, AnnounceSchedule: OneRound, Queue: q,
+		Logger: testLogger(t), Backend: backend, Queue: q,
 		UnreachableAfter: 300 * time.Millisecond,
 		Hosts:            map[string]netip.Addr{"host-a": ip("198.51.100.1"), "host-b": ip("198.51.100.2")},
 	})
@@ -299,7 +299,7 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 	}
 	queueA := openQueue(t)
 	svcA, err := New(ctx, storeA, Options{
-		Logger: testLogger(t), Backend: &fakeBackend{}, AnnounceSchedule: OneRound, Queue: queueA,
+		Logger: testLogger(t), Backend: &fakeBackend{}, Queue: queueA,
 		UnreachableAfter: time.Second,
 		Hosts:            map[string]netip.Addr{"host-a": ip("198.51.100.1"), "host-b": ip("198.51.100.2")},
 	})
@@ -308,7 +308,7 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 	}
 	t.Cleanup(func() { svcA.Close() })
 	storeB := openEtcdStore(t, endpoints, prefix)
-	svcB, err := New(ctx, storeB, Options{Logger: testLogger(t), Backend: &fakeBackend{}, AnnounceSchedule: OneRound})
+	svcB, err := New(ctx, storeB, Options{Logger: testLogger(t), Backend: &fakeBackend{}})
 	if err != nil {
 		t.Fatal(err)
 	}

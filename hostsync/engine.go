@@ -13,6 +13,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -167,28 +168,16 @@ func (s *Service) claimNow(ctx context.Context, c Caller, epoch string, t vrrp.T
 	return res, err
 }
 
-// Observation is ARP seen on the wire: MAC announced VIP (a gratuitous
-// ARP), or answered for it (Reply: an ARP reply, e.g. to a probe).
-type Observation struct {
-	VIP   netip.Addr
-	MAC   net.HardwareAddr
-	At    time.Time
-	Reply bool
-	// Port is the bridge port the frame came in on and the one its MAC is
-	// pinned to; nil when the platform cannot attribute frames to ports.
-	// A frame from another port than the pin is refused (checkPort).
-	Port *PortOrigin
-}
-
-// Observe treats a gratuitous ARP for a known VIP as a MASTER claim of
-// the member with that MAC (source "garp"), so a move is learnt even when
+// Observe treats a gratuitous ARP for a known VIP (or an ARP reply, with
+// o.Reply) as a MASTER claim of the member with that MAC (source "garp",
+// "arp"), so a move is learnt even when
 // the member's agent is down. An observation of the current owner changes
 // nothing and writes nothing; one whose MAC is no member's is ignored
 // (ErrForbidden).
 //
 // With a claim queue, an observation that finds the registry unreachable
 // (or older claims queued) is queued like a claim.
-func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, error) {
+func (s *Service) Observe(ctx context.Context, o garp.Observation) (api.ClaimResult, error) {
 	if err := s.checkPort(ctx, o); err != nil {
 		return api.ClaimResult{}, err
 	}
@@ -212,7 +201,7 @@ func (s *Service) Observe(ctx context.Context, o Observation) (api.ClaimResult, 
 
 // observeNow runs an observation against the registry; queued is when
 // it was queued for a replayed one, zero for a live one.
-func (s *Service) observeNow(ctx context.Context, o Observation, queued time.Time) (api.ClaimResult, error) {
+func (s *Service) observeNow(ctx context.Context, o garp.Observation, queued time.Time) (api.ClaimResult, error) {
 	replayed := !queued.IsZero()
 	mac := o.MAC.String()
 	vip := o.VIP.Unmap()
@@ -263,7 +252,7 @@ func (s *Service) observeNow(ctx context.Context, o Observation, queued time.Tim
 // observedAt is the time an observation counts as stamped: only replayed
 // ones carry it (so the stale-claim and predating rules apply to them);
 // a live observation is now.
-func observedAt(o Observation, replayed bool) time.Time {
+func observedAt(o garp.Observation, replayed bool) time.Time {
 	if replayed {
 		return o.At
 	}
@@ -576,12 +565,12 @@ func (s *Service) recordSplit(sb api.SplitBrain) {
 	}
 }
 
-// announce runs the GARP burst for a group's new owner, cancelling the
+// announce starts the GARP burst for a group's new owner, cancelling the
 // group's previous burst (ownership changed again, so the old MAC must not
-// be announced any more). The first round is sent on the caller's
-// goroutine, so it is on the wire before the data plane is re-pointed;
-// the later rounds of the schedule follow on an owned goroutine, stopped
-// by the next move, by stopAnnounce or by Close.
+// be announced any more). The announcer writes the first round before
+// Start returns, so it is on the wire before the data plane is re-pointed,
+// and owns the later rounds; the burst is stopped by the next move, by
+// stopAnnounce or by Close, which waits for it.
 func (s *Service) announce(group string, vip netip.Addr, macText string) {
 	if s.announcer == nil {
 		return
@@ -599,7 +588,6 @@ func (s *Service) announce(group string, vip netip.Addr, macText string) {
 	if prev := s.announcing[group]; prev != nil {
 		prev.cancel()
 	}
-	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), s.announceLimit)
 	a := &announcement{cancel: cancel}
 	s.announcing[group] = a
@@ -615,37 +603,23 @@ func (s *Service) announce(group string, vip netip.Addr, macText string) {
 		s.mu.Unlock()
 		s.announces.Done()
 	}
-	round := func() bool {
-		sent, err := s.announcer.Announce(ctx, vip, mac)
-		s.metrics.garpSent(sent)
-		switch {
-		case ctx.Err() != nil:
-			s.log.Debug("garp: burst superseded", "group", group, "vip", vip, "mac", macText, "sent", sent)
-			return false
-		case err != nil:
-			// Later rounds exist for exactly this: keep going.
-			s.log.Warn("garp: round failed", "group", group, "vip", vip, "mac", macText, "sent", sent, "err", err)
-		}
-		return true
+	p, err := s.announcer.Start(ctx, vip, mac)
+	s.metrics.garpSent(p.Sent)
+	switch {
+	case ctx.Err() != nil:
+		s.log.Debug("garp: burst superseded", "group", group, "vip", vip, "mac", macText, "sent", p.Sent)
+	case err != nil:
+		// The later rounds exist for exactly this: the burst goes on.
+		s.log.Warn("garp: first round failed", "group", group, "vip", vip, "mac", macText, "sent", p.Sent, "err", err)
 	}
-	if !round() || len(s.schedule) < 2 {
+	if p.Done == nil {
 		done()
 		return
 	}
 	go func() {
 		defer done()
-		for _, offset := range s.schedule[1:] {
-			t := time.NewTimer(time.Until(start.Add(offset)))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			if !round() {
-				return
-			}
-		}
+		b := <-p.Done
+		s.metrics.garpSent(b.Sent - p.Sent)
 	}()
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -323,7 +324,7 @@ func TestObserveGARP(t *testing.T) {
 	}
 
 	// The owner's own GARP (keepalived refresh, or ours): nothing written.
-	res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: masterMAC})
+	res, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: masterMAC})
 	if err != nil || res.Owner != "nginx-master" {
 		t.Fatalf("owner's GARP: %+v, %v", res, err)
 	}
@@ -332,7 +333,7 @@ func TestObserveGARP(t *testing.T) {
 	}
 
 	// The slave's keepalived took over while its agent is down.
-	res, err = f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC})
+	res, err = f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC})
 	if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
 		t.Fatalf("slave's GARP: %+v, %v", res, err)
 	}
@@ -349,7 +350,7 @@ func TestObserveGARP(t *testing.T) {
 
 	// A MAC that is no member's, and an address that is no VIP.
 	stranger, _ := net.ParseMAC("52:54:00:00:00:99")
-	for _, o := range []Observation{{VIP: ip("192.0.2.10"), MAC: stranger}, {VIP: ip("192.0.2.77"), MAC: slaveMAC}} {
+	for _, o := range []garp.Observation{{VIP: ip("192.0.2.10"), MAC: stranger}, {VIP: ip("192.0.2.77"), MAC: slaveMAC}} {
 		if _, err := f.svc.Observe(f.ctx, o); !errors.Is(err, ErrForbidden) {
 			t.Fatalf("observe %+v: %v, want ErrForbidden", o, err)
 		}
@@ -360,10 +361,9 @@ func TestObserveGARP(t *testing.T) {
 }
 
 func TestBurstScheduleAndCancellation(t *testing.T) {
-	t.Run("every round of the schedule is sent", func(t *testing.T) {
-		f := newFixture(t, func(o *Options) {
-			o.AnnounceSchedule = []time.Duration{0, 10 * time.Millisecond, 20 * time.Millisecond}
-		})
+	t.Run("the first round precedes the apply, the burst's later rounds follow", func(t *testing.T) {
+		f := newFixture(t)
+		f.ann.rounds = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond}
 		f.nginx()
 		if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
 			t.Fatal(err)
@@ -378,7 +378,8 @@ func TestBurstScheduleAndCancellation(t *testing.T) {
 	})
 
 	t.Run("a newer move and Close stop the burst", func(t *testing.T) {
-		f := newFixture(t, func(o *Options) { o.AnnounceSchedule = []time.Duration{0, 5 * time.Second} })
+		f := newFixture(t)
+		f.ann.rounds = []time.Duration{5 * time.Second}
 		f.nginx()
 		if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
 			t.Fatal(err)

@@ -143,8 +143,7 @@ func TestUpgradeFrom612e5b9Claims(t *testing.T) {
 	clock.Advance(time.Hour) // the fixture's last claims are an hour old
 	svc, err := New(ctx, store, Options{
 		Logger: testLogger(t), Announcer: &fakeAnnouncer{rec: rec}, Backend: &fakeBackend{rec: rec}, Now: clock.Now,
-		AnnounceSchedule: OneRound,
-		Hosts:            map[string]netip.Addr{"host-a": ip("192.0.2.1"), "host-b": ip("192.0.2.2")},
+		Hosts: map[string]netip.Addr{"host-a": ip("192.0.2.1"), "host-b": ip("192.0.2.2")},
 	})
 	if err != nil {
 		t.Fatal(err)

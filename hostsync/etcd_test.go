@@ -18,9 +18,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
-	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 )
 
 // The embedded etcd server of this test binary, started by the first test
@@ -190,7 +190,7 @@ func TestRunSharedRegistry(t *testing.T) {
 	storeB := openEtcdStore(t, endpoints, prefix)
 	backendB := &fakeBackend{}
 	svcB, err := New(context.Background(), storeB, Options{
-		Logger: testLogger(t), Backend: backendB, AnnounceSchedule: OneRound,
+		Logger: testLogger(t), Backend: backendB,
 		Hosts: map[string]netip.Addr{"host-a": ip("198.51.100.1"), "host-b": ip("198.51.100.2")},
 	})
 	if err != nil {

@@ -17,8 +17,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/vipkeeper/vipkeeper/hostsync/neigh"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/neigh"
 )
 
 // TestForgedGARPOnBridgeChangesNothing is the privileged regression test
@@ -133,7 +134,7 @@ func TestForgedGARPOnBridgeChangesNothing(t *testing.T) {
 	go func() {
 		lerr <- testutil.InNetns(ns, func() error {
 			close(listening)
-			return bridgeListen(br, testLogger(t))(ctx, f.svc.WatchVIP, func(o Observation) {
+			return bridgeListen(br, testLogger(t))(ctx, f.svc.WatchVIP, func(o garp.Observation) {
 				if _, err := f.svc.Observe(ctx, o); err != nil && !errors.Is(err, ErrForbidden) {
 					t.Errorf("observe: %v", err)
 				}

@@ -13,8 +13,8 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
 
-	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 )
 
 // TestPassiveGARPMovesOwnerOnTheWire is the host's GARP loop with real
@@ -40,7 +40,7 @@ func TestPassiveGARPMovesOwnerOnTheWire(t *testing.T) {
 	var svc *Service // set below, once the sender exists
 	watch := func(a netip.Addr) bool { return svc.WatchVIP(a) }
 	err := testutil.InNetns(ns, func() error {
-		s, c, err := garp.OpenSender("vkhost0", garp.Options{Logger: testLogger(t), Schedule: OneRound})
+		s, c, err := garp.OpenSender("vkhost0", garp.Options{Logger: testLogger(t), Schedule: []time.Duration{0}})
 		if err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ func TestPassiveGARPMovesOwnerOnTheWire(t *testing.T) {
 	lerr := make(chan error, 1)
 	go func() {
 		lerr <- listener.Run(ctx, func(o garp.Observation) {
-			if _, err := svc.Observe(ctx, Observation{VIP: o.VIP, MAC: o.MAC, At: o.At}); err != nil {
+			if _, err := svc.Observe(ctx, garp.Observation{VIP: o.VIP, MAC: o.MAC, At: o.At}); err != nil {
 				t.Errorf("observe: %v", err)
 			}
 		})

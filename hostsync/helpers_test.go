@@ -14,6 +14,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -83,20 +84,55 @@ func (r *recorder) take() []string {
 }
 
 // fakeAnnouncer records each round together with the owner the registry
-// holds at that moment, so tests see that the CAS came first.
+// holds at that moment, so tests see that the CAS came first. Its burst
+// is one round, done when Start returns, unless rounds is set: then the
+// rounds after the first follow at those offsets (after the first round's
+// 0) on a goroutine, until the schedule ends or ctx is cancelled, as
+// garp.Sender's do.
 type fakeAnnouncer struct {
-	rec   *recorder
-	store registry.Store
-	group string
+	rec    *recorder
+	store  registry.Store
+	group  string
+	rounds []time.Duration
 
 	mu   sync.Mutex
 	ctxs []context.Context // of every call, in order
 }
 
-func (f *fakeAnnouncer) Announce(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) (int, error) {
+func (f *fakeAnnouncer) Start(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) (garp.Progress, error) {
 	f.mu.Lock()
 	f.ctxs = append(f.ctxs, ctx)
 	f.mu.Unlock()
+	f.round(ctx, vip, mac)
+	done := make(chan garp.Burst, 1)
+	if len(f.rounds) == 0 {
+		done <- garp.Burst{VIP: vip, MAC: mac, Rounds: 1, Sent: 2}
+		close(done)
+		return garp.Progress{Sent: 2, Done: done}, nil
+	}
+	start := time.Now()
+	go func() {
+		defer close(done)
+		b := garp.Burst{VIP: vip, MAC: mac, Rounds: 1, Sent: 2}
+		defer func() { done <- b }()
+		for _, offset := range f.rounds {
+			t := time.NewTimer(time.Until(start.Add(offset)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				b.Cancelled = true
+				return
+			case <-t.C:
+			}
+			f.round(ctx, vip, mac)
+			b.Rounds++
+			b.Sent += 2
+		}
+	}()
+	return garp.Progress{Sent: 2, Done: done}, nil
+}
+
+func (f *fakeAnnouncer) round(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) {
 	owner := "?"
 	if f.store != nil {
 		_ = f.store.View(ctx, func(tx registry.Tx) error {
@@ -106,7 +142,6 @@ func (f *fakeAnnouncer) Announce(ctx context.Context, vip netip.Addr, mac net.Ha
 		})
 	}
 	f.rec.add("garp %s %s owner=%s", vip, mac, owner)
-	return 2, nil
 }
 
 // ctx returns the context of the i-th call.
@@ -194,8 +229,7 @@ func newFixture(tb testing.TB, opts ...fixtureOpt) *fixture {
 	f.backend = &fakeBackend{rec: f.rec}
 	o := Options{
 		Logger: testLogger(tb), Announcer: f.ann, Backend: f.backend, Now: f.clock.Now,
-		AnnounceSchedule: OneRound, // one round per move: no events after the call returns
-		Hosts:            map[string]netip.Addr{"host-a": ip("192.0.2.1"), "host-b": ip("192.0.2.2")},
+		Hosts: map[string]netip.Addr{"host-a": ip("192.0.2.1"), "host-b": ip("192.0.2.2")},
 	}
 	for _, fn := range opts {
 		fn(&o)

@@ -17,8 +17,9 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
 // histCount is the sample count of the histogram name in g.
@@ -154,7 +155,7 @@ func TestMetricsFollowClaims(t *testing.T) {
 				f.backend.setErr(nil)
 				f.clock.Advance(time.Minute) // past the split-brain window
 				mac, _ := net.ParseMAC("52:54:00:00:00:11")
-				if res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: mac}); err != nil || res.Owner != "nginx-master" {
+				if res, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: mac}); err != nil || res.Owner != "nginx-master" {
 					t.Fatalf("observe: %+v %v", res, err)
 				}
 			},
@@ -223,11 +224,11 @@ backend = "none"
 			seedNginxOwnedByMaster(t, cfg)
 
 			backend := &fakeBackend{}
-			observe := make(chan Observation)
+			observe := make(chan garp.Observation)
 			p := &Platform{
 				Backend:   backend,
 				Announcer: &fakeAnnouncer{rec: &recorder{}},
-				Listen: func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error {
+				Listen: func(ctx context.Context, watch func(netip.Addr) bool, report func(garp.Observation)) error {
 					for {
 						select {
 						case <-ctx.Done():
@@ -275,7 +276,7 @@ backend = "none"
 				url := "http://" + addr + "/metrics"
 				waitFor(t, "the data plane applied at start", func() bool { return len(backend.lastSet()) == 1 })
 				slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
-				observe <- Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: time.Now()}
+				observe <- garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: time.Now()}
 				waitFor(t, "the mapping re-pointed", func() bool {
 					ms := backend.lastSet()
 					return len(ms) == 1 && ms[0].Owner == "nginx-slave"

@@ -19,15 +19,6 @@ import (
 // frame. It wraps ErrForbidden: nothing is recorded or announced.
 var ErrForgedObservation = fmt.Errorf("%w: ARP from the wrong bridge port", ErrForbidden)
 
-// PortOrigin is where an observed ARP frame came from on a Linux bridge.
-type PortOrigin struct {
-	// Ingress is the bridge port the frame came in on.
-	Ingress string
-	// Pinned is the port the bridge first learnt the frame's MAC on (see
-	// neigh.Bridge); empty when it never learnt it before the frame.
-	Pinned string
-}
-
 // Observation results counted in garp_observations_total when the port
 // check refuses one.
 const (
@@ -40,17 +31,16 @@ const msgObservationRefused = "garp: observation refused: the frame came in on a
 // checkPort refuses an observation whose frame did not come in on the
 // port its MAC is pinned to: on a plain Linux bridge any guest can send
 // any source MAC, and only the ingress port tells guests apart. An
-// observation without a PortOrigin (a platform that cannot attribute
-// ports) passes. A refusal is logged with the group, VIP and port and
+// observation without a port (a platform that cannot attribute ports)
+// passes. A refusal is logged with the group, VIP and port and
 // counted; it runs before the claim queue, so a refused observation is
 // never queued either.
-func (s *Service) checkPort(ctx context.Context, o Observation) error {
-	p := o.Port
-	if p == nil || (p.Pinned != "" && p.Ingress == p.Pinned) {
+func (s *Service) checkPort(ctx context.Context, o garp.Observation) error {
+	if o.Port == "" || (o.Pinned != "" && o.Port == o.Pinned) {
 		return nil
 	}
-	result, why := observationForged, fmt.Sprintf("MAC %s is pinned to port %s", o.MAC, p.Pinned)
-	if p.Pinned == "" {
+	result, why := observationForged, fmt.Sprintf("MAC %s is pinned to port %s", o.MAC, o.Pinned)
+	if o.Pinned == "" {
 		result, why = observationUnverified, fmt.Sprintf("the bridge had not learnt MAC %s on any port before", o.MAC)
 	}
 	vip := o.VIP.Unmap()
@@ -65,10 +55,10 @@ func (s *Service) checkPort(ctx context.Context, o Observation) error {
 	if o.Reply {
 		kind = "ARP reply"
 	}
-	s.log.Warn(msgObservationRefused, "op", "observe", "group", group, "vip", vip, "iface", p.Ingress,
-		"mac", o.MAC.String(), "pinned", p.Pinned, "kind", kind, "result", result)
+	s.log.Warn(msgObservationRefused, "op", "observe", "group", group, "vip", vip, "iface", o.Port,
+		"mac", o.MAC.String(), "pinned", o.Pinned, "kind", kind, "result", result)
 	s.metrics.observationRefused(result)
-	return fmt.Errorf("%w: %s for %s came in on port %s, but %s", ErrForgedObservation, kind, vip, p.Ingress, why)
+	return fmt.Errorf("%w: %s for %s came in on port %s, but %s", ErrForgedObservation, kind, vip, o.Port, why)
 }
 
 // pinRefresh is how often the bridge's FDB is read into the pin table.
@@ -82,7 +72,7 @@ const pinRefresh = time.Second
 // pin table is refreshed from the bridge's FDB every pinRefresh while it
 // runs (and once before the first frame is read).
 func bridgeListen(b *neigh.Bridge, log *slog.Logger) ListenFunc {
-	return func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error {
+	return func(ctx context.Context, watch func(netip.Addr) bool, report func(garp.Observation)) error {
 		if err := b.Refresh(); err != nil {
 			return fmt.Errorf("hostsync: %w", err)
 		}
@@ -111,9 +101,8 @@ func bridgeListen(b *neigh.Bridge, log *slog.Logger) ListenFunc {
 		}()
 		defer func() { cancel(); <-refreshed }()
 		return l.Run(ctx, func(o garp.Observation) {
-			pinned, _ := b.Pinned(o.MAC)
-			report(Observation{VIP: o.VIP, MAC: o.MAC, At: o.At, Reply: o.Reply,
-				Port: &PortOrigin{Ingress: o.Port, Pinned: pinned}})
+			o.Pinned, _ = b.Pinned(o.MAC)
+			report(o)
 		})
 	}
 }
@@ -131,14 +120,12 @@ func openListen(iface string, log *slog.Logger) (ListenFunc, error) {
 		return nil, fmt.Errorf("hostsync: garp interface: %w", err)
 	}
 	log.Warn("garp: interface is not a Linux bridge: passive GARP is believed by MAC only, without a port check", "iface", iface)
-	return func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error {
+	return func(ctx context.Context, watch func(netip.Addr) bool, report func(garp.Observation)) error {
 		l, c, err := garp.OpenListener(iface, watch, garp.ListenerOptions{Logger: log})
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		return l.Run(ctx, func(o garp.Observation) {
-			report(Observation{VIP: o.VIP, MAC: o.MAC, At: o.At, Reply: o.Reply})
-		})
+		return l.Run(ctx, report)
 	}, nil
 }

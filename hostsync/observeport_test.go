@@ -11,6 +11,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 )
 
 // TestObserveRefusesFramesFromAnotherPort is the engine-level regression
@@ -24,27 +25,27 @@ func TestObserveRefusesFramesFromAnotherPort(t *testing.T) {
 	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
 	cases := []struct {
 		name   string
-		o      Observation
+		o      garp.Observation
 		result string
 	}{
 		{
 			name:   "the slave's MAC from a stranger's port",
-			o:      Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, Port: &PortOrigin{Ingress: "vm-x", Pinned: "vm-s"}},
+			o:      garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, Port: "vm-x", Pinned: "vm-s"},
 			result: observationForged,
 		},
 		{
 			name:   "the slave's MAC from the master's port",
-			o:      Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, Port: &PortOrigin{Ingress: "vm-m", Pinned: "vm-s"}},
+			o:      garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, Port: "vm-m", Pinned: "vm-s"},
 			result: observationForged,
 		},
 		{
 			name:   "a probe answer with the slave's MAC from a stranger's port",
-			o:      Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, Reply: true, Port: &PortOrigin{Ingress: "vm-x", Pinned: "vm-s"}},
+			o:      garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, Reply: true, Port: "vm-x", Pinned: "vm-s"},
 			result: observationForged,
 		},
 		{
 			name:   "the slave's MAC before the bridge ever learnt it",
-			o:      Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, Port: &PortOrigin{Ingress: "vm-x"}},
+			o:      garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, Port: "vm-x"},
 			result: observationUnverified,
 		},
 	}
@@ -81,7 +82,7 @@ func TestObserveRefusesFramesFromAnotherPort(t *testing.T) {
 			if got := promtest.ToFloat64(m.observations.WithLabelValues("accepted")); got != 0 {
 				t.Errorf("garp_observations_total{result=accepted} = %v, want 0", got)
 			}
-			for key, want := range map[string]string{"group": "nginx", "vip": "192.0.2.10", "iface": tc.o.Port.Ingress} {
+			for key, want := range map[string]string{"group": "nginx", "vip": "192.0.2.10", "iface": tc.o.Port} {
 				if got, _ := logs.Attr(msgObservationRefused, key); got != want {
 					t.Errorf("log %s = %q, want %q", key, got, want)
 				}
@@ -92,7 +93,7 @@ func TestObserveRefusesFramesFromAnotherPort(t *testing.T) {
 
 			// The slave's own port: the move goes through.
 			ok := tc.o
-			ok.Port = &PortOrigin{Ingress: "vm-s", Pinned: "vm-s"}
+			ok.Port, ok.Pinned = "vm-s", "vm-s"
 			if res, err := f.svc.Observe(f.ctx, ok); err != nil || res.Owner != "nginx-slave" {
 				t.Fatalf("Observe from the member's port = %+v, %v; want owner nginx-slave", res, err)
 			}

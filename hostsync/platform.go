@@ -35,7 +35,7 @@ type Notifier interface {
 
 // ListenFunc runs passive GARP detection until ctx ends: it calls report
 // for each gratuitous ARP seen for an address watch accepts.
-type ListenFunc func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error
+type ListenFunc func(ctx context.Context, watch func(netip.Addr) bool, report func(garp.Observation)) error
 
 // Platform is what Run drives on the host. OpenPlatform builds it from the
 // configuration; tests fill it with fakes. Nil fields are skipped.
@@ -101,7 +101,7 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 		p.Backend = b
 	}
 	if cfg.GARPInterface != "" {
-		s, c, err := garp.OpenSender(cfg.GARPInterface, garp.Options{Logger: log, Schedule: OneRound})
+		s, c, err := garp.OpenSender(cfg.GARPInterface, garp.Options{Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("hostsync: %w", err)
 		}

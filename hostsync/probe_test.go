@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 )
 
 // fakeProber records the VIPs probed.
@@ -38,7 +40,7 @@ func TestProbeReplyMovesStaleOwner(t *testing.T) {
 		t.Fatalf("probed %v, want the VIP", p.vips)
 	}
 	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
-	res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true})
+	res, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true})
 	if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
 		t.Fatalf("reply from the slave: %+v, %v", res, err)
 	}
@@ -63,11 +65,11 @@ func TestProbeTwoAnswersAreSplitBrain(t *testing.T) {
 	masterMAC, _ := net.ParseMAC("52:54:00:00:00:11")
 	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
 	// Both answer the same probe: both hold the VIP.
-	if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true}); err != nil {
+	if _, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true}); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(time.Millisecond)
-	res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: masterMAC, At: f.clock.Now(), Reply: true})
+	res, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: masterMAC, At: f.clock.Now(), Reply: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +86,7 @@ func TestProbeTwoAnswersAreSplitBrain(t *testing.T) {
 	// While the split lasts, the loser's announcements (keepalived repeats
 	// its GARP) and MASTER claims do not take the VIP back.
 	f.clock.Advance(5 * time.Second)
-	res, err = f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now()})
+	res, err = f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now()})
 	if err != nil || res.Accepted {
 		t.Fatalf("the loser's GARP during the split: %+v, %v; want refused", res, err)
 	}
@@ -101,7 +103,7 @@ func TestProbeTwoAnswersAreSplitBrain(t *testing.T) {
 
 	// An answer long after the probe belongs to no round: no new split.
 	f.clock.Advance(5 * time.Second)
-	if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true}); err != nil {
+	if _, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true}); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 1 {
@@ -143,7 +145,7 @@ func TestSplitHoldEnds(t *testing.T) {
 		f.clock.Advance(time.Minute)
 		f.svc.ProbeAll(f.ctx, &fakeProber{})
 		for _, mac := range []net.HardwareAddr{masterMAC, slaveMAC} {
-			if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: mac, At: f.clock.Now(), Reply: true}); err != nil {
+			if _, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: mac, At: f.clock.Now(), Reply: true}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -156,7 +158,7 @@ func TestSplitHoldEnds(t *testing.T) {
 		f := split(t)
 		f.clock.Advance(10 * time.Second)
 		f.svc.ProbeAll(f.ctx, &fakeProber{})
-		if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: masterMAC, At: f.clock.Now(), Reply: true}); err != nil {
+		if _, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: masterMAC, At: f.clock.Now(), Reply: true}); err != nil {
 			t.Fatal(err)
 		}
 		f.clock.Advance(10 * time.Second)
@@ -165,7 +167,7 @@ func TestSplitHoldEnds(t *testing.T) {
 			t.Fatal("hold kept after a probe only the master answered")
 		}
 		// A real failover later moves the VIP again.
-		res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now()})
+		res, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now()})
 		if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
 			t.Fatalf("failover after the split: %+v, %v", res, err)
 		}
@@ -194,10 +196,10 @@ func TestProbeStrangerAnswerIgnored(t *testing.T) {
 	f.svc.ProbeAll(f.ctx, &fakeProber{})
 	stranger, _ := net.ParseMAC("52:54:00:00:00:99")
 	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
-	if _, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: stranger, At: f.clock.Now(), Reply: true}); err == nil {
+	if _, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: stranger, At: f.clock.Now(), Reply: true}); err == nil {
 		t.Fatal("a stranger's answer was accepted")
 	}
-	res, err := f.svc.Observe(f.ctx, Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true})
+	res, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now(), Reply: true})
 	if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
 		t.Fatalf("the holder's answer after a stranger's: %+v, %v", res, err)
 	}

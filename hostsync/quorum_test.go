@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -48,7 +48,7 @@ func startClusterHost(t *testing.T, c *etcdtest.Cluster, prefix, name, queueFile
 	}
 	log := testLogger(t).With("host", name)
 	h.svc, err = New(context.Background(), h.store, Options{
-		Logger: log, Backend: h.backend, AnnounceSchedule: OneRound, Queue: h.q,
+		Logger: log, Backend: h.backend, Queue: h.q,
 		UnreachableAfter: 500 * time.Millisecond, Hosts: clusterHops,
 	})
 	if err != nil {

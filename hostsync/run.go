@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -183,7 +184,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	}
 	if p.Listen != nil {
 		g.Go(func() error {
-			err := p.Listen(gctx, svc.WatchVIP, func(o Observation) {
+			err := p.Listen(gctx, svc.WatchVIP, func(o garp.Observation) {
 				if _, err := svc.Observe(gctx, o); err != nil && !errors.Is(err, ErrForbidden) {
 					log.Warn("garp observation", "vip", o.VIP, "mac", o.MAC.String(), "err", err)
 				}

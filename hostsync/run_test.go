@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
 type fakeNotifier struct {
@@ -82,12 +84,12 @@ backend = "none"
 
 	backend := &fakeBackend{}
 	notifier := &fakeNotifier{}
-	observe := make(chan Observation)
+	observe := make(chan garp.Observation)
 	p := &Platform{
 		Backend:  backend,
 		Notifier: notifier,
 		Watchdog: 200 * time.Millisecond,
-		Listen: func(ctx context.Context, watch func(netip.Addr) bool, report func(Observation)) error {
+		Listen: func(ctx context.Context, watch func(netip.Addr) bool, report func(garp.Observation)) error {
 			for {
 				select {
 				case <-ctx.Done():
@@ -136,7 +138,7 @@ backend = "none"
 	// keepalived on nginx-slave took the VIP while its agent is down; the
 	// old owner's MASTER claim is older than the split-brain window.
 	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
-	observe <- Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: time.Now()}
+	observe <- garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: time.Now()}
 	waitFor(t, "the owner learnt from GARP", func() bool {
 		v := show()
 		return v.Owner != nil && v.Owner.Name == "nginx-slave" && v.Owner.Source == SourceGARP

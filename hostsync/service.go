@@ -22,24 +22,15 @@ import (
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
-// Announcer sends one round of gratuitous ARP for vip with mac as the
-// sender (a request and a reply) and returns; Service calls it once per
-// round of Options.AnnounceSchedule, the first time before the data plane
-// is re-pointed, and cancels ctx when ownership moves again. garp.Sender
-// built with the one-round schedule garp.Options{Schedule: OneRound}
-// implements it.
+// Announcer starts the GARP burst for vip with mac as the sender: the
+// first round is written before Start returns (the Service calls it
+// before the data plane is re-pointed), the later rounds follow on the
+// burst's own goroutine until the schedule ends or ctx is cancelled (the
+// Service cancels it when ownership moves again). garp.Sender implements
+// it.
 type Announcer interface {
-	Announce(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) (sent int, err error)
+	Start(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) (garp.Progress, error)
 }
-
-// OneRound is the garp.Sender schedule for Service: one round per
-// Announce call, Service runs the schedule itself.
-var OneRound = []time.Duration{0}
-
-// DefaultAnnounceSchedule is the GARP burst after a move: a round (request
-// and reply) at once, then after 100 ms and 500 ms, garp's default burst
-// (see garp.DefaultSchedule for why spread and why bounded).
-func DefaultAnnounceSchedule() []time.Duration { return garp.DefaultSchedule() }
 
 // Options configures a Service. Zero values are the defaults.
 type Options struct {
@@ -72,9 +63,6 @@ type Options struct {
 	// this is recorded but does not move the VIP, since a newer event may
 	// already have moved it (default 2 min).
 	StaleClaimAge time.Duration
-	// AnnounceSchedule holds the offset of each GARP round from the move
-	// (default DefaultAnnounceSchedule).
-	AnnounceSchedule []time.Duration
 	// AnnounceTimeout bounds one GARP burst (default 10 s).
 	AnnounceTimeout time.Duration
 	// ApplyTimeout bounds one data-plane apply (default 30 s).
@@ -109,7 +97,6 @@ type Service struct {
 	staleAge         time.Duration
 	announceLimit    time.Duration
 	applyLimit       time.Duration
-	schedule         []time.Duration
 	queue            *ClaimQueue
 	unreachableAfter time.Duration
 	queueKick        chan struct{} // buffered 1: a claim was queued
@@ -183,7 +170,6 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Service, err
 		staleAge:         opts.StaleClaimAge,
 		announceLimit:    opts.AnnounceTimeout,
 		applyLimit:       opts.ApplyTimeout,
-		schedule:         slices.Clone(opts.AnnounceSchedule),
 		announcing:       map[string]*announcement{},
 		rounds:           map[netip.Addr]*probeRound{},
 		holds:            map[netip.Addr]*splitHold{},
@@ -216,12 +202,6 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Service, err
 	}
 	if s.applyLimit <= 0 {
 		s.applyLimit = 30 * time.Second
-	}
-	if len(s.schedule) == 0 {
-		s.schedule = DefaultAnnounceSchedule()
-	}
-	if s.schedule[0] != 0 || !slices.IsSorted(s.schedule) || s.schedule[len(s.schedule)-1] >= s.announceLimit {
-		return nil, fmt.Errorf("hostsync: announce schedule %v must start at 0, not decrease and end before %s", s.schedule, s.announceLimit)
 	}
 	err := s.bounded(ctx, s.refreshVIPs)
 	if err != nil && s.queue != nil && errors.Is(err, registry.ErrUnavailable) {

@@ -19,7 +19,7 @@ import (
 )
 
 var (
-	// ErrInvalidAddress is returned by Announce when the VIP is not a
+	// ErrInvalidAddress is returned by Start and Announce when the VIP is not a
 	// usable unicast IPv4 address or the MAC is not a unicast Ethernet
 	// address.
 	ErrInvalidAddress = errors.New("garp: invalid address")

@@ -263,6 +263,55 @@ func TestAnnounceCancelStopsBurst(t *testing.T) {
 	})
 }
 
+// TestStartSendsFirstRoundThenOwnsTheRest checks the split between caller
+// and burst: the first round is written before Start returns, the later
+// rounds follow at their offsets without the caller, and Done reports the
+// whole burst once.
+func TestStartSendsFirstRoundThenOwnsTheRest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		conn := newFakeConn()
+		var rec burstRecorder
+		s, err := NewSender(&net.Interface{Name: "br0", Index: 3}, conn, Options{Logger: testLogger(t), OnBurst: rec.record})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.Start(t.Context(), testVIP, testMAC)
+		if err != nil || p.Sent != 2 {
+			t.Fatalf("Start = %+v, %v; want 2 frames of the first round, nil", p, err)
+		}
+		if n := len(conn.recorded()); n != 2 {
+			t.Fatalf("when Start returned: %d frames written, want 2 (first round)", n)
+		}
+		if len(rec.all()) != 0 {
+			t.Fatal("OnBurst ran before the burst ended")
+		}
+		b, ok := <-p.Done
+		if !ok || b.Sent != 6 || b.Rounds != 3 || b.Err != nil || b.Cancelled {
+			t.Fatalf("Done = %+v, %v; want 3 rounds, 6 frames", b, ok)
+		}
+		if _, ok := <-p.Done; ok {
+			t.Error("Done delivered twice")
+		}
+		if n := len(conn.recorded()); n != 6 {
+			t.Errorf("%d frames written, want 6", n)
+		}
+		if len(rec.all()) != 1 {
+			t.Errorf("OnBurst ran %d times, want once", len(rec.all()))
+		}
+	})
+
+	t.Run("invalid address starts nothing", func(t *testing.T) {
+		s, err := NewSender(&net.Interface{Name: "br0", Index: 3}, newFakeConn(), Options{Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.Start(t.Context(), netip.MustParseAddr("2001:db8::1"), testMAC)
+		if !errors.Is(err, ErrInvalidAddress) || p.Done != nil {
+			t.Errorf("Start = %+v, %v; want no burst, ErrInvalidAddress", p, err)
+		}
+	})
+}
+
 func TestAnnounceCancelledBeforeStart(t *testing.T) {
 	conn := newFakeConn()
 	s, err := NewSender(&net.Interface{Name: "br0", Index: 3}, conn, Options{Logger: testLogger(t)})

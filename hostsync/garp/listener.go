@@ -30,6 +30,12 @@ type Observation struct {
 	// 0 from a plain Listener, which cannot tell.
 	Port    string
 	Ifindex int
+	// Pinned is the port the bridge first learnt MAC on (neigh.Bridge),
+	// filled in by the caller that keeps the pins, not by the Listener;
+	// empty when the bridge never learnt MAC before the frame. An
+	// observation whose Port is set but is not Pinned is refused by
+	// hostsync (a guest sending another guest's MAC).
+	Pinned string
 }
 
 // ListenerOptions tunes a Listener. The zero value is the production default.

@@ -17,7 +17,7 @@ import (
 )
 
 // The default burst: three rounds, each a request and a reply, at these
-// offsets from the call to Announce.
+// offsets from the call to Start.
 //
 // Why a burst: a single broadcast frame is easily lost at exactly the moment
 // it matters. During a failover a bridge or switch port queue may be full,
@@ -56,7 +56,8 @@ func DefaultSchedule() []time.Duration {
 	return []time.Duration{0, DefaultSecondRound, DefaultThirdRound}
 }
 
-// Burst is the outcome of one Announce, handed to Options.OnBurst.
+// Burst is the outcome of one burst (Start), handed to Options.OnBurst
+// and to Progress.Done.
 type Burst struct {
 	Interface string
 	VIP       netip.Addr
@@ -69,9 +70,12 @@ type Burst struct {
 	// Cancelled is true when the context ended the burst before its last
 	// round.
 	Cancelled bool
-	// FirstFrame is the time from the call to Announce to the first frame
+	// FirstFrame is the time from the call to Start to the first frame
 	// written (zero when none was).
 	FirstFrame time.Duration
+	// Err is the context's error when the burst was cancelled, else the
+	// first failed write's (nil when every frame was written).
+	Err error
 }
 
 // Options tunes a Sender. The zero value is the production default.
@@ -83,17 +87,18 @@ type Options struct {
 	// have at most MaxRounds entries and end within MaxBurst. Nil means
 	// DefaultSchedule.
 	Schedule []time.Duration
-	// OnBurst, when set, is called at the end of every Announce with its
-	// outcome (for metrics). It runs on the caller's goroutine.
+	// OnBurst, when set, is called at the end of every burst with its
+	// outcome (for metrics). It runs on the burst's goroutine (on Start's
+	// caller's for a burst of one round).
 	OnBurst func(Burst)
 	// Now is the clock write deadlines are computed from; nil means
 	// time.Now (tests pass a settable clock).
 	Now func() time.Time
 }
 
-// Sender announces VIPs on one interface. Announce may be called from
-// several goroutines at once (different VIPs); a Sender holds no mutable
-// state.
+// Sender announces VIPs on one interface. Start and Announce may be
+// called from several goroutines at once (different VIPs); a Sender holds
+// no mutable state (each burst's state is its own).
 type Sender struct {
 	// Immutable after NewSender.
 	ifname   string
@@ -214,85 +219,138 @@ func FramesFrom(src net.HardwareAddr, vip netip.Addr, mac net.HardwareAddr) ([][
 	return frames, nil
 }
 
-// Announce sends the burst for vip owned by mac: the first round at once,
-// the others at the schedule's offsets, stopping early when ctx ends (the
-// caller cancels it when ownership changes again). It returns how many
-// frames were written. A cancelled burst returns ctx's error (errors.Is
-// context.Canceled); a failed write does not stop the burst (later rounds
-// exist for exactly that) but its first error is returned at the end;
-// ErrInvalidAddress when vip or mac cannot be announced.
-func (s *Sender) Announce(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) (sent int, err error) {
-	start := time.Now()
+// Progress is a burst under way, returned by Start.
+type Progress struct {
+	// Sent counts the frames the first round wrote (before Start
+	// returned).
+	Sent int
+	// Done receives the outcome of the whole burst once, when it has
+	// ended (after its last round, or when its context ended), and is
+	// then closed. OnBurst has run by then.
+	Done <-chan Burst
+}
+
+// Start starts the burst for vip owned by mac: the first round is written
+// before Start returns (claim to first frame in the low milliseconds, and
+// on the wire before the caller re-points anything else), the later
+// rounds follow at the schedule's offsets on a goroutine of the burst's
+// own, which ends after the last round or as soon as ctx ends (the caller
+// cancels it when ownership changes again; a burst never outlives
+// MaxBurst). The error is the first round's: ErrInvalidAddress when vip
+// or mac cannot be announced (nothing started, Done nil), ctx's error
+// when it had already ended (nothing written), or a failed write, which
+// does not stop the burst (later rounds exist for exactly that).
+func (s *Sender) Start(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) (Progress, error) {
 	src := s.src
 	if src == nil {
 		src = mac
 	}
 	frames, err := FramesFrom(src, vip, mac)
 	if err != nil {
-		return 0, err
+		return Progress{}, err
 	}
-	vip = vip.Unmap()
-	b := Burst{Interface: s.ifname, VIP: vip, MAC: append(net.HardwareAddr(nil), mac...)}
-	defer func() {
-		b.Sent = sent
-		if s.onBurst != nil {
-			s.onBurst(b)
-		}
-		log := s.log.With("vip", vip, "mac", mac.String(), "sent", b.Sent, "failed", b.Failed,
-			"rounds", b.Rounds, "first_frame", b.FirstFrame)
-		switch {
-		case b.Cancelled:
-			log.Info("garp: burst stopped early, ownership changed")
-		case err != nil:
-			log.Warn("garp: burst incomplete", "err", err)
-		default:
-			log.Debug("garp: burst sent")
-		}
-	}()
-
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	var firstErr error
-	for i, offset := range s.schedule {
-		if i > 0 {
-			if timer == nil {
-				timer = time.NewTimer(time.Until(start.Add(offset)))
-			} else {
-				timer.Reset(time.Until(start.Add(offset)))
+	b := &burst{s: s, ctx: ctx, start: time.Now(), frames: frames,
+		b: Burst{Interface: s.ifname, VIP: vip.Unmap(), MAC: append(net.HardwareAddr(nil), mac...)}}
+	done := make(chan Burst, 1)
+	more := b.round()
+	p := Progress{Sent: b.b.Sent, Done: done}
+	err = b.b.Err
+	if !more || len(s.schedule) == 1 {
+		b.finish(done)
+		return p, err
+	}
+	go func() {
+		defer b.finish(done)
+		timer := time.NewTimer(time.Until(b.start.Add(s.schedule[1])))
+		defer timer.Stop()
+		for i, offset := range s.schedule[1:] {
+			if i > 0 {
+				timer.Reset(time.Until(b.start.Add(offset)))
 			}
 			select {
 			case <-ctx.Done():
-				b.Cancelled = true
-				return sent, fmt.Errorf("garp: announce %s on %s: %w", vip, s.ifname, ctx.Err())
+				b.cancelled()
+				return
 			case <-timer.C:
 			}
-		}
-		// Checked before every round, the first included: a claim already
-		// superseded must not announce a stale owner.
-		if ctx.Err() != nil {
-			b.Cancelled = true
-			return sent, fmt.Errorf("garp: announce %s on %s: %w", vip, s.ifname, ctx.Err())
-		}
-		b.Rounds++
-		for _, f := range frames {
-			if werr := s.write(f); werr != nil {
-				b.Failed++
-				if firstErr == nil {
-					firstErr = fmt.Errorf("garp: write to %s: %w", s.ifname, werr)
-				}
-				continue
+			if !b.round() {
+				return
 			}
-			if sent == 0 {
-				b.FirstFrame = time.Since(start)
-			}
-			sent++
 		}
+	}()
+	return p, err
+}
+
+// Announce is Start followed by waiting for the whole burst: it returns
+// how many frames were written and the burst's error (Burst.Err); a
+// cancelled burst returns ctx's error (errors.Is context.Canceled).
+func (s *Sender) Announce(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) (sent int, err error) {
+	p, err := s.Start(ctx, vip, mac)
+	if p.Done == nil {
+		return 0, err
 	}
-	return sent, firstErr
+	b := <-p.Done
+	return b.Sent, b.Err
+}
+
+// burst is the state of one burst, owned by Start's caller for the first
+// round and by the burst's goroutine after it.
+type burst struct {
+	s      *Sender
+	ctx    context.Context
+	start  time.Time
+	frames [][]byte
+	b      Burst
+}
+
+// round writes one round; false when ctx has ended (the burst stops).
+// Checked before every round, the first included: a claim already
+// superseded must not announce a stale owner.
+func (b *burst) round() bool {
+	if b.ctx.Err() != nil {
+		b.cancelled()
+		return false
+	}
+	b.b.Rounds++
+	for _, f := range b.frames {
+		if werr := b.s.write(f); werr != nil {
+			b.b.Failed++
+			if b.b.Err == nil {
+				b.b.Err = fmt.Errorf("garp: write to %s: %w", b.s.ifname, werr)
+			}
+			continue
+		}
+		if b.b.Sent == 0 {
+			b.b.FirstFrame = time.Since(b.start)
+		}
+		b.b.Sent++
+	}
+	return true
+}
+
+func (b *burst) cancelled() {
+	b.b.Cancelled = true
+	b.b.Err = fmt.Errorf("garp: announce %s on %s: %w", b.b.VIP, b.s.ifname, b.ctx.Err())
+}
+
+// finish reports the burst (OnBurst, the log) and hands it to done.
+func (b *burst) finish(done chan<- Burst) {
+	s := b.s
+	if s.onBurst != nil {
+		s.onBurst(b.b)
+	}
+	log := s.log.With("vip", b.b.VIP, "mac", b.b.MAC.String(), "sent", b.b.Sent, "failed", b.b.Failed,
+		"rounds", b.b.Rounds, "first_frame", b.b.FirstFrame)
+	switch {
+	case b.b.Cancelled:
+		log.Info("garp: burst stopped early, ownership changed")
+	case b.b.Err != nil:
+		log.Warn("garp: burst incomplete", "err", b.b.Err)
+	default:
+		log.Debug("garp: burst sent")
+	}
+	done <- b.b
+	close(done)
 }
 
 // write sends one frame with a write deadline of its own. Announce and
