@@ -3,7 +3,6 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"github.com/vipkeeper/vipkeeper/internal/hostport"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -13,8 +12,10 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/internal/hostport"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/vipkeeper/vipkeeper/internal/hostport"
 	"net"
 	"net/netip"
 	"net/url"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/internal/hostport"
 )
 
 // DefaultConfigPath is where vipkeeper-hostsync reads its configuration.

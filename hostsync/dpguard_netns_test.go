@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 )
 
 // TestNetnsEmptyRegistryKeepsNFTables is defect 5 of issue 11 with real

@@ -11,8 +11,8 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 )
 
 // inspectingBackend is a fakeBackend that also reports what it holds.

@@ -7,12 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"io"
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"

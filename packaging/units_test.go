@@ -14,8 +14,8 @@ import (
 	"github.com/vipkeeper/vipkeeper/agent"
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/hostsync"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/hostsync"
 )
 
 // The units carry what the daemons need and nothing more: notify with a

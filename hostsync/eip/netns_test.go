@@ -15,10 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/hostsync/garp"
-	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 )
 
 // Privileged tests: a lab of network namespaces with real nftables and
