@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 )
 
 // AdminAPI serves the admin API (api.PathAdmin*) that vipctl talks to.
@@ -124,7 +125,7 @@ func (a *AdminAPI) action(w http.ResponseWriter, r *http.Request) {
 			a.answer(w, r)(svc.DissociateEIP(ctx, group))
 		}
 	default:
-		a.fail(w, r, fmt.Errorf("%w: no group action %q", ErrNotFound, r.PathValue("action")))
+		a.fail(w, r, fmt.Errorf("%w: no group action %q", inventory.ErrNotFound, r.PathValue("action")))
 	}
 }
 
@@ -133,7 +134,7 @@ func (a *AdminAPI) action(w http.ResponseWriter, r *http.Request) {
 func (a *AdminAPI) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodySize))
 	if err != nil {
-		a.fail(w, r, invalid("", "read body: %v", err))
+		a.fail(w, r, inventory.Invalid("", "read body: %v", err))
 		return false
 	}
 	if len(data) == 0 {

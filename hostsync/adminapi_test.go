@@ -168,7 +168,7 @@ func FuzzAdminDecode(f *testing.F) {
 		var req api.AttachNetwork
 		err := decodeStrict(data, &req)
 		if err != nil && !strings.HasPrefix(err.Error(), "hostsync: invalid request") {
-			t.Fatalf("error %q does not wrap ErrInvalid", err)
+			t.Fatalf("error %q does not wrap inventory.ErrInvalid", err)
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 )
 
 // TestConcurrentAttachNeverHandsOutAnAddressTwice runs 100 attaches at
@@ -84,7 +85,7 @@ func TestConcurrentClaimsForOneGroup(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := Caller{Addr: ip(callers[i%len(callers)])}
+			c := inventory.Caller{Addr: ip(callers[i%len(callers)])}
 			if _, err := f.svc.Claim(f.ctx, c, transition(uint64(i/len(callers)+1), "MASTER")); err != nil {
 				t.Error(err)
 			}

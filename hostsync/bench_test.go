@@ -16,6 +16,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 )
 
 // stampAnnouncer and stampBackend note when they were called.
@@ -115,7 +116,7 @@ type jsonResult struct{ api.ClaimResult }
 func BenchmarkRegistryClaims(b *testing.B) {
 	f := newFixture(b, quiet, func(o *Options) { o.Announcer, o.Backend = nil, nil })
 	f.nginx()
-	callers := []Caller{master, slave}
+	callers := []inventory.Caller{master, slave}
 	var seq [2]uint64
 	b.ResetTimer()
 	start := time.Now()

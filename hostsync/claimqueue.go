@@ -18,6 +18,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/internal/boltutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
@@ -413,7 +414,7 @@ func (s *Service) replay(ctx context.Context, e queuedClaim) (api.ClaimResult, e
 		if e.Transition == nil {
 			return api.ClaimResult{}, errors.New("hostsync: queued claim without a transition")
 		}
-		return s.claimNow(ctx, Caller{Addr: e.Addr, MAC: mac}, e.Epoch, *e.Transition, queued)
+		return s.claimNow(ctx, inventory.Caller{Addr: e.Addr, MAC: mac}, e.Epoch, *e.Transition, queued)
 	case queuedObservationKind:
 		return s.observeNow(ctx, garp.Observation{VIP: e.VIP, MAC: mac, At: e.At, Reply: e.Reply}, queued)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/internal/boltutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
@@ -116,7 +117,7 @@ func TestPartitionClaimQueued(t *testing.T) {
 		var o registry.Owner
 		err := svcA.store.View(ctx, func(tx registry.Tx) error {
 			var err error
-			o, err = getOwner(tx, "ig-nginx")
+			o, err = inventory.Owner(tx, "ig-nginx")
 			return err
 		})
 		if err != nil {
@@ -144,7 +145,7 @@ func TestPartitionClaimQueued(t *testing.T) {
 	f.mustGuest("g5", "third", "net1", "192.0.2.15", "52:54:00:00:00:15", 1, "host-b")
 	f.nginx()
 	f.mustJoin("nginx", "g5")
-	third := Caller{Addr: ip("192.0.2.15")}
+	third := inventory.Caller{Addr: ip("192.0.2.15")}
 	if res, err := svcA.Claim(ctx, master, transition(1, "MASTER")); err != nil || res.Owner != "nginx-master" {
 		t.Fatalf("first claim: %+v, %v", res, err)
 	}
@@ -322,11 +323,11 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 	f.mustGuest("g5", "third", "net1", "192.0.2.15", "52:54:00:00:00:15", 1, "host-b")
 	f.nginx()
 	f.mustJoin("nginx", "g5")
-	third := Caller{Addr: ip("192.0.2.15")}
+	third := inventory.Caller{Addr: ip("192.0.2.15")}
 	owner := func() registry.Owner {
 		t.Helper()
 		var o registry.Owner
-		if err := storeB.View(ctx, func(tx registry.Tx) error { var err error; o, err = getOwner(tx, "ig-nginx"); return err }); err != nil {
+		if err := storeB.View(ctx, func(tx registry.Tx) error { var err error; o, err = inventory.Owner(tx, "ig-nginx"); return err }); err != nil {
 			t.Fatal(err)
 		}
 		return o

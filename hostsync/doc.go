@@ -1,6 +1,6 @@
 // Package hostsync is vipkeeper-hostsync, the daemon on each hypervisor
 // host. It owns the registry of networks, guests, instance groups, VIPs and
-// EIPs with the platform's rules (rules.go), the admin API vipctl drives
+// EIPs with the platform's rules (package hostsync/inventory), the admin API vipctl drives
 // over a unix socket, the guest API that serves each member its group's
 // metadata and takes its ownership claims, and the engine that, when a VIP
 // moves, records the new owner with a compare-and-swap, sends gratuitous

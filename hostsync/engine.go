@@ -14,6 +14,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -105,26 +106,26 @@ type claimState struct {
 // by the transition's member field). A MASTER claim from a member that is
 // not the owner moves the owner with a compare-and-swap, then sends GARP
 // for the VIP with the new owner's MAC, then re-points the EIP mapping.
-// Claims are idempotent by (member, seq). ErrForbidden (wrapped) when the
+// Claims are idempotent by (member, seq). inventory.ErrForbidden (wrapped) when the
 // caller is not a member of a group with a VIP; nothing is recorded then.
 //
 // With a claim queue (Options.Queue), a claim that finds the registry
 // unreachable (registry.ErrUnavailable), or finds older claims still
 // queued, is queued and answered with Queued set; the replayer (see
 // ReplayQueue) runs it later through this same path.
-func (s *Service) Claim(ctx context.Context, c Caller, t vrrp.Transition) (api.ClaimResult, error) {
+func (s *Service) Claim(ctx context.Context, c inventory.Caller, t vrrp.Transition) (api.ClaimResult, error) {
 	return s.ClaimEpoch(ctx, c, "", t)
 }
 
 // ClaimEpoch is Claim for a transition numbered in the agent database
 // epoch (api.Claim.Epoch; "" when the agent sent none): claims are
 // idempotent by (member, epoch, seq), and a new epoch restarts the seq.
-func (s *Service) ClaimEpoch(ctx context.Context, c Caller, epoch string, t vrrp.Transition) (api.ClaimResult, error) {
+func (s *Service) ClaimEpoch(ctx context.Context, c inventory.Caller, epoch string, t vrrp.Transition) (api.ClaimResult, error) {
 	if t.Seq == 0 {
-		return api.ClaimResult{}, invalid("transition.seq", "must be at least 1")
+		return api.ClaimResult{}, inventory.Invalid("transition.seq", "must be at least 1")
 	}
 	if _, err := vrrp.ParseRole(string(t.To)); err != nil {
-		return api.ClaimResult{}, invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
+		return api.ClaimResult{}, inventory.Invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
 	}
 	queued := func() queuedClaim {
 		q := queuedClaim{Kind: queuedClaimKind, Addr: c.Addr, Transition: &t, Epoch: epoch}
@@ -150,17 +151,17 @@ func (s *Service) ClaimEpoch(ctx context.Context, c Caller, epoch string, t vrrp
 
 // claimNow runs a claim against the registry; queued is when it was
 // queued for a replayed claim, zero for a live one.
-func (s *Service) claimNow(ctx context.Context, c Caller, epoch string, t vrrp.Transition, queued time.Time) (api.ClaimResult, error) {
+func (s *Service) claimNow(ctx context.Context, c inventory.Caller, epoch string, t vrrp.Transition, queued time.Time) (api.ClaimResult, error) {
 	res, err := s.claim(ctx, func(tx registry.Tx) (registry.Guest, registry.Group, error) {
-		gu, g, err := identify(tx, c)
+		gu, g, err := inventory.Identify(tx, c)
 		if err != nil {
 			return gu, g, err
 		}
 		if t.Member != "" && t.Member != gu.Name && t.Member != gu.ID {
-			return gu, g, fmt.Errorf("%w: the claim names member %q but comes from guest %s (%s)", ErrForbidden, t.Member, gu.Name, c.Addr)
+			return gu, g, fmt.Errorf("%w: the claim names member %q but comes from guest %s (%s)", inventory.ErrForbidden, t.Member, gu.Name, c.Addr)
 		}
 		if t.Group != "" && t.Group != g.Name && t.Group != g.ID {
-			return gu, g, fmt.Errorf("%w: the claim names group %q but guest %s is in group %s", ErrForbidden, t.Group, gu.Name, g.Name)
+			return gu, g, fmt.Errorf("%w: the claim names group %q but guest %s is in group %s", inventory.ErrForbidden, t.Group, gu.Name, g.Name)
 		}
 		return gu, g, nil
 	}, claimIn{role: t.To, seq: t.Seq, epoch: epoch, source: t.Source, at: t.At, replayed: !queued.IsZero(), received: queued})
@@ -173,7 +174,7 @@ func (s *Service) claimNow(ctx context.Context, c Caller, epoch string, t vrrp.T
 // "arp"), so a move is learnt even when
 // the member's agent is down. An observation of the current owner changes
 // nothing and writes nothing; one whose MAC is no member's is ignored
-// (ErrForbidden).
+// (inventory.ErrForbidden).
 //
 // With a claim queue, an observation that finds the registry unreachable
 // (or older claims queued) is queued like a claim.
@@ -228,7 +229,7 @@ func (s *Service) observeNow(ctx context.Context, o garp.Observation, queued tim
 		}
 	}
 	res, err := s.claim(ctx, func(tx registry.Tx) (registry.Guest, registry.Group, error) {
-		g, err := groupByVIP(tx, vip)
+		g, err := inventory.GroupByVIP(tx, vip)
 		if err != nil {
 			return registry.Guest{}, g, err
 		}
@@ -241,7 +242,7 @@ func (s *Service) observeNow(ctx context.Context, o garp.Observation, queued tim
 				return gu, g, nil
 			}
 		}
-		return registry.Guest{}, g, fmt.Errorf("%w: MAC %s announcing %s is no member of group %s", ErrForbidden, mac, vip, g.Name)
+		return registry.Guest{}, g, fmt.Errorf("%w: MAC %s announcing %s is no member of group %s", inventory.ErrForbidden, mac, vip, g.Name)
 	}, claimIn{role: vrrp.RoleMaster, source: source, at: observedAt(o, replayed), replayed: replayed, received: queued})
 	if s.metrics != nil {
 		s.metrics.observation(err == nil && res.Accepted)
@@ -257,19 +258,6 @@ func observedAt(o garp.Observation, replayed bool) time.Time {
 		return o.At
 	}
 	return time.Time{}
-}
-
-func groupByVIP(tx registry.Tx, vip netip.Addr) (registry.Group, error) {
-	groups, err := registry.List[registry.Group](tx, "")
-	if err != nil {
-		return registry.Group{}, err
-	}
-	for _, g := range groups {
-		if g.VIP != nil && g.VIP.Address == vip {
-			return g, nil
-		}
-	}
-	return registry.Group{}, fmt.Errorf("%w: %s is no group's VIP", ErrForbidden, vip)
 }
 
 func (s *Service) count(err error, res api.ClaimResult) {
@@ -320,7 +308,7 @@ func (s *Service) claim(ctx context.Context, who func(registry.Tx) (registry.Gue
 		}
 		owner := st.owner
 		err = s.store.Update(ctx, func(tx registry.Tx) error {
-			cur, err := getOwner(tx, st.group.ID)
+			cur, err := inventory.Owner(tx, st.group.ID)
 			if err != nil {
 				return err
 			}
@@ -422,7 +410,7 @@ func readClaimState(tx registry.Tx, who func(registry.Tx) (registry.Guest, regis
 	if st.guest, st.group, err = who(tx); err != nil {
 		return st, err
 	}
-	if st.owner, err = getOwner(tx, st.group.ID); err != nil {
+	if st.owner, err = inventory.Owner(tx, st.group.ID); err != nil {
 		return st, err
 	}
 	role := func(guest string) (registry.RoleState, error) {
@@ -441,7 +429,7 @@ func readClaimState(tx registry.Tx, who func(registry.Tx) (registry.Guest, regis
 		}
 	}
 	st.guests = map[string]registry.Guest{}
-	ms, err := members(tx, st.group)
+	ms, err := inventory.Members(tx, st.group)
 	if err != nil {
 		return st, err
 	}
@@ -656,7 +644,7 @@ func (s *Service) mappings(tx registry.Tx) ([]eip.Mapping, error) {
 			continue
 		}
 		m := eip.Mapping{Group: g.ID, EIP: g.EIP.Address, VIP: g.VIP.Address}
-		o, err := getOwner(tx, g.ID)
+		o, err := inventory.Owner(tx, g.ID)
 		if err != nil {
 			return nil, err
 		}

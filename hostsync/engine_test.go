@@ -14,6 +14,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -23,8 +24,8 @@ func transition(seq uint64, to string) vrrp.Transition {
 }
 
 var (
-	master = Caller{Addr: ip("192.0.2.11")} // nginx-master, g1, priority 100
-	slave  = Caller{Addr: ip("192.0.2.12")} // nginx-slave, g2, priority 99
+	master = inventory.Caller{Addr: ip("192.0.2.11")} // nginx-master, g1, priority 100
+	slave  = inventory.Caller{Addr: ip("192.0.2.12")} // nginx-slave, g2, priority 99
 )
 
 func TestClaimMovesOwnerThenGARPThenEIP(t *testing.T) {
@@ -131,8 +132,8 @@ func TestClaimIdempotentBySeq(t *testing.T) {
 func TestSplitBrain(t *testing.T) {
 	cases := []struct {
 		name      string
-		first     Caller
-		second    Caller
+		first     inventory.Caller
+		second    inventory.Caller
 		wantOwner string
 		wantAcc   bool
 		wantEv    []string
@@ -266,7 +267,7 @@ func TestStaleMasterClaimDoesNotMove(t *testing.T) {
 
 // TestNonMemberClaimChangesNothing: claims from a registered guest outside
 // the group, from an unknown address, from the right address but another
-// MAC, and naming another member are refused with ErrForbidden, and the
+// MAC, and naming another member are refused with inventory.ErrForbidden, and the
 // registry, the GARP and the data plane are untouched.
 func TestNonMemberClaimChangesNothing(t *testing.T) {
 	f := newFixture(t)
@@ -282,20 +283,20 @@ func TestNonMemberClaimChangesNothing(t *testing.T) {
 	named.Member = "nginx-master"
 	cases := []struct {
 		name   string
-		caller Caller
+		caller inventory.Caller
 		t      vrrp.Transition
 		msg    string
 	}{
-		{"guest of another group", Caller{Addr: ip("192.0.2.15")}, transition(1, "MASTER"), "not a member"},
-		{"unknown address", Caller{Addr: ip("192.0.2.99")}, transition(1, "MASTER"), "not a registered guest"},
-		{"member address from another MAC", Caller{Addr: ip("192.0.2.12"), MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x99}}, transition(9, "MASTER"), "registered with 52:54:00:00:00:12"},
+		{"guest of another group", inventory.Caller{Addr: ip("192.0.2.15")}, transition(1, "MASTER"), "not a member"},
+		{"unknown address", inventory.Caller{Addr: ip("192.0.2.99")}, transition(1, "MASTER"), "not a registered guest"},
+		{"member address from another MAC", inventory.Caller{Addr: ip("192.0.2.12"), MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x99}}, transition(9, "MASTER"), "registered with 52:54:00:00:00:12"},
 		{"member naming another member", slave, named, `names member "nginx-master"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := f.svc.Claim(f.ctx, tc.caller, tc.t)
-			if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), tc.msg) {
-				t.Fatalf("error = %v, want ErrForbidden saying %q", err, tc.msg)
+			if !errors.Is(err, inventory.ErrForbidden) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("error = %v, want inventory.ErrForbidden saying %q", err, tc.msg)
 			}
 			if after := f.owner("ig-nginx"); after != before {
 				t.Fatalf("owner changed: %+v -> %+v", before, after)
@@ -351,8 +352,8 @@ func TestObserveGARP(t *testing.T) {
 	// A MAC that is no member's, and an address that is no VIP.
 	stranger, _ := net.ParseMAC("52:54:00:00:00:99")
 	for _, o := range []garp.Observation{{VIP: ip("192.0.2.10"), MAC: stranger}, {VIP: ip("192.0.2.77"), MAC: slaveMAC}} {
-		if _, err := f.svc.Observe(f.ctx, o); !errors.Is(err, ErrForbidden) {
-			t.Fatalf("observe %+v: %v, want ErrForbidden", o, err)
+		if _, err := f.svc.Observe(f.ctx, o); !errors.Is(err, inventory.ErrForbidden) {
+			t.Fatalf("observe %+v: %v, want inventory.ErrForbidden", o, err)
 		}
 	}
 	if o := f.owner("ig-nginx"); o.GuestID != "g2" || o.Revision != 2 {
@@ -455,7 +456,7 @@ func TestOwnerLeavingClearsOwner(t *testing.T) {
 		t.Fatalf("side effects %v, want the mapping re-applied without owner", ev)
 	}
 	// The one who left is no member any more.
-	if _, err := f.svc.Claim(f.ctx, master, transition(2, "MASTER")); !errors.Is(err, ErrForbidden) {
+	if _, err := f.svc.Claim(f.ctx, master, transition(2, "MASTER")); !errors.Is(err, inventory.ErrForbidden) {
 		t.Fatalf("claim after leaving: %v", err)
 	}
 }

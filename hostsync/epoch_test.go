@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -162,7 +163,7 @@ func TestUpgradeFrom612e5b9Claims(t *testing.T) {
 	}
 	// nginx-master (g1) reported up to seq 4 with the old agent; its new
 	// agent.db starts at 1 with an epoch.
-	res, err := svc.ClaimEpoch(ctx, Caller{Addr: ip("192.0.2.11")}, "0123456789abcdef", vrrp.Transition{Seq: 1, To: vrrp.RoleMaster, Source: "notify"})
+	res, err := svc.ClaimEpoch(ctx, inventory.Caller{Addr: ip("192.0.2.11")}, "0123456789abcdef", vrrp.Transition{Seq: 1, To: vrrp.RoleMaster, Source: "notify"})
 	if err != nil {
 		t.Fatal(err)
 	}

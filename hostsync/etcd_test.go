@@ -20,6 +20,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -217,7 +218,7 @@ func TestRunSharedRegistry(t *testing.T) {
 	}
 	waitFor(t, "the gateway's first apply (no owner yet)", pointsTo(backendGW, "", ""))
 
-	claim := func(c Caller, seq uint64, role string) api.ClaimResult {
+	claim := func(c inventory.Caller, seq uint64, role string) api.ClaimResult {
 		t.Helper()
 		res, err := svcB.Claim(f.ctx, c, transition(seq, role))
 		if err != nil || !res.Accepted {
@@ -327,7 +328,7 @@ func (r *followRecorder) Apply(_ context.Context, ms []eip.Mapping) error {
 // swapOwnerTo moves the owner of group ig-nginx to guest, as a claim does.
 func swapOwnerTo(ctx context.Context, s registry.Store, guest string) error {
 	return s.Update(ctx, func(tx registry.Tx) error {
-		cur, err := getOwner(tx, "ig-nginx")
+		cur, err := inventory.Owner(tx, "ig-nginx")
 		if err != nil {
 			return err
 		}

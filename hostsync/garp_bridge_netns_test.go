@@ -19,6 +19,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/neigh"
 )
 
@@ -135,7 +136,7 @@ func TestForgedGARPOnBridgeChangesNothing(t *testing.T) {
 		lerr <- testutil.InNetns(ns, func() error {
 			close(listening)
 			return bridgeListen(br, testLogger(t))(ctx, f.svc.WatchVIP, func(o garp.Observation) {
-				if _, err := f.svc.Observe(ctx, o); err != nil && !errors.Is(err, ErrForbidden) {
+				if _, err := f.svc.Observe(ctx, o); err != nil && !errors.Is(err, inventory.ErrForbidden) {
 					t.Errorf("observe: %v", err)
 				}
 			})

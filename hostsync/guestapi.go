@@ -19,6 +19,7 @@ import (
 	"unicode"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -54,12 +55,12 @@ func NewGuestAPI(svc *Service, neigh Neighbors, log *slog.Logger) *GuestAPI {
 func (g *GuestAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
 
 // caller identifies the request's sender.
-func (g *GuestAPI) caller(r *http.Request) (Caller, error) {
+func (g *GuestAPI) caller(r *http.Request) (inventory.Caller, error) {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return Caller{}, fmt.Errorf("%w: source address %q", ErrForbidden, r.RemoteAddr)
+		return inventory.Caller{}, fmt.Errorf("%w: source address %q", inventory.ErrForbidden, r.RemoteAddr)
 	}
-	c := Caller{Addr: ap.Addr().Unmap()}
+	c := inventory.Caller{Addr: ap.Addr().Unmap()}
 	if g.neigh != nil {
 		mac, err := g.neigh.Lookup(c.Addr)
 		if err != nil {
@@ -163,7 +164,7 @@ const (
 )
 
 // DecodeClaim reads one api.Claim strictly: unknown fields and trailing
-// data rejected, every field checked. Errors wrap ErrInvalid and name the
+// data rejected, every field checked. Errors wrap inventory.ErrInvalid and name the
 // field.
 func DecodeClaim(r io.Reader) (api.Claim, error) {
 	var c api.Claim
@@ -171,27 +172,27 @@ func DecodeClaim(r io.Reader) (api.Claim, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return c, invalid("", "body larger than %d bytes", mbe.Limit)
+			return c, inventory.Invalid("", "body larger than %d bytes", mbe.Limit)
 		}
-		return c, invalid("", "read body: %v", err)
+		return c, inventory.Invalid("", "read body: %v", err)
 	}
 	if err := decodeStrict(data, &c); err != nil {
 		return c, err
 	}
 	t := c.Transition
 	if t.Seq == 0 {
-		return c, invalid("transition.seq", "must be at least 1")
+		return c, inventory.Invalid("transition.seq", "must be at least 1")
 	}
 	if _, err := vrrp.ParseRole(string(t.To)); err != nil {
-		return c, invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
+		return c, inventory.Invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
 	}
 	if t.From != "" && t.From != vrrp.RoleUnknown {
 		if _, err := vrrp.ParseRole(string(t.From)); err != nil {
-			return c, invalid("transition.from", "%q is not one of UNKNOWN, MASTER, BACKUP, FAULT, STOP", t.From)
+			return c, inventory.Invalid("transition.from", "%q is not one of UNKNOWN, MASTER, BACKUP, FAULT, STOP", t.From)
 		}
 	}
 	if t.Priority < 0 || t.Priority > 255 {
-		return c, invalid("transition.priority", "%d is out of range, allowed 0–255", t.Priority)
+		return c, inventory.Invalid("transition.priority", "%d is out of range, allowed 0–255", t.Priority)
 	}
 	for _, f := range []struct {
 		name, v string
@@ -201,23 +202,23 @@ func DecodeClaim(r io.Reader) (api.Claim, error) {
 		{"transition.source", t.Source, maxSourceLen}, {"transition.note", t.Note, maxNoteLen},
 	} {
 		if len(f.v) > f.max {
-			return c, invalid(f.name, "is %d bytes long, at most %d are allowed", len(f.v), f.max)
+			return c, inventory.Invalid(f.name, "is %d bytes long, at most %d are allowed", len(f.v), f.max)
 		}
 		for _, r := range f.v {
 			if !unicode.IsPrint(r) {
-				return c, invalid(f.name, "contains the non-printable character %U", r)
+				return c, inventory.Invalid(f.name, "contains the non-printable character %U", r)
 			}
 		}
 	}
 	if t.Source == SourceGARP {
-		return c, invalid("transition.source", "%q is reserved for hostsync's passive detection", t.Source)
+		return c, inventory.Invalid("transition.source", "%q is reserved for hostsync's passive detection", t.Source)
 	}
 	if len(c.Epoch) > api.MaxEpochLen {
-		return c, invalid("epoch", "is %d bytes long, at most %d are allowed", len(c.Epoch), api.MaxEpochLen)
+		return c, inventory.Invalid("epoch", "is %d bytes long, at most %d are allowed", len(c.Epoch), api.MaxEpochLen)
 	}
 	for _, r := range c.Epoch {
 		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '_') {
-			return c, invalid("epoch", "contains %q; allowed are letters, digits, '-' and '_'", r)
+			return c, inventory.Invalid("epoch", "contains %q; allowed are letters, digits, '-' and '_'", r)
 		}
 	}
 	return c, nil
@@ -231,21 +232,21 @@ func decodeStrict(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return invalid(te.Field, "expected %s, got JSON %s", te.Type, te.Value)
+			return inventory.Invalid(te.Field, "expected %s, got JSON %s", te.Type, te.Value)
 		}
 		msg := strings.TrimPrefix(err.Error(), "json: ")
 		// encoding/json names neither the path of an unknown field nor
 		// the field whose UnmarshalJSON failed: find it.
 		if path, unknown := jsonFault(data, reflect.TypeOf(v)); path != "" {
 			if unknown {
-				return invalid(path, "unknown field")
+				return inventory.Invalid(path, "unknown field")
 			}
-			return invalid(path, "%s", msg)
+			return inventory.Invalid(path, "%s", msg)
 		}
-		return invalid("", "%s", msg)
+		return inventory.Invalid("", "%s", msg)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return invalid("", "trailing data after the JSON value")
+		return inventory.Invalid("", "trailing data after the JSON value")
 	}
 	return nil
 }
@@ -253,15 +254,15 @@ func decodeStrict(data []byte, v any) error {
 // statusOf maps an error to its HTTP status.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, inventory.ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrForbidden):
+	case errors.Is(err, inventory.ErrForbidden):
 		return http.StatusForbidden
 	case errors.Is(err, ErrUnsupportedMediaType):
 		return http.StatusUnsupportedMediaType
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, inventory.ErrNotFound):
 		return http.StatusNotFound
-	case isRefusal(err):
+	case inventory.IsRefusal(err):
 		return http.StatusConflict
 	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, ErrQueueFull):
 		// The agent keeps the claim in its outbox and retries.
@@ -271,10 +272,10 @@ func statusOf(err error) int {
 }
 
 // errorBody is err's HTTP status and the api.Error that says it, with the
-// field when err is an *invalidError.
+// field when err is an *inventory.InvalidError.
 func errorBody(err error) (int, api.Error) {
 	body := api.Error{Error: err.Error()}
-	var ie *invalidError
+	var ie *inventory.InvalidError
 	if errors.As(err, &ie) {
 		body.Field = ie.Field
 	}

@@ -266,7 +266,7 @@ func FuzzDecodeClaim(f *testing.F) {
 		c, err := DecodeClaim(strings.NewReader(string(data)))
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "hostsync: invalid request") {
-				t.Fatalf("error %q does not wrap ErrInvalid", err)
+				t.Fatalf("error %q does not wrap inventory.ErrInvalid", err)
 			}
 			return
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -136,7 +137,7 @@ func (f *fakeAnnouncer) round(ctx context.Context, vip netip.Addr, mac net.Hardw
 	owner := "?"
 	if f.store != nil {
 		_ = f.store.View(ctx, func(tx registry.Tx) error {
-			o, err := getOwner(tx, f.group)
+			o, err := inventory.Owner(tx, f.group)
 			owner = o.GuestID
 			return err
 		})
@@ -317,7 +318,7 @@ func (f *fixture) owner(group string) registry.Owner {
 	var o registry.Owner
 	err := f.store.View(f.ctx, func(tx registry.Tx) error {
 		var err error
-		o, err = getOwner(tx, group)
+		o, err = inventory.Owner(tx, group)
 		return err
 	})
 	if err != nil {

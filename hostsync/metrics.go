@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 )
 
 // Metrics are hostsync's Prometheus metrics, registered on the registerer
@@ -78,9 +79,9 @@ func (m *Metrics) claim(err error, res api.ClaimResult) {
 	}
 	result := "accepted"
 	switch {
-	case errors.Is(err, ErrForbidden):
+	case errors.Is(err, inventory.ErrForbidden):
 		result = "forbidden"
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, inventory.ErrInvalid):
 		result = "invalid"
 	case err != nil:
 		result = "error"

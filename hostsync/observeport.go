@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/neigh"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
@@ -16,8 +17,8 @@ import (
 // ErrForgedObservation is returned (wrapped) by Observe for ARP that did
 // not come from the bridge port its MAC is pinned to (a guest sending
 // another guest's MAC), or whose MAC the bridge never learnt before the
-// frame. It wraps ErrForbidden: nothing is recorded or announced.
-var ErrForgedObservation = fmt.Errorf("%w: ARP from the wrong bridge port", ErrForbidden)
+// frame. It wraps inventory.ErrForbidden: nothing is recorded or announced.
+var ErrForgedObservation = fmt.Errorf("%w: ARP from the wrong bridge port", inventory.ErrForbidden)
 
 // Observation results counted in garp_observations_total when the port
 // check refuses one.
@@ -47,7 +48,7 @@ func (s *Service) checkPort(ctx context.Context, o garp.Observation) error {
 	group := ""
 	// Best effort, for the log only: the refusal does not depend on it.
 	_ = s.store.View(ctx, func(tx registry.Tx) error {
-		g, err := groupByVIP(tx, vip)
+		g, err := inventory.GroupByVIP(tx, vip)
 		group = g.Name
 		return err
 	})

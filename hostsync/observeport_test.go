@@ -12,6 +12,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 )
 
 // TestObserveRefusesFramesFromAnotherPort is the engine-level regression
@@ -67,8 +68,8 @@ func TestObserveRefusesFramesFromAnotherPort(t *testing.T) {
 
 			tc.o.At = f.clock.Now()
 			res, err := f.svc.Observe(f.ctx, tc.o)
-			if !errors.Is(err, ErrForgedObservation) || !errors.Is(err, ErrForbidden) {
-				t.Fatalf("Observe = %+v, %v; want ErrForgedObservation (an ErrForbidden)", res, err)
+			if !errors.Is(err, ErrForgedObservation) || !errors.Is(err, inventory.ErrForbidden) {
+				t.Fatalf("Observe = %+v, %v; want ErrForgedObservation (an inventory.ErrForbidden)", res, err)
 			}
 			if after := f.owner("ig-nginx"); after != before {
 				t.Errorf("owner changed: %+v -> %+v", before, after)

@@ -4,12 +4,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 )
 
 // queuedEvent is one claim a host queued while the registry was away.
 type queuedEvent struct {
 	name   string
-	caller Caller
+	caller inventory.Caller
 	seq    uint64
 	role   string
 	at     time.Time // the guest's stamp
@@ -73,7 +75,7 @@ func replayInOrder(t *testing.T, es []queuedEvent) *fixture {
 func TestReplayOrdersByEventTime(t *testing.T) {
 	t0 := newClock().Now()
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
-	ev := func(name string, c Caller, seq uint64, role string, d time.Duration) queuedEvent {
+	ev := func(name string, c inventory.Caller, seq uint64, role string, d time.Duration) queuedEvent {
 		return queuedEvent{name: name, caller: c, seq: seq, role: role, at: at(d), queued: at(d + 5*time.Millisecond)}
 	}
 	host1 := []queuedEvent{ // nginx-master's claims, on host 1

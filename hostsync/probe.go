@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -163,7 +164,7 @@ func (s *Service) probeSplit(ctx context.Context, vip netip.Addr, macs []string)
 	var holders []registry.Guest
 	err := s.store.View(ctx, func(tx registry.Tx) error {
 		var err error
-		if g, err = groupByVIP(tx, vip); err != nil {
+		if g, err = inventory.GroupByVIP(tx, vip); err != nil {
 			return err
 		}
 		for _, m := range g.Members {
@@ -207,7 +208,7 @@ func (s *Service) probeSplit(ctx context.Context, vip netip.Addr, macs []string)
 func (s *Service) isMemberMAC(ctx context.Context, vip netip.Addr, mac string) (bool, error) {
 	found := false
 	err := s.store.View(ctx, func(tx registry.Tx) error {
-		g, err := groupByVIP(tx, vip)
+		g, err := inventory.GroupByVIP(tx, vip)
 		if err != nil {
 			return err
 		}

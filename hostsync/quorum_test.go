@@ -13,6 +13,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -178,11 +179,11 @@ func TestEtcdClusterLeaderKillAndQuorumLoss(t *testing.T) {
 		t.Helper()
 		var o registry.Owner
 		err := gwStore.View(ctx, func(tx registry.Tx) error {
-			g, err := findGroup(tx, fmt.Sprintf("g%d", i))
+			g, err := inventory.FindGroup(tx, fmt.Sprintf("g%d", i))
 			if err != nil {
 				return err
 			}
-			o, err = getOwner(tx, g.ID)
+			o, err = inventory.Owner(tx, g.ID)
 			return err
 		})
 		if err != nil {

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -38,7 +38,7 @@ func TestRules(t *testing.T) {
 			name:   "second VIP refused",
 			setup:  func(f *fixture) { f.nginx() },
 			do:     attach("nginx", api.AttachNetwork{NetworkID: "net1"}),
-			want:   ErrOneVIPPerGroup,
+			want:   inventory.ErrOneVIPPerGroup,
 			msgHas: "group nginx already has VIP 192.0.2.10",
 		},
 		// A group without members chooses the VIP's network.
@@ -46,7 +46,7 @@ func TestRules(t *testing.T) {
 			name:   "empty group needs a network",
 			setup:  func(f *fixture) { f.mustGroup("web") },
 			do:     attach("web", api.AttachNetwork{}),
-			want:   ErrNetworkRequired,
+			want:   inventory.ErrNetworkRequired,
 			msgHas: "--network-id",
 		},
 		{
@@ -78,7 +78,7 @@ func TestRules(t *testing.T) {
 				f.mustAttach("web", api.AttachNetwork{NetworkID: "net1"})
 			},
 			do:     join("web", "classic"),
-			want:   ErrWrongNetwork,
+			want:   inventory.ErrWrongNetwork,
 			msgHas: "guest classic is in network net2",
 		},
 		{
@@ -88,7 +88,7 @@ func TestRules(t *testing.T) {
 				f.mustAttach("web", api.AttachNetwork{NetworkID: "net1"})
 			},
 			do:     join("web", "g3"),
-			want:   ErrOneNIC,
+			want:   inventory.ErrOneNIC,
 			msgHas: "guest two-nics has 2 NICs",
 		},
 		{
@@ -118,7 +118,7 @@ func TestRules(t *testing.T) {
 				f.mustJoin("web", "g1", "g4")
 			},
 			do:     attach("web", api.AttachNetwork{}),
-			want:   ErrMembersNotInOneNetwork,
+			want:   inventory.ErrMembersNotInOneNetwork,
 			msgHas: "nginx-master in net1; classic in net2",
 		},
 		{
@@ -128,7 +128,7 @@ func TestRules(t *testing.T) {
 				f.mustJoin("web", "g1", "g3")
 			},
 			do:     attach("web", api.AttachNetwork{}),
-			want:   ErrOneNIC,
+			want:   inventory.ErrOneNIC,
 			msgHas: "two-nics has 2 NICs",
 		},
 		{
@@ -138,7 +138,7 @@ func TestRules(t *testing.T) {
 				f.mustJoin("web", "g1")
 			},
 			do:     attach("web", api.AttachNetwork{NetworkID: "net2"}),
-			want:   ErrNetworkMismatch,
+			want:   inventory.ErrNetworkMismatch,
 			msgHas: "members of group web are in network net1",
 		},
 		{
@@ -159,18 +159,18 @@ func TestRules(t *testing.T) {
 			name:  "VIP network of kind eip",
 			setup: func(f *fixture) { f.mustGroup("web") },
 			do:    attach("web", api.AttachNetwork{NetworkID: "pub"}),
-			want:  ErrNotGuestNetwork,
+			want:  inventory.ErrNotGuestNetwork,
 		},
 		{
 			name:  "unknown network",
 			setup: func(f *fixture) { f.mustGroup("web") },
 			do:    attach("web", api.AttachNetwork{NetworkID: "nope"}),
-			want:  ErrNotFound,
+			want:  inventory.ErrNotFound,
 		},
 		{
 			name: "unknown group",
 			do:   attach("nope", api.AttachNetwork{NetworkID: "net1"}),
-			want: ErrNotFound,
+			want: inventory.ErrNotFound,
 		},
 		// Allocation: --ip-addr, --require-designated-ip, --reserved, --alloc-dir.
 		{
@@ -193,35 +193,35 @@ func TestRules(t *testing.T) {
 			name:   "--ip-addr taken with --require-designated-ip",
 			setup:  func(f *fixture) { f.mustGroup("web") },
 			do:     attach("web", api.AttachNetwork{NetworkID: "net1", IPAddr: ip("192.0.2.11"), RequireDesignatedIP: true}),
-			want:   ErrAddressUnavailable,
+			want:   inventory.ErrAddressUnavailable,
 			msgHas: "192.0.2.11 in network net1 is in use by guest g1",
 		},
 		{
 			name:   "--ip-addr is the gateway with --require-designated-ip",
 			setup:  func(f *fixture) { f.mustGroup("web") },
 			do:     attach("web", api.AttachNetwork{NetworkID: "net1", IPAddr: ip("192.0.2.1"), RequireDesignatedIP: true}),
-			want:   ErrAddressUnavailable,
+			want:   inventory.ErrAddressUnavailable,
 			msgHas: "the gateway",
 		},
 		{
 			name:   "--ip-addr reserved without --reserved, with --require-designated-ip",
 			setup:  func(f *fixture) { f.mustGroup("web") },
 			do:     attach("web", api.AttachNetwork{NetworkID: "net1", IPAddr: ip("192.0.2.200"), RequireDesignatedIP: true}),
-			want:   ErrAddressUnavailable,
+			want:   inventory.ErrAddressUnavailable,
 			msgHas: "reserved",
 		},
 		{
 			name:   "--ip-addr outside the network",
 			setup:  func(f *fixture) { f.mustGroup("web") },
 			do:     attach("web", api.AttachNetwork{NetworkID: "net1", IPAddr: ip("198.51.100.7")}),
-			want:   ErrAddressNotInNetwork,
+			want:   inventory.ErrAddressNotInNetwork,
 			msgHas: "198.51.100.7 is not in network net1",
 		},
 		{
 			name:  "--require-designated-ip without --ip-addr",
 			setup: func(f *fixture) { f.mustGroup("web") },
 			do:    attach("web", api.AttachNetwork{NetworkID: "net1", RequireDesignatedIP: true}),
-			want:  ErrInvalid,
+			want:  inventory.ErrInvalid,
 		},
 		{
 			name:  "--reserved takes the lowest reserved address",
@@ -249,7 +249,7 @@ func TestRules(t *testing.T) {
 				f.mustGroup("web")
 			},
 			do:     attach("web", api.AttachNetwork{NetworkID: "net1", Reserved: true}),
-			want:   ErrNetworkFull,
+			want:   inventory.ErrNetworkFull,
 			msgHas: "reserved pool of network net1",
 		},
 		{
@@ -273,7 +273,7 @@ func TestRules(t *testing.T) {
 			name:  "--alloc-dir unknown",
 			setup: func(f *fixture) { f.mustGroup("web") },
 			do:    attach("web", api.AttachNetwork{NetworkID: "net1", AllocDir: "sideways"}),
-			want:  ErrInvalid,
+			want:  inventory.ErrInvalid,
 		},
 		{
 			name: "network full",
@@ -283,7 +283,7 @@ func TestRules(t *testing.T) {
 				f.mustGroup("web")
 			},
 			do:     attach("web", api.AttachNetwork{NetworkID: "net3"}),
-			want:   ErrNetworkFull,
+			want:   inventory.ErrNetworkFull,
 			msgHas: "network net3 has no free address",
 		},
 		// EIP: one per group, only after a VIP, only in a VPC, maps to the VIP.
@@ -294,7 +294,7 @@ func TestRules(t *testing.T) {
 				f.mustJoin("web", "g1")
 			},
 			do:     createEIP("web", api.CreateGroupEIP{}),
-			want:   ErrVIPRequired,
+			want:   inventory.ErrVIPRequired,
 			msgHas: "group web has no VIP",
 		},
 		{
@@ -309,13 +309,13 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.AssociateEIP(f.ctx, "web", api.AssociateEIP{IPAddr: ip("203.0.113.9")})
 				return err
 			},
-			want: ErrVIPRequired,
+			want: inventory.ErrVIPRequired,
 		},
 		{
 			name:   "second EIP refused",
 			setup:  func(f *fixture) { f.nginx() },
 			do:     createEIP("nginx", api.CreateGroupEIP{}),
-			want:   ErrOneEIPPerGroup,
+			want:   inventory.ErrOneEIPPerGroup,
 			msgHas: "group nginx already has EIP 203.0.113.5",
 		},
 		{
@@ -325,7 +325,7 @@ func TestRules(t *testing.T) {
 				f.mustAttach("web", api.AttachNetwork{NetworkID: "net2"})
 			},
 			do:     createEIP("web", api.CreateGroupEIP{}),
-			want:   ErrEIPNeedsVPC,
+			want:   inventory.ErrEIPNeedsVPC,
 			msgHas: "classic network net2",
 		},
 		{
@@ -339,7 +339,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.AssociateEIP(f.ctx, "web", api.AssociateEIP{IPAddr: ip("203.0.113.5")})
 				return err
 			},
-			want:   ErrEIPInUse,
+			want:   inventory.ErrEIPInUse,
 			msgHas: "bound to group ig-nginx",
 		},
 		{
@@ -372,7 +372,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.AssociateEIP(f.ctx, "nginx", api.AssociateEIP{IPAddr: ip("203.0.113.99")})
 				return err
 			},
-			want: ErrNotFound,
+			want: inventory.ErrNotFound,
 		},
 		{
 			name:  "dissociate without EIP",
@@ -381,7 +381,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.DissociateEIP(f.ctx, "web")
 				return err
 			},
-			want: ErrNoEIP,
+			want: inventory.ErrNoEIP,
 		},
 		{
 			name: "dissociate with auto-deallocate deletes the EIP",
@@ -411,7 +411,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.CreateEIP(f.ctx, api.EIPCreate{IPAddr: ip("198.51.100.9")})
 				return err
 			},
-			want:   ErrAddressNotInNetwork,
+			want:   inventory.ErrAddressNotInNetwork,
 			msgHas: "198.51.100.9 is in no EIP network",
 		},
 		{
@@ -421,19 +421,19 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.CreateEIP(f.ctx, api.EIPCreate{IPAddr: ip("203.0.113.5")})
 				return err
 			},
-			want: ErrAddressUnavailable,
+			want: inventory.ErrAddressUnavailable,
 		},
 		{
 			name: "EIP from a guest network",
 			do:   func(f *fixture) error { _, err := f.svc.CreateEIP(f.ctx, api.EIPCreate{NetworkID: "net1"}); return err },
-			want: ErrNotEIPNetwork,
+			want: inventory.ErrNotEIPNetwork,
 		},
 		// Detaching the VIP.
 		{
 			name:   "detach while an EIP is bound",
 			setup:  func(f *fixture) { f.nginx() },
 			do:     func(f *fixture) error { _, err := f.svc.DetachNetwork(f.ctx, "nginx", api.DetachNetwork{}); return err },
-			want:   ErrDetachWithEIP,
+			want:   inventory.ErrDetachWithEIP,
 			msgHas: "dissociate the EIP before detaching the VIP",
 		},
 		{
@@ -443,13 +443,13 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.DetachNetwork(f.ctx, "nginx", api.DetachNetwork{IPAddr: ip("192.0.2.99")})
 				return err
 			},
-			want: ErrVIPMismatch,
+			want: inventory.ErrVIPMismatch,
 		},
 		{
 			name:  "detach without VIP",
 			setup: func(f *fixture) { f.mustGroup("web") },
 			do:    func(f *fixture) error { _, err := f.svc.DetachNetwork(f.ctx, "web", api.DetachNetwork{}); return err },
-			want:  ErrNoVIP,
+			want:  inventory.ErrNoVIP,
 		},
 		{
 			name:  "detach after dissociating frees the VIP",
@@ -468,7 +468,7 @@ func TestRules(t *testing.T) {
 			name:   "delete a group with members",
 			setup:  func(f *fixture) { f.mustGroup("web"); f.mustJoin("web", "g1") },
 			do:     func(f *fixture) error { return f.svc.DeleteGroup(f.ctx, "web") },
-			want:   ErrGroupHasMembers,
+			want:   inventory.ErrGroupHasMembers,
 			msgHas: "group web has 1 members",
 		},
 		{
@@ -480,7 +480,7 @@ func TestRules(t *testing.T) {
 				}
 			},
 			do:     func(f *fixture) error { return f.svc.DeleteGroup(f.ctx, "nginx") },
-			want:   ErrGroupHasEIP,
+			want:   inventory.ErrGroupHasEIP,
 			msgHas: "dissociate it first",
 		},
 		{
@@ -500,20 +500,20 @@ func TestRules(t *testing.T) {
 			name:  "join twice",
 			setup: func(f *fixture) { f.mustGroup("web"); f.mustJoin("web", "g1") },
 			do:    join("web", "nginx-master"),
-			want:  ErrAlreadyMember,
+			want:  inventory.ErrAlreadyMember,
 		},
 		{
 			name:   "join a second group",
 			setup:  func(f *fixture) { f.mustGroup("web"); f.mustJoin("web", "g1"); f.mustGroup("db") },
 			do:     join("db", "g1"),
-			want:   ErrInOtherGroup,
+			want:   inventory.ErrInOtherGroup,
 			msgHas: "already in group ig-web",
 		},
 		{
 			name:  "join is all or nothing",
 			setup: func(f *fixture) { f.mustGroup("web"); f.mustAttach("web", api.AttachNetwork{NetworkID: "net1"}) },
 			do:    join("web", "g1", "g3"),
-			want:  ErrOneNIC,
+			want:  inventory.ErrOneNIC,
 			checkOK: func(t *testing.T, f *fixture) {
 				v, _ := f.svc.ShowGroup(f.ctx, "web")
 				if len(v.Members) != 0 {
@@ -525,13 +525,13 @@ func TestRules(t *testing.T) {
 			name:  "leave a group one is not in",
 			setup: func(f *fixture) { f.mustGroup("web") },
 			do:    func(f *fixture) error { _, err := f.svc.Leave(f.ctx, "web", []string{"g1"}); return err },
-			want:  ErrNotMember,
+			want:  inventory.ErrNotMember,
 		},
 		{
 			name:  "unknown guest",
 			setup: func(f *fixture) { f.mustGroup("web") },
 			do:    join("web", "nope"),
-			want:  ErrNotFound,
+			want:  inventory.ErrNotFound,
 		},
 		// Registry objects.
 		{
@@ -540,7 +540,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.CreateNetwork(f.ctx, api.NetworkCreate{ID: "x", CIDR: netip.MustParsePrefix("192.0.2.128/25")})
 				return err
 			},
-			want:   ErrNetworkOverlap,
+			want:   inventory.ErrNetworkOverlap,
 			msgHas: "overlaps network net1",
 		},
 		{
@@ -549,7 +549,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.CreateNetwork(f.ctx, api.NetworkCreate{ID: "net1", CIDR: netip.MustParsePrefix("198.51.100.0/24")})
 				return err
 			},
-			want: ErrExists,
+			want: inventory.ErrExists,
 		},
 		{
 			name: "IPv6 network",
@@ -557,7 +557,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.CreateNetwork(f.ctx, api.NetworkCreate{ID: "v6", CIDR: netip.MustParsePrefix("2001:db8::/64")})
 				return err
 			},
-			want: ErrInvalid,
+			want: inventory.ErrInvalid,
 		},
 		{
 			name: "guest outside its network",
@@ -565,7 +565,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.RegisterGuest(f.ctx, api.GuestRegister{ID: "x", Name: "x", NetworkID: "net1", Address: ip("198.51.100.9"), MAC: "52:54:00:00:00:99", NICs: 1})
 				return err
 			},
-			want: ErrAddressNotInNetwork,
+			want: inventory.ErrAddressNotInNetwork,
 		},
 		{
 			name:  "guest on the VIP's address",
@@ -574,7 +574,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.RegisterGuest(f.ctx, api.GuestRegister{ID: "x", Name: "x", NetworkID: "net1", Address: ip("192.0.2.10"), MAC: "52:54:00:00:00:99", NICs: 1})
 				return err
 			},
-			want:   ErrAddressInUse,
+			want:   inventory.ErrAddressInUse,
 			msgHas: "in use by vip ig-nginx",
 		},
 		{
@@ -583,7 +583,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.RegisterGuest(f.ctx, api.GuestRegister{ID: "x", Name: "x", NetworkID: "net1", Address: ip("192.0.2.99"), MAC: "52:54:00:00:00:11", NICs: 1})
 				return err
 			},
-			want: ErrExists,
+			want: inventory.ErrExists,
 		},
 		{
 			name: "guest on an EIP network",
@@ -591,13 +591,13 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.RegisterGuest(f.ctx, api.GuestRegister{ID: "x", Name: "x", NetworkID: "pub", Address: ip("203.0.113.99"), MAC: "52:54:00:00:00:99", NICs: 1})
 				return err
 			},
-			want: ErrNotGuestNetwork,
+			want: inventory.ErrNotGuestNetwork,
 		},
 		{
 			name:  "group name taken",
 			setup: func(f *fixture) { f.mustGroup("web") },
 			do:    func(f *fixture) error { _, err := f.svc.CreateGroup(f.ctx, api.GroupCreate{Name: "web"}); return err },
-			want:  ErrExists,
+			want:  inventory.ErrExists,
 		},
 		{
 			name: "group settings checked by vrrp's rules",
@@ -605,7 +605,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.CreateGroup(f.ctx, api.GroupCreate{Name: "web", AdvertInt: vrrp.Seconds(500)})
 				return err
 			},
-			want:   ErrInvalid,
+			want:   inventory.ErrInvalid,
 			msgHas: "advert_int",
 		},
 		{
@@ -614,7 +614,7 @@ func TestRules(t *testing.T) {
 				_, err := f.svc.CreateGroup(f.ctx, api.GroupCreate{Name: "web", VRRPVersion: 3, AuthPass: "secret"})
 				return err
 			},
-			want: ErrInvalid,
+			want: inventory.ErrInvalid,
 		},
 	}
 	for _, tc := range cases {
@@ -677,30 +677,6 @@ func TestPrioritiesStableAndUnique(t *testing.T) {
 		if got[id] != p {
 			t.Errorf("priority of %s = %d, want %d (all: %v)", id, got[id], p, got)
 		}
-	}
-}
-
-func TestNextPriorityWrapsToHighestFree(t *testing.T) {
-	cases := []struct {
-		name string
-		have []int
-		want int
-	}{
-		{"first", nil, 100},
-		{"below the lowest", []int{100, 99}, 98},
-		{"lowest is 1", []int{1, 100}, 254},
-		{"lowest is 1 and 254 used", []int{1, 254}, 253},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var ms []registry.Member
-			for _, p := range tc.have {
-				ms = append(ms, registry.Member{Priority: p})
-			}
-			if got := nextPriority(ms); got != tc.want {
-				t.Fatalf("nextPriority(%v) = %d, want %d", tc.have, got, tc.want)
-			}
-		})
 	}
 }
 

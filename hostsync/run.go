@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -185,7 +186,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	if p.Listen != nil {
 		g.Go(func() error {
 			err := p.Listen(gctx, svc.WatchVIP, func(o garp.Observation) {
-				if _, err := svc.Observe(gctx, o); err != nil && !errors.Is(err, ErrForbidden) {
+				if _, err := svc.Observe(gctx, o); err != nil && !errors.Is(err, inventory.ErrForbidden) {
 					log.Warn("garp observation", "vip", o.VIP, "mac", o.MAC.String(), "err", err)
 				}
 			})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -40,7 +41,7 @@ func (s *Service) Status(ctx context.Context) (api.HostsyncStatus, error) {
 				continue
 			}
 			st.VIPs++
-			o, err := getOwner(tx, g.ID)
+			o, err := inventory.Owner(tx, g.ID)
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package hostsync
+package inventory
 
 import (
 	"encoding/binary"
@@ -89,7 +89,7 @@ func allocate(tx registry.Tx, n registry.Network, req allocRequest, intn func(in
 		}
 	case api.AllocRandom:
 	default:
-		return netip.Addr{}, invalid("alloc_dir", "%q is not one of stepup, stepdown, random", req.Dir)
+		return netip.Addr{}, Invalid("alloc_dir", "%q is not one of stepup, stepdown, random", req.Dir)
 	}
 	if req.Reserved {
 		if req.Dir == api.AllocRandom {

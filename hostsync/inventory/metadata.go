@@ -1,4 +1,4 @@
-package hostsync
+package inventory
 
 import (
 	"context"
@@ -23,8 +23,8 @@ type Caller struct {
 	MAC  net.HardwareAddr // nil when unknown
 }
 
-// identify resolves the caller to a member guest of a group with a VIP.
-func identify(tx registry.Tx, c Caller) (registry.Guest, registry.Group, error) {
+// Identify resolves the caller to a member guest of a group with a VIP.
+func Identify(tx registry.Tx, c Caller) (registry.Guest, registry.Group, error) {
 	gu, err := guestByAddr(tx, c.Addr)
 	if errors.Is(err, ErrNotFound) {
 		return gu, registry.Group{}, fmt.Errorf("%w: %s is not a registered guest", ErrForbidden, c.Addr)
@@ -54,77 +54,32 @@ func identify(tx registry.Tx, c Caller) (registry.Guest, registry.Group, error) 
 	return gu, g, nil
 }
 
-// Metadata returns the metadata of the caller's group, validated by vrrp.
-//
-// With a claim queue (a shared registry), the document is remembered per
-// guest address, and while the registry is unreachable
-// (registry.ErrUnavailable) the caller is served the last one (when its
-// MAC, if known, is the one registered).
-func (s *Service) Metadata(ctx context.Context, c Caller) (*vrrp.Metadata, error) {
-	var md *vrrp.Metadata
-	var mac string
-	err := s.bounded(ctx, func(ctx context.Context) error {
-		return s.store.View(ctx, func(tx registry.Tx) error {
-			gu, g, err := identify(tx, c)
-			if err != nil {
-				return err
-			}
-			mac = gu.MAC
-			md, err = groupMetadata(tx, g)
-			return err
-		})
-	})
-	if s.queue == nil {
-		return md, err
-	}
-	switch {
-	case err == nil:
-		s.rememberMetadata(c.Addr, md, mac)
-		return md, nil
-	case errors.Is(err, registry.ErrUnavailable):
-		s.mu.Lock()
-		last, ok := s.lastMetadata[c.Addr]
-		s.mu.Unlock()
-		if ok && (c.MAC == nil || c.MAC.String() == last.mac) {
-			return last.md, nil
-		}
-	case errors.Is(err, ErrForbidden):
-		s.rememberMetadata(c.Addr, nil, "")
-	}
-	return nil, err
-}
-
-// cachedMetadata is the last document served to a guest, with the MAC
-// registered for it then.
-type cachedMetadata struct {
-	md  *vrrp.Metadata
-	mac string
-}
-
 // GroupMetadata returns the metadata of a group (id or name) with a VIP,
 // validated: what its members are served (for cloud-init files).
-func (s *Service) GroupMetadata(ctx context.Context, ref string) (*vrrp.Metadata, error) {
+func (s *Inventory) GroupMetadata(ctx context.Context, ref string) (*vrrp.Metadata, error) {
 	var md *vrrp.Metadata
 	err := s.store.View(ctx, func(tx registry.Tx) error {
-		g, err := findGroup(tx, ref)
+		g, err := FindGroup(tx, ref)
 		if err != nil {
 			return err
 		}
 		if g.VIP == nil {
 			return refuse(ErrNoVIP, "group %s", g.Name)
 		}
-		md, err = groupMetadata(tx, g)
+		md, err = MetadataOf(tx, g)
 		return err
 	})
 	return md, err
 }
 
-func groupMetadata(tx registry.Tx, g registry.Group) (*vrrp.Metadata, error) {
+// MetadataOf builds the metadata of group g (with a VIP) its members are
+// served, validated.
+func MetadataOf(tx registry.Tx, g registry.Group) (*vrrp.Metadata, error) {
 	n, err := getNetwork(tx, g.VIP.NetworkID)
 	if err != nil {
 		return nil, err
 	}
-	ms, err := members(tx, g)
+	ms, err := Members(tx, g)
 	if err != nil {
 		return nil, err
 	}
@@ -173,4 +128,19 @@ func buildMetadata(g registry.Group, vip *registry.VIPBinding, cidr netip.Prefix
 		md.EIP = *eipAddr
 	}
 	return md
+}
+
+// GroupByVIP reads the group whose VIP is vip; ErrForbidden (wrapped)
+// when it is no group's VIP.
+func GroupByVIP(tx registry.Tx, vip netip.Addr) (registry.Group, error) {
+	groups, err := registry.List[registry.Group](tx, "")
+	if err != nil {
+		return registry.Group{}, err
+	}
+	for _, g := range groups {
+		if g.VIP != nil && g.VIP.Address == vip {
+			return g, nil
+		}
+	}
+	return registry.Group{}, fmt.Errorf("%w: %s is no group's VIP", ErrForbidden, vip)
 }

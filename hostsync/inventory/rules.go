@@ -1,4 +1,4 @@
-package hostsync
+package inventory
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 )
 
 // The platform's rules (the seed's, and the ones Cloudpods codes). Each
-// sentinel states its rule; errors returned by Service wrap one of them with
+// sentinel states its rule; errors returned by Inventory wrap one of them with
 // the objects involved, e.g.
 //
 //	hostsync: one VIP per group: group nginx already has VIP 192.0.2.10
@@ -100,28 +100,30 @@ func refuse(rule error, format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{rule}, args...)...)
 }
 
-// invalid is a malformed request naming its field.
-type invalidError struct {
+// InvalidError is a malformed request naming its field (Invalid); it
+// wraps ErrInvalid.
+type InvalidError struct {
 	Field string
 	Msg   string
 }
 
-func (e *invalidError) Error() string {
+func (e *InvalidError) Error() string {
 	if e.Field == "" {
 		return ErrInvalid.Error() + ": " + e.Msg
 	}
 	return ErrInvalid.Error() + ": " + e.Field + ": " + e.Msg
 }
 
-func (e *invalidError) Unwrap() error { return ErrInvalid }
+func (e *InvalidError) Unwrap() error { return ErrInvalid }
 
-func invalid(field, format string, args ...any) error {
-	return &invalidError{Field: field, Msg: fmt.Sprintf(format, args...)}
+// Invalid returns an *InvalidError for field.
+func Invalid(field, format string, args ...any) error {
+	return &InvalidError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-// isRefusal reports whether err is a rule refusal (as opposed to a
+// IsRefusal reports whether err is a rule refusal (as opposed to a
 // malformed request, a missing object or a store failure).
-func isRefusal(err error) bool {
+func IsRefusal(err error) bool {
 	for _, r := range []error{
 		ErrOneVIPPerGroup, ErrNetworkRequired, ErrMembersNotInOneNetwork, ErrNetworkMismatch,
 		ErrOneNIC, ErrWrongNetwork, ErrNotGuestNetwork, ErrNotEIPNetwork, ErrAddressNotInNetwork,

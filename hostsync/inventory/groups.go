@@ -1,0 +1,543 @@
+package inventory
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/vrrp"
+)
+
+// CreateGroup creates an instance group with its VRRP settings.
+func (s *Inventory) CreateGroup(ctx context.Context, req api.GroupCreate) (api.GroupView, error) {
+	g, err := s.buildGroup(req)
+	if err != nil {
+		return api.GroupView{}, err
+	}
+	err = s.store.Update(ctx, func(tx registry.Tx) error {
+		groups, err := registry.List[registry.Group](tx, "")
+		if err != nil {
+			return err
+		}
+		for _, o := range groups {
+			if o.ID == g.ID || o.Name == g.Name || o.ID == g.Name || o.Name == g.ID {
+				return refuse(ErrExists, "group %s (%s)", o.Name, o.ID)
+			}
+		}
+		return registry.Put(tx, g)
+	})
+	if err != nil {
+		return api.GroupView{}, err
+	}
+	s.log.Info("group created", "op", "instancegroup-create", "group", g.Name)
+	return s.ShowGroup(ctx, g.ID)
+}
+
+func (s *Inventory) buildGroup(req api.GroupCreate) (registry.Group, error) {
+	if !reGroupName.MatchString(req.Name) {
+		return registry.Group{}, Invalid("name", "%q is not a group name (1–32 of A-Z a-z 0-9 . _ -, starting with a letter or digit)", req.Name)
+	}
+	id := req.ID
+	if id == "" {
+		id = "ig-" + req.Name
+	}
+	if err := checkID("id", id); err != nil {
+		return registry.Group{}, err
+	}
+	set := registry.Settings{
+		VRRPVersion: req.VRRPVersion, AdvertInt: req.AdvertInt, AuthPass: req.AuthPass, Unicast: req.Unicast,
+		NoPreempt: req.NoPreempt, PreemptDelay: req.PreemptDelay, Checks: req.Checks,
+	}
+	if set.VRRPVersion == 0 {
+		set.VRRPVersion = 2
+	}
+	if set.VRRPVersion == 3 && set.AuthPass != "" {
+		return registry.Group{}, Invalid("auth_pass", "authentication is only defined for VRRPv2")
+	}
+	if set.VRRPVersion == 2 && set.AuthPass == "" {
+		set.AuthPass = randomPass()
+	}
+	g := registry.Group{ID: id, Name: req.Name, Settings: set, Revision: 1, CreatedAt: s.nowUTC()}
+	// The settings are checked by vrrp's own rules on a probe document, so
+	// a group can never be created with settings its metadata would fail.
+	probe := buildMetadata(g, &registry.VIPBinding{Address: netip.MustParseAddr("192.0.2.10"), VRID: 1},
+		netip.MustParsePrefix("192.0.2.0/24"), []registry.Guest{{ID: "probe", Name: "probe", Address: netip.MustParseAddr("192.0.2.11")}},
+		[]registry.Member{{GuestID: "probe", Priority: 100}}, nil)
+	if err := probe.Validate(); err != nil {
+		var fe *vrrp.FieldError
+		if errors.As(err, &fe) {
+			return registry.Group{}, Invalid(fe.Path, "%s", fe.Msg)
+		}
+		return registry.Group{}, Invalid("", "%v", err)
+	}
+	return g, nil
+}
+
+// passAlphabet is what a generated VRRP password is made of (a subset of
+// what vrrp accepts).
+const passAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+
+// randomPass returns 8 random characters for VRRPv2 PASS authentication
+// (keepalived uses at most 8).
+func randomPass() string {
+	var b [8]byte
+	// crypto/rand.Read never returns an error (Go 1.24+).
+	_, _ = crand.Read(b[:])
+	for i := range b {
+		b[i] = passAlphabet[int(b[i])%len(passAlphabet)]
+	}
+	return string(b[:])
+}
+
+// DeleteGroup deletes a group without members and EIP, releasing its VIP.
+func (s *Inventory) DeleteGroup(ctx context.Context, ref string) error {
+	var g registry.Group
+	err := s.store.Update(ctx, func(tx registry.Tx) error {
+		var err error
+		if g, err = FindGroup(tx, ref); err != nil {
+			return err
+		}
+		if err := checkDelete(g); err != nil {
+			return err
+		}
+		if g.VIP != nil {
+			if err := tx.Delete(registry.BucketLeases, registry.LeaseKey(g.VIP.NetworkID, g.VIP.Address)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Delete(registry.BucketOwners, g.ID); err != nil {
+			return err
+		}
+		if err := deleteRoles(tx, g.ID); err != nil {
+			return err
+		}
+		return tx.Delete(registry.BucketGroups, g.ID)
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("group deleted", "op", "instancegroup-delete", "group", g.Name)
+	s.notify(ctx, Change{Op: "instancegroup-delete", Group: g.ID, OwnerGone: true, VIPs: true})
+	return nil
+}
+
+func deleteRoles(tx registry.Tx, group string) error {
+	var keys []string
+	if err := tx.ForEach(registry.BucketRoles, group+"/", func(k string, _ []byte) error {
+		keys = append(keys, k)
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := tx.Delete(registry.BucketRoles, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nextPriority is the priority of a new member: one below the lowest
+// present (first member 100, next 99, ...), so priorities are unique and
+// stable; when that would fall below 1, the highest free one.
+func nextPriority(ms []registry.Member) int {
+	if len(ms) == 0 {
+		return 100
+	}
+	used := map[int]bool{}
+	low := 255
+	for _, m := range ms {
+		used[m.Priority] = true
+		low = min(low, m.Priority)
+	}
+	if low > 1 {
+		return low - 1
+	}
+	for p := 254; p >= 1; p-- {
+		if !used[p] {
+			return p
+		}
+	}
+	return 0 // unreachable: MaxMembers < 254
+}
+
+// Join adds guests (ids or names) to a group, all or none.
+func (s *Inventory) Join(ctx context.Context, ref string, guests []string) (api.GroupView, error) {
+	if len(guests) == 0 {
+		return api.GroupView{}, Invalid("guests", "name at least one guest")
+	}
+	var g registry.Group
+	err := s.store.Update(ctx, func(tx registry.Tx) error {
+		var err error
+		if g, err = FindGroup(tx, ref); err != nil {
+			return err
+		}
+		for _, gr := range guests {
+			gu, err := findGuest(tx, gr)
+			if err != nil {
+				return err
+			}
+			if err := checkJoin(g, gu); err != nil {
+				return err
+			}
+			g.Members = append(g.Members, registry.Member{GuestID: gu.ID, Priority: nextPriority(g.Members), JoinedAt: s.nowUTC()})
+			gu.Group = g.ID
+			if err := registry.Put(tx, gu); err != nil {
+				return err
+			}
+		}
+		g.Revision++
+		return registry.Put(tx, g)
+	})
+	if err != nil {
+		return api.GroupView{}, err
+	}
+	s.log.Info("guests joined", "op", "instancegroup-join", "group", g.Name, "guests", guests)
+	return s.ShowGroup(ctx, g.ID)
+}
+
+// Leave removes guests (ids or names) from a group, all or none. When the
+// VIP's owner leaves, the group has no owner until the next MASTER claim.
+func (s *Inventory) Leave(ctx context.Context, ref string, guests []string) (api.GroupView, error) {
+	if len(guests) == 0 {
+		return api.GroupView{}, Invalid("guests", "name at least one guest")
+	}
+	var g registry.Group
+	ownerLeft := false
+	err := s.store.Update(ctx, func(tx registry.Tx) error {
+		ownerLeft = false
+		var err error
+		if g, err = FindGroup(tx, ref); err != nil {
+			return err
+		}
+		owner, err := Owner(tx, g.ID)
+		if err != nil {
+			return err
+		}
+		for _, gr := range guests {
+			gu, err := findGuest(tx, gr)
+			if err != nil {
+				return err
+			}
+			if _, ok := g.Member(gu.ID); !ok {
+				return refuse(ErrNotMember, "guest %s is not in group %s", gu.Name, g.Name)
+			}
+			g.Members = slices.DeleteFunc(g.Members, func(m registry.Member) bool { return m.GuestID == gu.ID })
+			gu.Group = ""
+			if err := registry.Put(tx, gu); err != nil {
+				return err
+			}
+			if err := tx.Delete(registry.BucketRoles, registry.RoleKey(g.ID, gu.ID)); err != nil {
+				return err
+			}
+			if owner.GuestID == gu.ID {
+				if _, err := registry.SwapOwner(tx, owner.Revision, registry.Owner{Group: g.ID, Since: s.nowUTC(), Source: "leave"}); err != nil {
+					return err
+				}
+				ownerLeft = true
+			}
+		}
+		g.Revision++
+		return registry.Put(tx, g)
+	})
+	if err != nil {
+		return api.GroupView{}, err
+	}
+	s.log.Info("guests left", "op", "instancegroup-leave", "group", g.Name, "guests", guests)
+	if ownerLeft {
+		s.notify(ctx, Change{Op: "instancegroup-leave", Group: g.ID, OwnerGone: true, DataPlane: true})
+	}
+	return s.ShowGroup(ctx, g.ID)
+}
+
+// AttachNetwork binds a VIP to a group (climc instancegroup-attachnetwork).
+func (s *Inventory) AttachNetwork(ctx context.Context, ref string, req api.AttachNetwork) (api.GroupView, error) {
+	switch req.AllocDir {
+	case "", api.AllocStepUp, api.AllocStepDown, api.AllocRandom:
+	default:
+		return api.GroupView{}, Invalid("alloc_dir", "%q is not one of stepup, stepdown, random", req.AllocDir)
+	}
+	if req.RequireDesignatedIP && !req.IPAddr.IsValid() {
+		return api.GroupView{}, Invalid("require_designated_ip", "needs ip_addr (--ip-addr)")
+	}
+	var g registry.Group
+	err := s.store.Update(ctx, func(tx registry.Tx) error {
+		var err error
+		if g, err = FindGroup(tx, ref); err != nil {
+			return err
+		}
+		ms, err := Members(tx, g)
+		if err != nil {
+			return err
+		}
+		if len(ms) == 0 && req.NetworkID == "" && req.IPAddr.IsValid() && g.VIP == nil {
+			// A group without members given only an address: the guest
+			// network holding that address is the one chosen.
+			if req.NetworkID, err = networkOf(tx, req.IPAddr); err != nil {
+				return err
+			}
+		}
+		netID, err := checkAttach(g, ms, req)
+		if err != nil {
+			return err
+		}
+		n, err := getNetwork(tx, netID)
+		if err != nil {
+			return err
+		}
+		if n.Kind != registry.KindGuest {
+			return refuse(ErrNotGuestNetwork, "network %s is of kind %s", n.ID, n.Kind)
+		}
+		addr, err := allocate(tx, n, allocRequest{Want: req.IPAddr, Dir: req.AllocDir, Reserved: req.Reserved, Require: req.RequireDesignatedIP}, s.intn)
+		if err != nil {
+			return err
+		}
+		vrid, err := pickVRID(tx, g, n.ID)
+		if err != nil {
+			return err
+		}
+		if err := registry.Put(tx, registry.Lease{NetworkID: n.ID, Address: addr, Kind: registry.LeaseVIP, Holder: g.ID}); err != nil {
+			return err
+		}
+		g.VIP = &registry.VIPBinding{Address: addr, NetworkID: n.ID, Reserved: req.Reserved, VRID: vrid, BoundAt: s.nowUTC()}
+		g.Revision++
+		return registry.Put(tx, g)
+	})
+	if err != nil {
+		return api.GroupView{}, err
+	}
+	s.log.Info("vip attached", "op", "instancegroup-attachnetwork", "group", g.Name, "vip", g.VIP.Address, "network", g.VIP.NetworkID)
+	s.notify(ctx, Change{Op: "instancegroup-attachnetwork", Group: g.ID, VIPs: true})
+	return s.ShowGroup(ctx, g.ID)
+}
+
+// networkOf finds the guest network holding a.
+func networkOf(tx registry.Tx, a netip.Addr) (string, error) {
+	nets, err := registry.List[registry.Network](tx, "")
+	if err != nil {
+		return "", err
+	}
+	for _, n := range nets {
+		if n.Kind == registry.KindGuest && n.CIDR.Contains(a.Unmap()) {
+			return n.ID, nil
+		}
+	}
+	return "", refuse(ErrAddressNotInNetwork, "%s is in no guest network", a)
+}
+
+// pickVRID derives the group's virtual_router_id from its id (as vrrp
+// does) and, when another group with a VIP in the same network already
+// uses it, takes the next free one: two VRRP instances with one id on one
+// segment would fight.
+func pickVRID(tx registry.Tx, g registry.Group, network string) (int, error) {
+	groups, err := registry.List[registry.Group](tx, "")
+	if err != nil {
+		return 0, err
+	}
+	used := map[int]bool{}
+	for _, o := range groups {
+		if o.ID != g.ID && o.VIP != nil && o.VIP.NetworkID == network {
+			used[o.VIP.VRID] = true
+		}
+	}
+	first := vrrp.DeriveVRID(g.ID)
+	for k := range 255 {
+		if id := (first-1+k)%255 + 1; !used[id] {
+			return id, nil
+		}
+	}
+	return 0, refuse(ErrNetworkFull, "all 255 virtual_router_ids of network %s are in use", network)
+}
+
+// DetachNetwork unbinds a group's VIP (refused while an EIP is bound).
+func (s *Inventory) DetachNetwork(ctx context.Context, ref string, req api.DetachNetwork) (api.GroupView, error) {
+	var g registry.Group
+	var vip netip.Addr
+	err := s.store.Update(ctx, func(tx registry.Tx) error {
+		var err error
+		if g, err = FindGroup(tx, ref); err != nil {
+			return err
+		}
+		if err := checkDetach(g, req); err != nil {
+			return err
+		}
+		vip = g.VIP.Address
+		if err := tx.Delete(registry.BucketLeases, registry.LeaseKey(g.VIP.NetworkID, g.VIP.Address)); err != nil {
+			return err
+		}
+		owner, err := Owner(tx, g.ID)
+		if err != nil {
+			return err
+		}
+		if owner.GuestID != "" {
+			if _, err := registry.SwapOwner(tx, owner.Revision, registry.Owner{Group: g.ID, Since: s.nowUTC(), Source: "detach"}); err != nil {
+				return err
+			}
+		}
+		g.VIP = nil
+		g.Revision++
+		return registry.Put(tx, g)
+	})
+	if err != nil {
+		return api.GroupView{}, err
+	}
+	s.log.Info("vip detached", "op", "instancegroup-detachnetwork", "group", g.Name, "vip", vip)
+	s.notify(ctx, Change{Op: "instancegroup-detachnetwork", Group: g.ID, OwnerGone: true, VIPs: true})
+	return s.ShowGroup(ctx, g.ID)
+}
+
+// CreateGroupEIP allocates an EIP and binds it to the group's VIP.
+func (s *Inventory) CreateGroupEIP(ctx context.Context, ref string, req api.CreateGroupEIP) (api.GroupView, error) {
+	if err := checkEIPAttrs(req.Bandwidth, req.BGPType, req.ChargeType); err != nil {
+		return api.GroupView{}, err
+	}
+	var g registry.Group
+	err := s.store.Update(ctx, func(tx registry.Tx) error {
+		var err error
+		if g, err = FindGroup(tx, ref); err != nil {
+			return err
+		}
+		vipNet, err := vipNetwork(tx, g)
+		if err != nil {
+			return err
+		}
+		if err := checkBindEIP(g, vipNet, nil); err != nil {
+			return err
+		}
+		e, err := s.allocEIP(tx, api.EIPCreate{
+			IPAddr: req.IPAddr, NetworkID: req.NetworkID, Bandwidth: req.Bandwidth, BGPType: req.BGPType,
+			ChargeType: req.ChargeType, AutoDeallocate: req.AutoDeallocate,
+		})
+		if err != nil {
+			return err
+		}
+		return s.bindEIP(tx, &g, e)
+	})
+	if err != nil {
+		return api.GroupView{}, err
+	}
+	s.log.Info("eip created and associated", "op", "instancegroup-create-eip", "group", g.Name, "eip", g.EIP.Address)
+	s.notify(ctx, Change{Op: "instancegroup-create-eip", Group: g.ID, DataPlane: true})
+	return s.ShowGroup(ctx, g.ID)
+}
+
+func vipNetwork(tx registry.Tx, g registry.Group) (registry.Network, error) {
+	if g.VIP == nil {
+		return registry.Network{}, nil
+	}
+	return getNetwork(tx, g.VIP.NetworkID)
+}
+
+func (s *Inventory) bindEIP(tx registry.Tx, g *registry.Group, e registry.EIP) error {
+	e.Group = g.ID
+	g.EIP = &registry.EIPBinding{EIPID: e.ID, Address: e.Address, BoundAt: s.nowUTC()}
+	g.Revision++
+	if err := registry.Put(tx, e); err != nil {
+		return err
+	}
+	return registry.Put(tx, *g)
+}
+
+// AssociateEIP binds an existing EIP (by id or address) to the group.
+func (s *Inventory) AssociateEIP(ctx context.Context, ref string, req api.AssociateEIP) (api.GroupView, error) {
+	if req.EIPID == "" && !req.IPAddr.IsValid() {
+		return api.GroupView{}, Invalid("eip_id", "name the EIP with --eip-id or --ip-addr")
+	}
+	var g registry.Group
+	err := s.store.Update(ctx, func(tx registry.Tx) error {
+		var err error
+		if g, err = FindGroup(tx, ref); err != nil {
+			return err
+		}
+		e, err := findEIP(tx, req)
+		if err != nil {
+			return err
+		}
+		vipNet, err := vipNetwork(tx, g)
+		if err != nil {
+			return err
+		}
+		if err := checkBindEIP(g, vipNet, &e); err != nil {
+			return err
+		}
+		return s.bindEIP(tx, &g, e)
+	})
+	if err != nil {
+		return api.GroupView{}, err
+	}
+	s.log.Info("eip associated", "op", "instancegroup-associate-eip", "group", g.Name, "eip", g.EIP.Address)
+	s.notify(ctx, Change{Op: "instancegroup-associate-eip", Group: g.ID, DataPlane: true})
+	return s.ShowGroup(ctx, g.ID)
+}
+
+func findEIP(tx registry.Tx, req api.AssociateEIP) (registry.EIP, error) {
+	if req.EIPID != "" {
+		e, err := registry.Get[registry.EIP](tx, req.EIPID)
+		if errors.Is(err, registry.ErrNotFound) {
+			return e, fmt.Errorf("%w: no EIP %q", ErrNotFound, req.EIPID)
+		}
+		if err == nil && req.IPAddr.IsValid() && e.Address != req.IPAddr.Unmap() {
+			return e, Invalid("ip_addr", "EIP %s has address %s, not %s", e.ID, e.Address, req.IPAddr)
+		}
+		return e, err
+	}
+	eips, err := registry.List[registry.EIP](tx, "")
+	if err != nil {
+		return registry.EIP{}, err
+	}
+	for _, e := range eips {
+		if e.Address == req.IPAddr.Unmap() {
+			return e, nil
+		}
+	}
+	return registry.EIP{}, fmt.Errorf("%w: no EIP with address %s (eip-create first)", ErrNotFound, req.IPAddr)
+}
+
+// DissociateEIP unbinds the group's EIP, deleting it when it was created
+// with auto-deallocate.
+func (s *Inventory) DissociateEIP(ctx context.Context, ref string) (api.GroupView, error) {
+	var g registry.Group
+	var old registry.EIPBinding
+	err := s.store.Update(ctx, func(tx registry.Tx) error {
+		var err error
+		if g, err = FindGroup(tx, ref); err != nil {
+			return err
+		}
+		if err := checkDissociate(g); err != nil {
+			return err
+		}
+		old = *g.EIP
+		e, err := registry.Get[registry.EIP](tx, g.EIP.EIPID)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+		case err != nil:
+			return err
+		case e.AutoDeallocate:
+			if err := tx.Delete(registry.BucketLeases, registry.LeaseKey(e.NetworkID, e.Address)); err != nil {
+				return err
+			}
+			if err := tx.Delete(registry.BucketEIPs, e.ID); err != nil {
+				return err
+			}
+		default:
+			e.Group = ""
+			if err := registry.Put(tx, e); err != nil {
+				return err
+			}
+		}
+		g.EIP = nil
+		g.Revision++
+		return registry.Put(tx, g)
+	})
+	if err != nil {
+		return api.GroupView{}, err
+	}
+	s.log.Info("eip dissociated", "op", "instancegroup-dissociate-eip", "group", g.Name, "eip", old.Address)
+	s.notify(ctx, Change{Op: "instancegroup-dissociate-eip", Group: g.ID, DataPlane: true})
+	return s.ShowGroup(ctx, g.ID)
+}
