@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -55,21 +53,6 @@ func nsHasAddr(t testing.TB, ns, dev string, addr netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// listenInNetns opens a TCP listener inside namespace ns; the socket stays
-// in that namespace after the thread switches back.
-func listenInNetns(t testing.TB, ns, addr string) net.Listener {
-	t.Helper()
-	var ln net.Listener
-	if err := testutil.InNetns(ns, func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
 }
 
 // fakeHostsync serves the guest API from the bridge namespace: metadata

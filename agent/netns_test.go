@@ -13,6 +13,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/harness/netns"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -50,9 +51,9 @@ func newLab(t *testing.T, names ...string) *lab {
 	testutil.RequireRoot(t, "keepalived")
 	agentBin, vipctlBin := binaries(t)
 	l := &lab{t: t, br: testutil.NewNetns(t, "b"), hs: &fakeHostsync{seen: map[string]bool{}}, vip: netip.MustParsePrefix("192.0.2.10/24"), vipctl: vipctlBin, agent: agentBin}
-	testutil.IP(t, "-n", l.br, "link", "add", "br0", "type", "bridge")
-	testutil.IP(t, "-n", l.br, "addr", "add", "192.0.2.1/24", "dev", "br0")
-	testutil.IP(t, "-n", l.br, "link", "set", "br0", "up")
+	if err := netns.Bridge(l.br, "br0", "192.0.2.1/24"); err != nil {
+		t.Fatal(err)
+	}
 	root := t.TempDir()
 	for i, name := range names {
 		g := &labGuest{
@@ -62,10 +63,11 @@ func newLab(t *testing.T, names ...string) *lab {
 			dir:  filepath.Join(root, name),
 		}
 		port := fmt.Sprintf("p%d", i+1)
-		testutil.IP(t, "-n", l.br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", g.ns)
-		testutil.IP(t, "-n", l.br, "link", "set", port, "master", "br0", "up")
+		if err := netns.Veth(l.br, port, g.ns, "eth0"); err != nil {
+			t.Fatal(err)
+		}
+		testutil.IP(t, "-n", l.br, "link", "set", port, "master", "br0")
 		testutil.IP(t, "-n", g.ns, "addr", "add", g.addr.String(), "dev", "eth0")
-		testutil.IP(t, "-n", g.ns, "link", "set", "eth0", "up")
 		if err := os.MkdirAll(g.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +81,11 @@ func newLab(t *testing.T, names ...string) *lab {
 		t.Cleanup(g.client.Close)
 		l.guests = append(l.guests, g)
 	}
-	ln := listenInNetns(t, l.br, "192.0.2.1:0")
+	ln, err := netns.Listen(l.br, "tcp", "192.0.2.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
 	srv := &http.Server{Handler: l.hs, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -152,16 +158,16 @@ weight = -20
 		t.Fatal(err)
 	}
 	g.agent = startProc(t, g.name+" agent", filepath.Join(g.dir, "agent.log"),
-		"ip", "netns", "exec", g.ns, l.agent, "--config", path, "--log-level", "debug")
+		netns.Command(g.ns, l.agent, "--config", path, "--log-level", "debug").Args...)
 }
 
 // startKeepalived runs keepalived (VRRP only) in the guest's namespace.
 func (l *lab) startKeepalived(g *labGuest) {
 	run := filepath.Dir(g.pidFile)
 	g.ka = startProc(l.t, g.name+" keepalived", filepath.Join(g.dir, "keepalived.log"),
-		"ip", "netns", "exec", g.ns, "keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp",
-		"--use-file", g.conf, "--pid", g.pidFile,
-		"--vrrp_pid", filepath.Join(run, "vrrp.pid"), "--checkers_pid", filepath.Join(run, "checkers.pid"))
+		netns.Command(g.ns, "keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp",
+			"--use-file", g.conf, "--pid", g.pidFile,
+			"--vrrp_pid", filepath.Join(run, "vrrp.pid"), "--checkers_pid", filepath.Join(run, "checkers.pid")).Args...)
 }
 
 func (g *labGuest) status(t testing.TB) api.AgentStatus {

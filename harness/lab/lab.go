@@ -10,20 +10,22 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vipkeeper/vipkeeper/harness/netns"
 )
 
 // ErrNotPrivileged is returned by New when the lab cannot be built here.
@@ -163,11 +165,11 @@ func (l *Lab) Logf(format string, args ...any) {
 // NS is the full name of the lab namespace with short name n.
 func (l *Lab) NS(n string) string { return l.Prefix + "-" + n }
 
-// AddNS creates namespace n with loopback up.
+// AddNS creates namespace n with loopback up; Close deletes it.
 func (l *Lab) AddNS(n string) error {
 	name := l.NS(n)
-	if err := l.ip("netns", "add", name); err != nil {
-		return err
+	if _, err := netns.IP("netns", "add", name); err != nil {
+		return fmt.Errorf("lab: %w", err)
 	}
 	l.mu.Lock()
 	l.namespaces = append(l.namespaces, name)
@@ -175,26 +177,19 @@ func (l *Lab) AddNS(n string) error {
 	return l.IP(n, "link", "set", "lo", "up")
 }
 
-// ip runs the ip command in the current namespace.
-func (l *Lab) ip(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("lab: ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+// IP runs `ip ARGS` inside namespace n.
+func (l *Lab) IP(n string, args ...string) error {
+	if _, err := netns.IPIn(l.NS(n), args...); err != nil {
+		return fmt.Errorf("lab: %w", err)
 	}
 	return nil
 }
 
-// IP runs `ip ARGS` inside namespace n.
-func (l *Lab) IP(n string, args ...string) error {
-	return l.ip(append([]string{"-n", l.NS(n)}, args...)...)
-}
-
 // Exec runs a command inside namespace n and returns its combined output.
 func (l *Lab) Exec(ctx context.Context, n string, name string, args ...string) ([]byte, error) {
-	full := append([]string{"netns", "exec", l.NS(n), name}, args...)
-	out, err := exec.CommandContext(ctx, "ip", full...).CombinedOutput()
+	out, err := netns.Exec(ctx, l.NS(n), name, args...)
 	if err != nil {
-		return out, fmt.Errorf("lab: %s %s in %s: %v: %s", name, strings.Join(args, " "), n, err, bytes.TrimSpace(out))
+		return out, fmt.Errorf("lab: %w", err)
 	}
 	return out, nil
 }
@@ -202,19 +197,34 @@ func (l *Lab) Exec(ctx context.Context, n string, name string, args ...string) (
 // Veth creates a veth pair with end a (named an) in namespace na and end b
 // (named bn) in namespace nb, both up.
 func (l *Lab) Veth(na, an, nb, bn string) error {
-	if err := l.IP(na, "link", "add", an, "type", "veth", "peer", "name", bn, "netns", l.NS(nb)); err != nil {
-		return err
+	if err := netns.Veth(l.NS(na), an, l.NS(nb), bn); err != nil {
+		return fmt.Errorf("lab: %w", err)
 	}
-	if err := l.IP(na, "link", "set", an, "up"); err != nil {
-		return err
-	}
-	return l.IP(nb, "link", "set", bn, "up")
+	return nil
 }
 
 // Sysctl writes a sysctl inside namespace n.
 func (l *Lab) Sysctl(n, key, value string) error {
-	_, err := l.Exec(context.Background(), n, "sysctl", "-qw", key+"="+value)
-	return err
+	if err := netns.Sysctl(l.NS(n), key, value); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	return nil
+}
+
+// InNS runs fn on an OS thread switched into namespace n (netns.Run).
+// Sockets fn creates stay in namespace n and can be used from any
+// goroutine afterwards.
+func (l *Lab) InNS(n string, fn func() error) error { return netns.Run(l.NS(n), fn) }
+
+// Listen opens a listener inside namespace n.
+func (l *Lab) Listen(n, network, addr string) (net.Listener, error) {
+	return netns.Listen(l.NS(n), network, addr)
+}
+
+// HTTPClient is an HTTP client whose connections originate in namespace
+// n, a new connection for every request (netns.HTTPClient).
+func (l *Lab) HTTPClient(n string, timeout time.Duration) *http.Client {
+	return netns.HTTPClient(l.NS(n), timeout)
 }
 
 // Start runs a long-lived process inside namespace n; its output goes to
@@ -235,8 +245,7 @@ func (l *Lab) Start(n, name string, env []string, argv ...string) (*Proc, error)
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	args := append([]string{"netns", "exec", l.NS(n)}, argv...)
-	cmd := exec.Command("ip", args...)
+	cmd := netns.Command(l.NS(n), argv...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
 	// Its own process group, so Ctrl-C on the demo reaches the demo first
@@ -272,8 +281,8 @@ func (l *Lab) Close() error {
 		procs[i].Stop(3 * time.Second)
 	}
 	for i := len(nss) - 1; i >= 0; i-- {
-		if err := l.ip("netns", "del", nss[i]); err != nil {
-			errs = append(errs, err)
+		if err := netns.Delete(nss[i]); err != nil {
+			errs = append(errs, fmt.Errorf("lab: %w", err))
 		}
 	}
 	if l.ownDir {
@@ -288,11 +297,8 @@ func (l *Lab) Close() error {
 // (for tests asserting that Close cleaned up).
 func (l *Lab) Leftovers() []string {
 	var left []string
-	out, _ := exec.Command("ip", "netns", "list").Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], l.Prefix+"-") {
-			left = append(left, "netns "+f[0])
-		}
+	for _, name := range netns.List(l.Prefix + "-") {
+		left = append(left, "netns "+name)
 	}
 	return left
 }

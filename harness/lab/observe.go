@@ -12,19 +12,15 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+
+	"github.com/vipkeeper/vipkeeper/harness/netns"
 )
 
 // handle opens a netlink handle inside namespace n.
 func (l *Lab) handle(n string) (*netlink.Handle, error) {
-	ns, err := netns.GetFromName(l.NS(n))
+	h, err := netns.Handle(l.NS(n))
 	if err != nil {
-		return nil, fmt.Errorf("lab: netns %s: %w", n, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("lab: netlink in %s: %w", n, err)
+		return nil, fmt.Errorf("lab: %w", err)
 	}
 	return h, nil
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/harness/netns"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -422,7 +423,7 @@ func history(t *testing.T, ctx context.Context, vm *Container) []vrrp.Transition
 // namespace ns until the test ends.
 func serveFiles(t *testing.T, ns, addr string, files map[string]string) {
 	t.Helper()
-	ln, err := ListenIn(ns, addr)
+	ln, err := netns.Listen(ns, "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

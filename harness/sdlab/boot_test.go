@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vipkeeper/vipkeeper/harness/netns"
 )
 
 // A container boots with systemd as PID 1 in the lab's namespace, runs
@@ -61,7 +63,7 @@ func TestBootAndPoweroff(t *testing.T) {
 			t.Fatalf("192.0.2.33/24 on eth0: %v %v", ok, err)
 		}
 		// A server in the bridge's namespace answers the container.
-		ln, err := ListenIn(l.NS("b"), "192.0.2.1:8080")
+		ln, err := netns.Listen(l.NS("b"), "tcp", "192.0.2.1:8080")
 		if err != nil {
 			t.Fatal(err)
 		}

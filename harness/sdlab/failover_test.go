@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/harness/netns"
 )
 
 // The seed's nginx failover with every daemon under a real systemd: a
@@ -187,7 +188,7 @@ backend = "nftables"
 		}
 	})
 
-	client := HTTPClientIn(l.NS("cl"), 5*time.Second)
+	client := netns.HTTPClient(l.NS("cl"), 5*time.Second)
 	// owner waits until the VIP is on want's eth0 only, the agent there
 	// says MASTER, hostsync records want as the owner, and the client
 	// reaches want's nginx through the EIP.

@@ -2,7 +2,6 @@ package sdlab
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,12 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vipkeeper/vipkeeper/harness/netns"
 )
 
 // Options configure New.
@@ -104,8 +104,8 @@ func (l *Lab) AddNS(n string) error {
 	}
 	l.mu.Unlock()
 	name := l.NS(n)
-	if err := runIP("netns", "add", name); err != nil {
-		return err
+	if _, err := netns.IP("netns", "add", name); err != nil {
+		return fmt.Errorf("sdlab: %w", err)
 	}
 	l.mu.Lock()
 	l.namespaces = append(l.namespaces, name)
@@ -115,50 +115,33 @@ func (l *Lab) AddNS(n string) error {
 
 // IP runs `ip ARGS` inside namespace n.
 func (l *Lab) IP(n string, args ...string) error {
-	return runIP(append([]string{"-n", l.NS(n)}, args...)...)
+	if _, err := netns.IPIn(l.NS(n), args...); err != nil {
+		return fmt.Errorf("sdlab: %w", err)
+	}
+	return nil
 }
 
 // Veth creates a veth pair, end an in namespace na and end bn in nb, both up.
 func (l *Lab) Veth(na, an, nb, bn string) error {
-	if err := l.IP(na, "link", "add", an, "type", "veth", "peer", "name", bn, "netns", l.NS(nb)); err != nil {
-		return err
+	if err := netns.Veth(l.NS(na), an, l.NS(nb), bn); err != nil {
+		return fmt.Errorf("sdlab: %w", err)
 	}
-	if err := l.IP(na, "link", "set", an, "up"); err != nil {
-		return err
-	}
-	return l.IP(nb, "link", "set", bn, "up")
+	return nil
 }
 
 // Bridge creates bridge br in namespace n, up, with the addresses given
 // (CIDR form).
 func (l *Lab) Bridge(n, br string, addrs ...string) error {
-	if err := l.IP(n, "link", "add", br, "type", "bridge"); err != nil {
-		return err
-	}
-	if err := l.IP(n, "link", "set", br, "up"); err != nil {
-		return err
-	}
-	for _, a := range addrs {
-		if err := l.IP(n, "addr", "add", a, "dev", br); err != nil {
-			return err
-		}
+	if err := netns.Bridge(l.NS(n), br, addrs...); err != nil {
+		return fmt.Errorf("sdlab: %w", err)
 	}
 	return nil
 }
 
 // Sysctl sets a sysctl of namespace n (the net.* ones are per namespace).
 func (l *Lab) Sysctl(n, key, value string) error {
-	out, err := exec.Command("ip", "netns", "exec", l.NS(n), "sysctl", "-qw", key+"="+value).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("sdlab: sysctl %s=%s in %s: %w: %s", key, value, n, err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
-func runIP(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("sdlab: ip %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	if err := netns.Sysctl(l.NS(n), key, value); err != nil {
+		return fmt.Errorf("sdlab: %w", err)
 	}
 	return nil
 }
@@ -180,8 +163,8 @@ func (l *Lab) Close() error {
 	}
 	wg.Wait()
 	for i := len(nss) - 1; i >= 0; i-- {
-		if err := runIP("netns", "del", nss[i]); err != nil {
-			errs = append(errs, err)
+		if err := netns.Delete(nss[i]); err != nil {
+			errs = append(errs, fmt.Errorf("sdlab: %w", err))
 		}
 	}
 	if l.ownDir && errors.Join(errs...) == nil {
@@ -196,12 +179,8 @@ func (l *Lab) Close() error {
 // mounts under its directory, container processes. Empty after Close.
 func (l *Lab) Leftovers() []string {
 	var left []string
-	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
-		for line := range strings.SplitSeq(string(out), "\n") {
-			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], l.Prefix+"-") {
-				left = append(left, "netns "+f[0])
-			}
-		}
+	for _, name := range netns.List(l.Prefix + "-") {
+		left = append(left, "netns "+name)
 	}
 	for _, m := range mountsUnder(l.Dir) {
 		left = append(left, "mount "+m)

@@ -1,16 +1,13 @@
 package testutil
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"runtime"
-	"strings"
 	"testing"
 
-	"github.com/vishvananda/netns"
+	"github.com/vipkeeper/vipkeeper/harness/netns"
 )
 
 // RequireRoot skips a privileged test unless it runs as root with ip(8)
@@ -32,11 +29,11 @@ func RequireRoot(tb testing.TB, binaries ...string) {
 // IP runs ip(8) with args and returns its output; an error fails the test.
 func IP(tb testing.TB, args ...string) string {
 	tb.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
+	out, err := netns.IP(args...)
 	if err != nil {
-		tb.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		tb.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 // NewNetns creates a network namespace named "vk", tag and a random
@@ -51,41 +48,14 @@ func NewNetns(tb testing.TB, tag string) string {
 	}
 	IP(tb, "netns", "add", name)
 	tb.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			tb.Errorf("ip netns del %s: %v\n%s", name, err, out)
+		if err := netns.Delete(name); err != nil {
+			tb.Error(err)
 		}
 	})
 	IP(tb, "-n", name, "link", "set", "lo", "up")
 	return name
 }
 
-// InNetns runs fn on the calling goroutine, locked to an OS thread that is
-// switched into the named namespace for the call; sockets fn opens and
-// processes it starts belong to that namespace.
-func InNetns(name string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// The thread stays locked, so the runtime retires it with this
-		// goroutine instead of reusing it in the wrong namespace.
-		return errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// InNetns is netns.Run: fn runs on the calling goroutine, locked to an OS
+// thread switched into the named namespace for the call.
+func InNetns(name string, fn func() error) error { return netns.Run(name, fn) }
