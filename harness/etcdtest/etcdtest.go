@@ -1,8 +1,10 @@
-// Package etcdtest runs a real, single-member etcd server inside a test
-// binary (go.etcd.io/etcd/server/v3/embed) on 127.0.0.1, for the tests and
-// benchmarks of the etcd registry. The server can be stopped and started
-// again on the same ports and data directory, which is how tests make etcd
-// unreachable for a while.
+// Package etcdtest runs real etcd inside a test binary
+// (go.etcd.io/etcd/server/v3/embed) on 127.0.0.1, for the tests and
+// benchmarks of the etcd registry and of hostsync on etcd: one member
+// (Start), or a cluster whose members are stopped and started one by one
+// (StartCluster: a leader killed, quorum lost and back). A server can be
+// stopped and started again on the same ports and data directory, which is
+// how tests make etcd unreachable for a while. Needs no root.
 package etcdtest
 
 import (

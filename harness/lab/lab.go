@@ -6,7 +6,8 @@
 //
 // Every namespace name carries a random prefix so that concurrent labs do
 // not collide; Close removes every namespace and ends every process the lab
-// started, by PID, also after a failure.
+// started, by PID, also after a failure. Namespaces and links are made
+// through harness/netns. Needs root, ip(8) and keepalived.
 package lab
 
 import (

@@ -9,9 +9,9 @@
 //     tree once into a cache directory (EnsureRootfs); every container
 //     boots from an overlay whose lower layer is that tree, so it is never
 //     written to and a container costs one mount;
-//   - the lab (New): network namespaces, veth pairs and bridges made with
-//     ip(8), containers (Lab.Boot), listeners and dialers inside a
-//     namespace, and Close, which powers every container off (killing it
+//   - the lab (New): network namespaces, veth pairs and bridges (made
+//     through harness/netns, which tests also use for listeners and
+//     clients inside a namespace), containers (Lab.Boot), and Close, which powers every container off (killing it
 //     by PID when it does not stop), unmounts the overlays, removes each
 //     container's cgroups and deletes the namespaces, also after a
 //     failure;

@@ -1,5 +1,7 @@
-// Package testutil holds helpers the project's tests share: the TCP
-// listeners this process holds, a scrape of a Prometheus text endpoint, a
-// slog handler that keeps each message's attributes, and network
-// namespaces for the privileged tests. Only tests import it.
+// Package testutil holds the small helpers every package's tests share:
+// the TCP listeners this process holds, a scrape of a Prometheus text
+// endpoint, a slog handler that keeps each message's attributes, the rule
+// for privileged tests (skip with the reason, or fail under
+// VIPKEEPER_REQUIRE_PRIVILEGED=1) and a network namespace per test,
+// removed when it ends (built on harness/netns). Only tests import it.
 package testutil
