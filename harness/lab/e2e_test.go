@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -222,6 +223,12 @@ func TestGatewayHostsyncRestartedDuringMove(t *testing.T) {
 	if err := s.Hostsync(h).Stop(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// GARP on h's bridge (one L2 segment with the other host's).
+	w, err := s.StartWatch(h, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
 	t0 := time.Now()
 	if err := s.Web(m).Stop(); err != nil {
 		t.Fatal(err)
@@ -233,8 +240,22 @@ func TestGatewayHostsyncRestartedDuringMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Let keepalived's delayed GARP repeat pass too, so only a probe can
-	// tell the restarted hostsync.
-	time.Sleep(6 * time.Second)
+	// tell the restarted hostsync: keepalived announces a new master with
+	// a burst at once and the same burst garp_master_delay (5 s) later.
+	// Wait until the repeat was seen on h's bridge (GARPs for the new
+	// master more than 3 s apart: hostsync's own burst ends within 500 ms
+	// of the claim) and the bridge has been quiet for 500 ms after it.
+	if err := s.Poll(ctx, 30*time.Second, "keepalived's delayed GARP repeat from "+sl.Name, func() (bool, error) {
+		at := w.GARPs(sl.MAC, t0)
+		return len(at) > 1 && at[len(at)-1].Sub(at[0]) > 3*time.Second && time.Since(at[len(at)-1]) > 500*time.Millisecond, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for _, at := range w.GARPs(sl.MAC, t0) {
+		seen = append(seen, "+"+at.Sub(t0).Round(time.Millisecond).String())
+	}
+	t.Logf("GARPs for %s on %s's bridge: %s", sl.Name, h.ID, strings.Join(seen, " "))
 	if err := s.StartHostsync(ctx, h); err != nil {
 		t.Fatal(err)
 	}

@@ -149,6 +149,20 @@ func (w *Watch) FirstGARP(mac string, t time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// GARPs lists when each GARP for the VIP with mac was seen at or after
+// t, in the order seen.
+func (w *Watch) GARPs(mac string, t time.Time) []time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var at []time.Time
+	for _, g := range w.garps {
+		if g.mac == mac && !g.at.Before(t) {
+			at = append(at, g.at)
+		}
+	}
+	return at
+}
+
 // FirstSoleHolder is when name was first seen as the only guest with the
 // VIP on its NIC at or after t (polled every 5 ms through netlink).
 func (w *Watch) FirstSoleHolder(name string, t time.Time) (time.Time, bool) {
