@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,14 +15,14 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
-	"github.com/vipkeeper/vipkeeper/internal/boltutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
-func openQueue(t *testing.T) *ClaimQueue {
+func openQueue(t *testing.T) *ownership.ClaimQueue {
 	t.Helper()
-	q, err := OpenClaimQueue(filepath.Join(t.TempDir(), ClaimQueueFile), time.Second)
+	q, err := ownership.OpenClaimQueue(filepath.Join(t.TempDir(), ownership.ClaimQueueFile), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,46 +30,7 @@ func openQueue(t *testing.T) *ClaimQueue {
 	return q
 }
 
-func TestClaimQueueOrderAndDurability(t *testing.T) {
-	path := filepath.Join(t.TempDir(), ClaimQueueFile)
-	q, err := OpenClaimQueue(path, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		tr := transition(uint64(i+1), "MASTER")
-		if err := q.push(queuedClaim{Kind: queuedClaimKind, Addr: slave.Addr, Transition: &tr}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Reopened (a restart): the entries are there, oldest first.
-	q, err = OpenClaimQueue(path, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	if q.Len() != 3 {
-		t.Fatalf("Len after reopen = %d, want 3", q.Len())
-	}
-	for want := uint64(1); want <= 3; want++ {
-		key, e, err := q.first()
-		if err != nil || e.Transition == nil || e.Transition.Seq != want {
-			t.Fatalf("first = %d %+v %v, want seq %d", key, e, err, want)
-		}
-		if err := q.remove(key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, _, err := q.first(); !errors.Is(err, errQueueEmpty) || q.Len() != 0 {
-		t.Fatalf("drained queue: %v, Len %d", err, q.Len())
-	}
-}
-
-// partitionHost is one host's Service on the test's own etcd.
-func partitionHost(t *testing.T, srv *etcdtest.Server, prefix string, backend *fakeBackend) (*Service, *ClaimQueue) {
+func partitionHost(t *testing.T, srv *etcdtest.Server, prefix string, backend *fakeBackend) (*Service, *ownership.ClaimQueue, registry.Store) {
 	t.Helper()
 	store, err := registry.OpenEtcd(registry.EtcdConfig{Endpoints: srv.Endpoints(), Prefix: prefix, RequestTimeout: time.Second})
 	if err != nil {
@@ -87,7 +47,7 @@ func partitionHost(t *testing.T, srv *etcdtest.Server, prefix string, backend *f
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Close() })
-	return svc, q
+	return svc, q, store
 }
 
 // TestPartitionClaimQueued: etcd stops during a move. The new master's
@@ -106,16 +66,16 @@ func TestPartitionClaimQueued(t *testing.T) {
 	}
 	t.Cleanup(srv.Close)
 	const prefix = "/partition/"
-	svcA, queueA := partitionHost(t, srv, prefix, &fakeBackend{})
+	svcA, queueA, storeA := partitionHost(t, srv, prefix, &fakeBackend{})
 	backendB := &fakeBackend{}
-	svcB, queueB := partitionHost(t, srv, prefix, backendB)
+	svcB, queueB, _ := partitionHost(t, srv, prefix, backendB)
 	ctx := context.Background()
 
 	f := &fixture{t: t, ctx: ctx, svc: svcA, rec: &recorder{}}
 	owner := func() registry.Owner {
 		t.Helper()
 		var o registry.Owner
-		err := svcA.store.View(ctx, func(tx registry.Tx) error {
+		err := storeA.View(ctx, func(tx registry.Tx) error {
 			var err error
 			o, err = inventory.Owner(tx, "ig-nginx")
 			return err
@@ -128,7 +88,7 @@ func TestPartitionClaimQueued(t *testing.T) {
 	role := func(guest string) registry.RoleState {
 		t.Helper()
 		var rs registry.RoleState
-		err := svcA.store.View(ctx, func(tx registry.Tx) error {
+		err := storeA.View(ctx, func(tx registry.Tx) error {
 			var err error
 			rs, err = registry.Get[registry.RoleState](tx, registry.RoleKey("ig-nginx", guest))
 			return err
@@ -220,7 +180,7 @@ func TestPartitionClaimQueued(t *testing.T) {
 	if o.GuestID != "g2" || o.Revision != 2 {
 		t.Fatalf("owner after the replay = %+v, want g2 at revision 2 (moved exactly once)", o)
 	}
-	if ms := backendB.lastSet(); len(ms) != 1 || ms[0].Owner != "nginx-slave" {
+	if ms := backendB.LastSet(); len(ms) != 1 || ms[0].Owner != "nginx-slave" {
 		t.Fatalf("host B's data plane after the replay: %+v", ms)
 	}
 	// Its seq 1 claim, the duplicate retry of it and its seq 2 claim (over
@@ -398,65 +358,5 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 	})
 	if err != nil || rs.Seq != 1 || rs.Role != vrrp.RoleMaster {
 		t.Fatalf("the slave's replayed claim not recorded: %+v, %v", rs, err)
-	}
-}
-
-// TestClaimQueueDamagedFile: the claim queue is a state file too; an
-// empty or damaged one is refused with boltutil's error (naming the file,
-// saying what to do), never a panic or a silently empty queue.
-func TestClaimQueueDamagedFile(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		damage func(t *testing.T, path string)
-	}{
-		{"zero length", func(t *testing.T, path string) {
-			if err := os.Truncate(path, 0); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"data pages overwritten", func(t *testing.T, path string) {
-			// 256 bytes of junk over the head of every page past the two
-			// meta pages: freelist, root and bucket pages alike.
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ps := os.Getpagesize()
-			for off := 2 * ps; off+256 <= len(data); off += ps {
-				for i := range 256 {
-					data[off+i] = byte(i*7 + 3)
-				}
-			}
-			if err := os.WriteFile(path, data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), ClaimQueueFile)
-			q, err := OpenClaimQueue(path, time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := q.Close(); err != nil {
-				t.Fatal(err)
-			}
-			tc.damage(t, path)
-			func() {
-				defer func() {
-					if r := recover(); r != nil {
-						t.Fatalf("OpenClaimQueue panicked: %v", r)
-					}
-				}()
-				q, err = OpenClaimQueue(path, time.Second)
-			}()
-			if err == nil {
-				q.Close()
-				t.Fatal("OpenClaimQueue opened a damaged file")
-			}
-			if !errors.Is(err, boltutil.ErrDamaged) {
-				t.Fatalf("err = %v, want boltutil.ErrDamaged", err)
-			}
-		})
 	}
 }

@@ -59,7 +59,7 @@ func TestClaimNewEpochIsNewStream(t *testing.T) {
 		}
 	}
 	f.clock.Advance(time.Minute) // a failover, not a split brain
-	f.rec.take()
+	f.rec.Take()
 
 	// agent.db of nginx-slave re-created: epoch B, seq 1.
 	res := post("192.0.2.12", 1, vrrp.RoleMaster, epochB)
@@ -69,7 +69,7 @@ func TestClaimNewEpochIsNewStream(t *testing.T) {
 	if got := f.owner("ig-nginx").GuestID; got != "g2" {
 		t.Fatalf("owner = %q, want g2", got)
 	}
-	if ev := f.rec.take(); len(ev) != 2 {
+	if ev := f.rec.Take(); len(ev) != 2 {
 		t.Fatalf("side effects %v, want GARP and apply", ev)
 	}
 	for _, rs := range f.roles("ig-nginx") {
@@ -92,7 +92,7 @@ func TestClaimNewEpochIsNewStream(t *testing.T) {
 	if res := post("192.0.2.12", 3, vrrp.RoleMaster, ""); res.Duplicate {
 		t.Fatalf("seq 3 without epoch: %+v, want it recorded", res)
 	}
-	if ev := f.rec.take(); len(ev) != 0 {
+	if ev := f.rec.Take(); len(ev) != 0 {
 		t.Fatalf("claims of the owner had side effects: %v", ev)
 	}
 }
@@ -143,7 +143,7 @@ func TestUpgradeFrom612e5b9Claims(t *testing.T) {
 	clock := newClock()
 	clock.Advance(time.Hour) // the fixture's last claims are an hour old
 	svc, err := New(ctx, store, Options{
-		Logger: testLogger(t), Announcer: &fakeAnnouncer{rec: rec}, Backend: &fakeBackend{rec: rec}, Now: clock.Now,
+		Logger: testLogger(t), Announcer: &fakeAnnouncer{Rec: rec}, Backend: &fakeBackend{Rec: rec}, Now: clock.Now,
 		Hosts: map[string]netip.Addr{"host-a": ip("192.0.2.1"), "host-b": ip("192.0.2.2")},
 	})
 	if err != nil {

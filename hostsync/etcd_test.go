@@ -21,6 +21,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -211,7 +212,7 @@ func TestRunSharedRegistry(t *testing.T) {
 
 	pointsTo := func(b *fakeBackend, owner string, hop string) func() bool {
 		return func() bool {
-			ms := b.lastSet()
+			ms := b.LastSet()
 			return len(ms) == 1 && ms[0].EIP == ip("203.0.113.5") && ms[0].VIP == ip("192.0.2.10") &&
 				ms[0].Owner == owner && (hop == "" && !ms[0].NextHop.IsValid() || hop != "" && ms[0].NextHop == ip(hop))
 		}
@@ -242,7 +243,7 @@ func TestRunSharedRegistry(t *testing.T) {
 		waitFor(t, step.name+": the gateway pointing at "+step.owner, pointsTo(backendGW, step.owner, step.hop))
 		waitFor(t, step.name+": host A pointing at "+step.owner, pointsTo(backendA, step.owner, step.hop))
 		if !pointsTo(backendB, step.owner, step.hop)() {
-			t.Fatalf("%s: host B (the claim's host) applied %+v", step.name, backendB.lastSet())
+			t.Fatalf("%s: host B (the claim's host) applied %+v", step.name, backendB.LastSet())
 		}
 	}
 	// The host holds a lease key; the gateway, which writes nothing, none.
@@ -405,7 +406,7 @@ func BenchmarkWatchToApply(b *testing.B) {
 				// The moves come from another host: a second client.
 				endpoints := etcdServer.Endpoints()
 				writer = openEtcdStore(b, endpoints, stores[name].(*registry.Etcd).Prefix())
-				wg.Go(func() { follow(ctx, svc, w, slog.New(slog.DiscardHandler)) })
+				wg.Go(func() { ownership.FollowWatch(ctx, svc.Engine, w, slog.New(slog.DiscardHandler)) })
 				waitOwner(b, rec.applied, "*") // the watch is established
 			}
 			names := map[string]string{"g1": "nginx-master", "g2": "nginx-slave"}

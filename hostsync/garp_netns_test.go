@@ -15,6 +15,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 )
 
 // TestPassiveGARPMovesOwnerOnTheWire is the host's GARP loop with real
@@ -123,12 +124,12 @@ func TestPassiveGARPMovesOwnerOnTheWire(t *testing.T) {
 			break
 		}
 	}
-	if o := f.owner("ig-nginx"); o.GuestID != "g2" || o.Source != SourceGARP {
+	if o := f.owner("ig-nginx"); o.GuestID != "g2" || o.Source != ownership.SourceGARP {
 		t.Fatalf("owner = %+v, want g2 learnt from garp", o)
 	}
 	// The burst starts before the data plane is re-pointed; wait for it.
 	waitFor(t, "the mapping re-pointed to nginx-slave", func() bool {
-		ms := f.backend.lastSet()
+		ms := f.backend.LastSet()
 		return len(ms) == 1 && ms[0].Owner == "nginx-slave"
 	})
 	cancel()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -210,7 +211,7 @@ func DecodeClaim(r io.Reader) (api.Claim, error) {
 			}
 		}
 	}
-	if t.Source == SourceGARP {
+	if t.Source == ownership.SourceGARP {
 		return c, inventory.Invalid("transition.source", "%q is reserved for hostsync's passive detection", t.Source)
 	}
 	if len(c.Epoch) > api.MaxEpochLen {
@@ -264,7 +265,7 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case inventory.IsRefusal(err):
 		return http.StatusConflict
-	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, ErrQueueFull):
+	case errors.Is(err, registry.ErrUnavailable), errors.Is(err, ownership.ErrQueueFull):
 		// The agent keeps the claim in its outbox and retries.
 		return http.StatusServiceUnavailable
 	}

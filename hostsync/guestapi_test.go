@@ -143,7 +143,7 @@ func TestGuestClaimsHTTP(t *testing.T) {
 	if !res.Accepted || res.Owner != "nginx-master" || res.Revision != 1 {
 		t.Fatalf("result = %+v", res)
 	}
-	if ev := f.rec.take(); len(ev) != 2 {
+	if ev := f.rec.Take(); len(ev) != 2 {
 		t.Fatalf("side effects %v, want GARP and apply", ev)
 	}
 }
@@ -157,7 +157,7 @@ func TestGuestClaimNonMemberForbidden(t *testing.T) {
 	if w := guestDo(h, "POST", api.PathClaims, "192.0.2.11", `{"transition":{"seq":1,"to":"MASTER","source":"notify"}}`, nil); w.Code != 200 {
 		t.Fatalf("member's claim: %d %s", w.Code, w.Body)
 	}
-	f.rec.take()
+	f.rec.Take()
 	before, rolesBefore := f.owner("ig-nginx"), f.roles("ig-nginx")
 
 	// The body names a member, but the source address is g5's, outside the group.
@@ -174,7 +174,7 @@ func TestGuestClaimNonMemberForbidden(t *testing.T) {
 	if diff := cmp.Diff(rolesBefore, f.roles("ig-nginx")); diff != "" {
 		t.Fatalf("roles changed:\n%s", diff)
 	}
-	if ev := f.rec.take(); len(ev) != 0 {
+	if ev := f.rec.Take(); len(ev) != 0 {
 		t.Fatalf("GARP or data plane touched: %v", ev)
 	}
 	st, _ := f.svc.Status(f.ctx)

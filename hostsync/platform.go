@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -18,14 +17,15 @@ import (
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/neigh"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 )
 
 // The real implementations satisfy the engine's interfaces.
 var (
-	_ Announcer   = (*garp.Sender)(nil)
-	_ eip.Backend = (*eip.NFT)(nil)
-	_ eip.Backend = (*eip.Command)(nil)
-	_ Neighbors   = (*neigh.Table)(nil)
+	_ ownership.Announcer = (*garp.Sender)(nil)
+	_ eip.Backend         = (*eip.NFT)(nil)
+	_ eip.Backend         = (*eip.Command)(nil)
+	_ Neighbors           = (*neigh.Table)(nil)
 )
 
 // Notifier passes state to the service manager (systemd's sd_notify:
@@ -34,17 +34,13 @@ type Notifier interface {
 	Notify(state string) error
 }
 
-// ListenFunc runs passive GARP detection until ctx ends: it calls report
-// for each gratuitous ARP seen for an address watch accepts.
-type ListenFunc func(ctx context.Context, watch func(netip.Addr) bool, report func(garp.Observation)) error
-
 // Platform is what Run drives on the host. OpenPlatform builds it from the
 // configuration; tests fill it with fakes. Nil fields are skipped.
 type Platform struct {
-	Announcer Announcer
+	Announcer ownership.Announcer
 	// Prober asks who holds a VIP; nil disables probing.
-	Prober    Prober
-	Listen    ListenFunc
+	Prober    ownership.Prober
+	Listen    ownership.ListenFunc
 	Backend   eip.Backend
 	Neighbors Neighbors
 	Notifier  Notifier
@@ -110,8 +106,8 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 		p.Prober = s
 		p.closers = append(p.closers, c)
 		// On a bridge, each observation is checked against the port its
-		// MAC is pinned to (see openListen and checkPort).
-		listen, err := openListen(cfg.GARPInterface, log)
+		// MAC is pinned to (see ownership.OpenListen).
+		listen, err := ownership.OpenListen(cfg.GARPInterface, log)
 		if err != nil {
 			p.Close()
 			return nil, err

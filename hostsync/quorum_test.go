@@ -14,6 +14,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -25,7 +26,7 @@ type clusterHost struct {
 	name    string
 	queue   string // the queue file
 	svc     *Service
-	q       *ClaimQueue
+	q       *ownership.ClaimQueue
 	store   *registry.Etcd
 	api     http.Handler
 	backend *fakeBackend
@@ -44,7 +45,7 @@ func startClusterHost(t *testing.T, c *etcdtest.Cluster, prefix, name, queueFile
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.q, err = OpenClaimQueue(queueFile, time.Second); err != nil {
+	if h.q, err = ownership.OpenClaimQueue(queueFile, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	log := testLogger(t).With("host", name)
@@ -60,7 +61,7 @@ func startClusterHost(t *testing.T, c *etcdtest.Cluster, prefix, name, queueFile
 	h.api = NewGuestAPI(h.svc, nil, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { replayLoop(ctx, h.svc, 100*time.Millisecond, log) })
+	wg.Go(func() { ownership.ReplayLoop(ctx, h.svc.Engine, 100*time.Millisecond, log) })
 	var once sync.Once
 	h.stop = func() {
 		once.Do(func() {
@@ -130,8 +131,8 @@ func TestEtcdClusterLeaderKillAndQuorumLoss(t *testing.T) {
 	const prefix = "/quorum/"
 	const groups = 6
 	dir := t.TempDir()
-	hostA := startClusterHost(t, c, prefix, "host-a", filepath.Join(dir, "a", ClaimQueueFile))
-	hostB := startClusterHost(t, c, prefix, "host-b", filepath.Join(dir, "b", ClaimQueueFile))
+	hostA := startClusterHost(t, c, prefix, "host-a", filepath.Join(dir, "a", ownership.ClaimQueueFile))
+	hostB := startClusterHost(t, c, prefix, "host-b", filepath.Join(dir, "b", ownership.ClaimQueueFile))
 
 	// The gateway: its own client, following the registry.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -150,7 +151,7 @@ func TestEtcdClusterLeaderKillAndQuorumLoss(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
 	t.Cleanup(cancel)
-	wg.Go(func() { follow(ctx, gw, gwStore, testLogger(t).With("host", "gateway")) })
+	wg.Go(func() { ownership.FollowWatch(ctx, gw.Engine, gwStore, testLogger(t).With("host", "gateway")) })
 
 	f := &fixture{t: t, ctx: ctx, svc: hostA.svc, rec: &recorder{}}
 	f.mustNetwork(api.NetworkCreate{ID: "net1", CIDR: vpcNet, VPCID: "vpc1"})
@@ -195,7 +196,7 @@ func TestEtcdClusterLeaderKillAndQuorumLoss(t *testing.T) {
 	// group's EIP at want(i) and its host.
 	gatewayAgrees := func(want func(i int) string) func() bool {
 		return func() bool {
-			ms := gwBackend.lastSet()
+			ms := gwBackend.LastSet()
 			if len(ms) != groups {
 				return false
 			}

@@ -360,7 +360,7 @@ func TestRules(t *testing.T) {
 				if err != nil || len(ms) != 1 || ms[0].EIP != ip("203.0.113.9") || ms[0].VIP != ip("192.0.2.77") {
 					t.Fatalf("mappings = %+v, %v; want 203.0.113.9 -> 192.0.2.77", ms, err)
 				}
-				if got := f.backend.lastSet(); len(got) != 1 || got[0].EIP != ip("203.0.113.9") {
+				if got := f.backend.LastSet(); len(got) != 1 || got[0].EIP != ip("203.0.113.9") {
 					t.Fatalf("data plane = %+v, want the mapping applied", got)
 				}
 			},
@@ -619,7 +619,10 @@ func TestRules(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, func(o *Options) { o.Intn = func(int) int { return 40 } })
+			f := newFixture(t)
+			f.svc.Inventory = inventory.New(f.store, inventory.Options{
+				Logger: testLogger(t), Now: f.clock.Now, Intn: func(int) int { return 40 }, Changed: f.svc.Changed,
+			})
 			if tc.setup != nil {
 				tc.setup(f)
 			}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -63,11 +64,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		p = &gw
 	}
 
-	var metrics *Metrics
+	var metrics *ownership.Metrics
 	var metricsReg *prometheus.Registry
 	if cfg.MetricsListen != "" {
 		metricsReg = prometheus.NewRegistry()
-		if metrics, err = NewMetrics(metricsReg); err != nil {
+		if metrics, err = ownership.NewMetrics(metricsReg); err != nil {
 			return err
 		}
 		for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
@@ -76,10 +77,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 			}
 		}
 	}
-	var queue *ClaimQueue
+	var queue *ownership.ClaimQueue
 	if cfg.Store == StoreEtcd && !gateway {
 		// Claims that find etcd unreachable wait here, in order.
-		if queue, err = OpenClaimQueue(filepath.Join(cfg.StateDir, ClaimQueueFile), cfg.DBTimeout); err != nil {
+		if queue, err = ownership.OpenClaimQueue(filepath.Join(cfg.StateDir, ownership.ClaimQueueFile), cfg.DBTimeout); err != nil {
 			return err
 		}
 		defer queue.Close()
@@ -175,13 +176,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	})
 	g.Go(func() error { reconcile(gctx, svc, cfg.ReapplyInterval, log); return nil })
 	if queue != nil {
-		g.Go(func() error { replayLoop(gctx, svc, replayInterval, log); return nil })
+		g.Go(func() error { ownership.ReplayLoop(gctx, svc.Engine, replayInterval, log); return nil })
 	}
 	if lease != nil {
 		g.Go(func() error { lease.hold(gctx); return nil })
 	}
 	if w, ok := store.(registry.Watcher); ok {
-		g.Go(func() error { follow(gctx, svc, w, log); return nil })
+		g.Go(func() error { ownership.FollowWatch(gctx, svc.Engine, w, log); return nil })
 	}
 	if p.Listen != nil {
 		g.Go(func() error {
@@ -199,7 +200,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		})
 	}
 	if p.Prober != nil && p.Listen != nil && cfg.ProbeInterval > 0 {
-		g.Go(func() error { probeLoop(gctx, svc, p.Prober, cfg.ProbeInterval); return nil })
+		g.Go(func() error { ownership.ProbeLoop(gctx, svc.Engine, p.Prober, cfg.ProbeInterval); return nil })
 	}
 	g.Go(func() error { statusLoop(gctx, svc, p, log); return nil })
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -108,7 +109,7 @@ backend = "none"
 	go func() { done <- Run(ctx, cfg, testLogger(t), p) }()
 
 	waitFor(t, "the data plane applied from the registry", func() bool {
-		ms := backend.lastSet()
+		ms := backend.LastSet()
 		return len(ms) == 1 && ms[0].Owner == "nginx-master" && ms[0].EIP == ip("203.0.113.5")
 	})
 	waitFor(t, "READY=1", func() bool { return notifier.has("READY=1") })
@@ -141,10 +142,10 @@ backend = "none"
 	observe <- garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: time.Now()}
 	waitFor(t, "the owner learnt from GARP", func() bool {
 		v := show()
-		return v.Owner != nil && v.Owner.Name == "nginx-slave" && v.Owner.Source == SourceGARP
+		return v.Owner != nil && v.Owner.Name == "nginx-slave" && v.Owner.Source == ownership.SourceGARP
 	})
 	waitFor(t, "the mapping re-pointed", func() bool {
-		ms := backend.lastSet()
+		ms := backend.LastSet()
 		return len(ms) == 1 && ms[0].Owner == "nginx-slave"
 	})
 

@@ -58,9 +58,7 @@ func TestRunStartsWithoutQuorum(t *testing.T) {
 		if err == nil {
 			t.Fatal("the gateway started without the registry")
 		}
-		backend.mu.Lock()
-		n := backend.n
-		backend.mu.Unlock()
+		n := backend.Applies()
 		if n != 0 {
 			t.Fatalf("the gateway applied its data plane %d times without the registry, want its mapping left alone", n)
 		}

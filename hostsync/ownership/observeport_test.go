@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"errors"
@@ -63,7 +63,7 @@ func TestObserveRefusesFramesFromAnotherPort(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.clock.Advance(time.Minute) // past the split-brain window: a real move would be accepted
-			f.rec.take()
+			f.rec.Take()
 			before := f.owner("ig-nginx")
 
 			tc.o.At = f.clock.Now()
@@ -74,7 +74,7 @@ func TestObserveRefusesFramesFromAnotherPort(t *testing.T) {
 			if after := f.owner("ig-nginx"); after != before {
 				t.Errorf("owner changed: %+v -> %+v", before, after)
 			}
-			if ev := f.rec.take(); len(ev) != 0 {
+			if ev := f.rec.Take(); len(ev) != 0 {
 				t.Errorf("side effects: %q, want none (no GARP, no data-plane apply)", ev)
 			}
 			if got := promtest.ToFloat64(m.observations.WithLabelValues(tc.result)); got != 1 {

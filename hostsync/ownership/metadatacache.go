@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 // guest address, and while the registry is unreachable
 // (registry.ErrUnavailable) the caller is served the last one (when its
 // MAC, if known, is the one registered).
-func (s *Service) Metadata(ctx context.Context, c inventory.Caller) (*vrrp.Metadata, error) {
+func (s *Engine) Metadata(ctx context.Context, c inventory.Caller) (*vrrp.Metadata, error) {
 	var md *vrrp.Metadata
 	var mac string
 	err := s.bounded(ctx, func(ctx context.Context) error {

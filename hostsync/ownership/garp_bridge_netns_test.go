@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"context"
@@ -95,7 +95,7 @@ func TestForgedGARPOnBridgeChangesNothing(t *testing.T) {
 	if err := f.svc.refreshVIPs(f.ctx); err != nil {
 		t.Fatal(err)
 	}
-	f.rec.take()
+	f.rec.Take()
 
 	masterMAC, _ := net.ParseMAC("52:54:00:00:00:11")
 	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
@@ -162,7 +162,7 @@ func TestForgedGARPOnBridgeChangesNothing(t *testing.T) {
 	if o := f.owner("ig-nginx"); o.GuestID != "g1" {
 		t.Fatalf("owner = %+v after forged GARPs, want g1 (nginx-master) unchanged", o)
 	}
-	if ev := f.rec.take(); len(ev) != 0 {
+	if ev := f.rec.Take(); len(ev) != 0 {
 		t.Fatalf("side effects of forged GARPs: %q, want none (no GARP sent, no data-plane apply)", ev)
 	}
 	if got := promtest.ToFloat64(m.observations.WithLabelValues("accepted")); got != 0 {

@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"context"
@@ -24,7 +24,7 @@ import (
 
 // holdEmpty reports why the apply of ms must be held, or "" when it may
 // go ahead. It reads the registry and asks the backend.
-func (s *Service) holdEmpty(ctx context.Context, ms []eip.Mapping) string {
+func (s *Engine) holdEmpty(ctx context.Context, ms []eip.Mapping) string {
 	if s.allowEmpty || len(ms) > 0 {
 		return ""
 	}
@@ -61,7 +61,7 @@ var errStopIteration = errors.New("hostsync: stop iteration")
 
 // recordHold keeps the reason for the status, counts the held apply and
 // logs when the reason changes (the reconcile loop asks every interval).
-func (s *Service) recordHold(reason string) {
+func (s *Engine) recordHold(reason string) {
 	s.mu.Lock()
 	changed := s.stats.dataPlaneHeld != reason
 	s.stats.dataPlaneHeld = reason

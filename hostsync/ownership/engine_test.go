@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"context"
@@ -19,15 +19,6 @@ import (
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
-func transition(seq uint64, to string) vrrp.Transition {
-	return vrrp.Transition{Seq: seq, To: vrrp.Role(to), Source: "notify"}
-}
-
-var (
-	master = inventory.Caller{Addr: ip("192.0.2.11")} // nginx-master, g1, priority 100
-	slave  = inventory.Caller{Addr: ip("192.0.2.12")} // nginx-slave, g2, priority 99
-)
-
 func TestClaimMovesOwnerThenGARPThenEIP(t *testing.T) {
 	f := newFixture(t)
 	f.nginx()
@@ -44,10 +35,10 @@ func TestClaimMovesOwnerThenGARPThenEIP(t *testing.T) {
 		"garp 192.0.2.10 52:54:00:00:00:11 owner=g1",
 		"apply ig-nginx:203.0.113.5->192.0.2.10@nginx-master",
 	}
-	if diff := cmp.Diff(want, f.rec.take()); diff != "" {
+	if diff := cmp.Diff(want, f.rec.Take()); diff != "" {
 		t.Fatalf("side effects (-want +got):\n%s", diff)
 	}
-	ms := f.backend.lastSet()
+	ms := f.backend.LastSet()
 	wantMS := []eip.Mapping{{
 		Group: "ig-nginx", EIP: ip("203.0.113.5"), VIP: ip("192.0.2.10"), Owner: "nginx-master",
 		OwnerMAC: "52:54:00:00:00:11", OwnerHost: "host-a", NextHop: ip("192.0.2.1"),
@@ -62,7 +53,7 @@ func TestClaimMovesOwnerThenGARPThenEIP(t *testing.T) {
 	if err != nil || !res.Accepted || res.Owner != "nginx-master" {
 		t.Fatalf("BACKUP from the owner: %+v, %v", res, err)
 	}
-	if ev := f.rec.take(); len(ev) != 0 {
+	if ev := f.rec.Take(); len(ev) != 0 {
 		t.Fatalf("BACKUP from the owner had side effects: %v", ev)
 	}
 
@@ -76,10 +67,10 @@ func TestClaimMovesOwnerThenGARPThenEIP(t *testing.T) {
 		"garp 192.0.2.10 52:54:00:00:00:12 owner=g2",
 		"apply ig-nginx:203.0.113.5->192.0.2.10@nginx-slave",
 	}
-	if diff := cmp.Diff(want, f.rec.take()); diff != "" {
+	if diff := cmp.Diff(want, f.rec.Take()); diff != "" {
 		t.Fatalf("side effects (-want +got):\n%s", diff)
 	}
-	if got := f.backend.lastSet()[0].NextHop; got != ip("192.0.2.2") {
+	if got := f.backend.LastSet()[0].NextHop; got != ip("192.0.2.2") {
 		t.Fatalf("next hop = %s, want host-b's 192.0.2.2", got)
 	}
 	o := f.owner("ig-nginx")
@@ -110,7 +101,7 @@ func TestClaimIdempotentBySeq(t *testing.T) {
 	if _, err := f.svc.Claim(f.ctx, master, transition(5, "MASTER")); err != nil {
 		t.Fatal(err)
 	}
-	f.rec.take()
+	f.rec.Take()
 	for _, seq := range []uint64{5, 4, 1} {
 		res, err := f.svc.Claim(f.ctx, master, transition(seq, "BACKUP"))
 		if err != nil {
@@ -120,7 +111,7 @@ func TestClaimIdempotentBySeq(t *testing.T) {
 			t.Fatalf("seq %d: %+v, want an accepted duplicate", seq, res)
 		}
 	}
-	if ev := f.rec.take(); len(ev) != 0 {
+	if ev := f.rec.Take(); len(ev) != 0 {
 		t.Fatalf("duplicates had side effects: %v", ev)
 	}
 	rs := f.roles("ig-nginx")
@@ -159,7 +150,7 @@ func TestSplitBrain(t *testing.T) {
 			if _, err := f.svc.Claim(f.ctx, tc.first, transition(1, "MASTER")); err != nil {
 				t.Fatal(err)
 			}
-			f.rec.take()
+			f.rec.Take()
 			// Within two advertisement intervals (1 s each): both elected
 			// themselves, which a failover (3 intervals at least) cannot do.
 			f.clock.Advance(1500 * time.Millisecond)
@@ -173,7 +164,7 @@ func TestSplitBrain(t *testing.T) {
 			if o := f.owner("ig-nginx"); o.GuestID != tc.wantOwner {
 				t.Fatalf("owner = %s, want %s", o.GuestID, tc.wantOwner)
 			}
-			if diff := cmp.Diff(tc.wantEv, f.rec.take()); diff != "" {
+			if diff := cmp.Diff(tc.wantEv, f.rec.Take()); diff != "" {
 				t.Fatalf("side effects (-want +got):\n%s", diff)
 			}
 			st, _ := f.svc.Status(f.ctx)
@@ -250,7 +241,7 @@ func TestStaleMasterClaimDoesNotMove(t *testing.T) {
 	f.nginx()
 	_, _ = f.svc.Claim(f.ctx, master, transition(1, "MASTER"))
 	f.clock.Advance(time.Hour)
-	f.rec.take()
+	f.rec.Take()
 	tr := transition(1, "MASTER")
 	tr.At = f.clock.Now().Add(-10 * time.Minute) // delivered late from the agent's outbox
 	res, err := f.svc.Claim(f.ctx, slave, tr)
@@ -260,7 +251,7 @@ func TestStaleMasterClaimDoesNotMove(t *testing.T) {
 	if res.Accepted || res.Owner != "nginx-master" || !strings.Contains(res.Message, "older than") {
 		t.Fatalf("result = %+v", res)
 	}
-	if ev := f.rec.take(); len(ev) != 0 {
+	if ev := f.rec.Take(); len(ev) != 0 {
 		t.Fatalf("stale claim had side effects: %v", ev)
 	}
 }
@@ -275,7 +266,7 @@ func TestNonMemberClaimChangesNothing(t *testing.T) {
 	if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
 		t.Fatal(err)
 	}
-	f.rec.take()
+	f.rec.Take()
 	before := f.owner("ig-nginx")
 	rolesBefore := f.roles("ig-nginx")
 
@@ -304,7 +295,7 @@ func TestNonMemberClaimChangesNothing(t *testing.T) {
 			if diff := cmp.Diff(rolesBefore, f.roles("ig-nginx")); diff != "" {
 				t.Fatalf("role records changed (-before +after):\n%s", diff)
 			}
-			if ev := f.rec.take(); len(ev) != 0 {
+			if ev := f.rec.Take(); len(ev) != 0 {
 				t.Fatalf("side effects: %v", ev)
 			}
 		})
@@ -316,7 +307,7 @@ func TestObserveGARP(t *testing.T) {
 	f.nginx()
 	_, _ = f.svc.Claim(f.ctx, master, transition(1, "MASTER"))
 	f.clock.Advance(time.Minute)
-	f.rec.take()
+	f.rec.Take()
 	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
 	masterMAC, _ := net.ParseMAC("52:54:00:00:00:11")
 
@@ -345,7 +336,7 @@ func TestObserveGARP(t *testing.T) {
 		"garp 192.0.2.10 52:54:00:00:00:12 owner=g2",
 		"apply ig-nginx:203.0.113.5->192.0.2.10@nginx-slave",
 	}
-	if diff := cmp.Diff(want, f.rec.take()); diff != "" {
+	if diff := cmp.Diff(want, f.rec.Take()); diff != "" {
 		t.Fatalf("side effects (-want +got):\n%s", diff)
 	}
 
@@ -364,13 +355,13 @@ func TestObserveGARP(t *testing.T) {
 func TestBurstScheduleAndCancellation(t *testing.T) {
 	t.Run("the first round precedes the apply, the burst's later rounds follow", func(t *testing.T) {
 		f := newFixture(t)
-		f.ann.rounds = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond}
+		f.ann.Rounds = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond}
 		f.nginx()
 		if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
 			t.Fatal(err)
 		}
 		var ev []string
-		waitFor(t, "three rounds", func() bool { ev = append(ev, f.rec.take()...); return len(ev) >= 4 })
+		waitFor(t, "three rounds", func() bool { ev = append(ev, f.rec.Take()...); return len(ev) >= 4 })
 		garp := "garp 192.0.2.10 52:54:00:00:00:11 owner=g1"
 		want := []string{garp, "apply ig-nginx:203.0.113.5->192.0.2.10@nginx-master", garp, garp}
 		if diff := cmp.Diff(want, ev); diff != "" {
@@ -380,12 +371,12 @@ func TestBurstScheduleAndCancellation(t *testing.T) {
 
 	t.Run("a newer move and Close stop the burst", func(t *testing.T) {
 		f := newFixture(t)
-		f.ann.rounds = []time.Duration{5 * time.Second}
+		f.ann.Rounds = []time.Duration{5 * time.Second}
 		f.nginx()
 		if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
 			t.Fatal(err)
 		}
-		first := f.ann.ctx(0)
+		first := f.ann.Ctx(0)
 		if first.Err() != nil {
 			t.Fatal("the burst ended before its second round")
 		}
@@ -396,7 +387,7 @@ func TestBurstScheduleAndCancellation(t *testing.T) {
 		if !errors.Is(first.Err(), context.Canceled) {
 			t.Fatalf("the old owner's burst is still running after the move: %v", first.Err())
 		}
-		second := f.ann.ctx(1)
+		second := f.ann.Ctx(1)
 		if second.Err() != nil {
 			t.Fatal("the new owner's burst ended early")
 		}
@@ -404,7 +395,7 @@ func TestBurstScheduleAndCancellation(t *testing.T) {
 		if !errors.Is(second.Err(), context.Canceled) {
 			t.Fatalf("Close left the burst running: %v", second.Err())
 		}
-		if ev := f.rec.take(); len(ev) != 4 {
+		if ev := f.rec.Take(); len(ev) != 4 {
 			t.Fatalf("side effects %v, want one round and one apply per move", ev)
 		}
 	})
@@ -413,7 +404,7 @@ func TestBurstScheduleAndCancellation(t *testing.T) {
 func TestDataPlaneFailureIsReportedAndReapplied(t *testing.T) {
 	f := newFixture(t)
 	f.nginx()
-	f.backend.setErr(errors.New("nft: table busy"))
+	f.backend.SetErr(errors.New("nft: table busy"))
 	res, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER"))
 	if err != nil {
 		t.Fatal(err)
@@ -425,11 +416,11 @@ func TestDataPlaneFailureIsReportedAndReapplied(t *testing.T) {
 	if !strings.Contains(st.LastApplyError, "table busy") || !strings.Contains(st.Sentence, "data plane failing") {
 		t.Fatalf("status = %+v", st)
 	}
-	f.backend.setErr(nil)
+	f.backend.SetErr(nil)
 	if err := f.svc.Reapply(f.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if ms := f.backend.lastSet(); len(ms) != 1 || ms[0].Owner != "nginx-master" {
+	if ms := f.backend.LastSet(); len(ms) != 1 || ms[0].Owner != "nginx-master" {
 		t.Fatalf("re-applied %+v", ms)
 	}
 	if st, _ := f.svc.Status(f.ctx); st.LastApplyError != "" {
@@ -441,7 +432,7 @@ func TestOwnerLeavingClearsOwner(t *testing.T) {
 	f := newFixture(t)
 	f.nginx()
 	_, _ = f.svc.Claim(f.ctx, master, transition(1, "MASTER"))
-	f.rec.take()
+	f.rec.Take()
 	v, err := f.svc.Leave(f.ctx, "nginx", []string{"nginx-master"})
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +443,7 @@ func TestOwnerLeavingClearsOwner(t *testing.T) {
 	if o := f.owner("ig-nginx"); o.GuestID != "" || o.Revision != 2 {
 		t.Fatalf("owner record = %+v, want cleared at revision 2", o)
 	}
-	if ev := f.rec.take(); !slices.Equal(ev, []string{"apply ig-nginx:203.0.113.5->192.0.2.10@"}) {
+	if ev := f.rec.Take(); !slices.Equal(ev, []string{"apply ig-nginx:203.0.113.5->192.0.2.10@"}) {
 		t.Fatalf("side effects %v, want the mapping re-applied without owner", ev)
 	}
 	// The one who left is no member any more.

@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"context"
@@ -196,7 +196,7 @@ func (q *ClaimQueue) loadView() (view map[netip.Addr]cachedMetadata, skipped []s
 // rememberMetadata keeps md as the last document served to addr, in
 // memory and, when it changed, on disk (so a restart while the registry
 // is unreachable starts from it); nil md forgets addr.
-func (s *Service) rememberMetadata(addr netip.Addr, md *vrrp.Metadata, mac string) {
+func (s *Engine) rememberMetadata(addr netip.Addr, md *vrrp.Metadata, mac string) {
 	s.mu.Lock()
 	last, had := s.lastMetadata[addr]
 	if md == nil {
@@ -218,7 +218,7 @@ func (s *Service) rememberMetadata(addr netip.Addr, md *vrrp.Metadata, mac strin
 // watched, so the host serves its guests and queues their claims exactly
 // as a running host does until the registry answers (follow and the
 // replay loop catch up then).
-func (s *Service) startFromView(cause error) error {
+func (s *Engine) startFromView(cause error) error {
 	view, skipped, err := s.queue.loadView()
 	if err != nil {
 		return fmt.Errorf("%w (and %w)", cause, err)
@@ -289,10 +289,10 @@ func (q *ClaimQueue) remove(key uint64) error {
 const DefaultUnreachableAfter = 2 * time.Second
 
 // bounded runs fn with ctx bounded by Options.UnreachableAfter when the
-// Service has a claim queue; a registry that did not answer in that time
+// Engine has a claim queue; a registry that did not answer in that time
 // is reported as registry.ErrUnavailable (wrapped), so that the guest is
 // answered (queued) well within its own request timeout.
-func (s *Service) bounded(ctx context.Context, fn func(context.Context) error) error {
+func (s *Engine) bounded(ctx context.Context, fn func(context.Context) error) error {
 	if s.queue == nil {
 		return fn(ctx)
 	}
@@ -315,7 +315,7 @@ var ErrQueueFull = errors.New("hostsync: registry unreachable and claim queue fu
 
 // enqueue stores e for the replayer and answers the caller; cause is the
 // store's error that made it necessary (nil: older claims wait).
-func (s *Service) enqueue(e queuedClaim, cause error) (api.ClaimResult, error) {
+func (s *Engine) enqueue(e queuedClaim, cause error) (api.ClaimResult, error) {
 	// Without the registry the caller cannot be identified there: only a
 	// member as of the last view may queue, so a stranger cannot fill the
 	// queue or push real claims behind its own. Others get the registry's
@@ -358,7 +358,7 @@ func (s *Service) enqueue(e queuedClaim, cause error) (api.ClaimResult, error) {
 // leaving it queued, and returns registry.ErrUnavailable (wrapped); a
 // claim refused for any other reason is logged and dropped. It returns
 // how many claims were replayed.
-func (s *Service) ReplayQueue(ctx context.Context) (int, error) {
+func (s *Engine) ReplayQueue(ctx context.Context) (int, error) {
 	if s.queue == nil {
 		return 0, nil
 	}
@@ -394,7 +394,7 @@ func (s *Service) ReplayQueue(ctx context.Context) (int, error) {
 	}
 }
 
-func (s *Service) replay(ctx context.Context, e queuedClaim) (api.ClaimResult, error) {
+func (s *Engine) replay(ctx context.Context, e queuedClaim) (api.ClaimResult, error) {
 	// When it was queued bounds its stamp (see MaxClockSkew); a zero
 	// time would make it a live claim.
 	queued := e.Queued
@@ -422,27 +422,27 @@ func (s *Service) replay(ctx context.Context, e queuedClaim) (api.ClaimResult, e
 }
 
 // queueKicked is signalled whenever a claim is queued.
-func (s *Service) queueKicked() <-chan struct{} { return s.queueKick }
+func (s *Engine) queueKicked() <-chan struct{} { return s.queueKick }
 
-// replayLoop replays the claim queue whenever a claim was queued and then
+// ReplayLoop replays the claim queue whenever a claim was queued and then
 // every interval while claims wait (the registry may be back). It returns
 // when ctx ends.
-func replayLoop(ctx context.Context, svc *Service, interval time.Duration, log *slog.Logger) {
+func ReplayLoop(ctx context.Context, e *Engine, interval time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-svc.queueKicked():
+		case <-e.queueKicked():
 		case <-t.C:
 		}
-		if svc.queue.Len() == 0 {
+		if e.queue.Len() == 0 {
 			continue
 		}
-		n, err := svc.ReplayQueue(ctx)
+		n, err := e.ReplayQueue(ctx)
 		if err != nil && ctx.Err() == nil {
-			log.Debug("claim queue waits for the registry", "op", "replay", "replayed", n, "queued", svc.queue.Len(), "err", err)
+			log.Debug("claim queue waits for the registry", "op", "replay", "replayed", n, "queued", e.queue.Len(), "err", err)
 		}
 	}
 }
@@ -451,7 +451,7 @@ func replayLoop(ctx context.Context, svc *Service, interval time.Duration, log *
 // a claim from an address that was last served metadata (with the same
 // MAC when both are known), an observation of a member's MAC for its
 // group's VIP.
-func (s *Service) knownToQueue(e queuedClaim) bool {
+func (s *Engine) knownToQueue(e queuedClaim) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.Kind == queuedClaimKind {

@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"net"
@@ -31,7 +31,7 @@ func TestProbeReplyMovesStaleOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.clock.Advance(time.Minute)
-	f.rec.take()
+	f.rec.Take()
 	// This hostsync missed the move (it was down): the registry still
 	// names the master. A probe finds the slave holding the VIP.
 	p := &fakeProber{}
@@ -60,7 +60,7 @@ func TestProbeTwoAnswersAreSplitBrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.clock.Advance(time.Minute)
-	f.rec.take()
+	f.rec.Take()
 	f.svc.ProbeAll(f.ctx, &fakeProber{})
 	masterMAC, _ := net.ParseMAC("52:54:00:00:00:11")
 	slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")

@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"context"
@@ -38,7 +38,7 @@ const DefaultProbeInterval = 10 * time.Second
 // owner that left MASTER without another member's claim is replaced by
 // whoever holds the VIP) and expose a split brain: two members answering
 // the same probe both hold the VIP.
-func (s *Service) ProbeAll(ctx context.Context, p Prober) {
+func (s *Engine) ProbeAll(ctx context.Context, p Prober) {
 	if err := s.refreshVIPs(ctx); err != nil {
 		s.log.Warn("probe: list VIPs", "err", err)
 		return
@@ -68,15 +68,15 @@ func (s *Service) ProbeAll(ctx context.Context, p Prober) {
 
 // KickProbe asks the probe loop to probe soon (the owner reported leaving
 // MASTER: find out who holds the VIP now).
-func (s *Service) KickProbe() {
+func (s *Engine) KickProbe() {
 	select {
 	case s.probeKick <- struct{}{}:
 	default:
 	}
 }
 
-// probeLoop probes at start, every interval, and when kicked.
-func probeLoop(ctx context.Context, svc *Service, p Prober, interval time.Duration) {
+// ProbeLoop probes at start, every interval, and when kicked.
+func ProbeLoop(ctx context.Context, e *Engine, p Prober, interval time.Duration) {
 	// The first probe waits a moment for the listener's socket, so the
 	// answers are not missed.
 	t := time.NewTimer(200 * time.Millisecond)
@@ -86,7 +86,7 @@ func probeLoop(ctx context.Context, svc *Service, p Prober, interval time.Durati
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-svc.probeKick:
+		case <-e.probeKick:
 			// A kicked probe lets the new master's keepalived settle first.
 			select {
 			case <-ctx.Done():
@@ -94,7 +94,7 @@ func probeLoop(ctx context.Context, svc *Service, p Prober, interval time.Durati
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
-		svc.ProbeAll(ctx, p)
+		e.ProbeAll(ctx, p)
 		if !t.Stop() {
 			select {
 			case <-t.C:
@@ -108,7 +108,7 @@ func probeLoop(ctx context.Context, svc *Service, p Prober, interval time.Durati
 // probeAnswer records a reply to the current probe round of vip and
 // returns the member MACs that answered the round so far when there are
 // two or more (a split brain), else nil.
-func (s *Service) probeAnswer(vip netip.Addr, mac string, at time.Time) []string {
+func (s *Engine) probeAnswer(vip netip.Addr, mac string, at time.Time) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.rounds[vip]
@@ -134,7 +134,7 @@ type splitHold struct {
 }
 
 // heldAgainst reports whether mac is a loser of a split brain on vip.
-func (s *Service) heldAgainst(vip netip.Addr, mac string) bool {
+func (s *Engine) heldAgainst(vip netip.Addr, mac string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.holds[vip]
@@ -142,7 +142,7 @@ func (s *Service) heldAgainst(vip netip.Addr, mac string) bool {
 }
 
 // releaseHold ends the hold on vip for mac (it left MASTER).
-func (s *Service) releaseHold(vip netip.Addr, mac string) {
+func (s *Engine) releaseHold(vip netip.Addr, mac string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.holds[vip]
@@ -159,7 +159,7 @@ func (s *Service) releaseHold(vip netip.Addr, mac string) {
 // the VIP. It records the split brain, holds the VIP for the winner while
 // the split lasts, and returns the MAC of the member that keeps the
 // ownership (higher priority, then lower address).
-func (s *Service) probeSplit(ctx context.Context, vip netip.Addr, macs []string) (string, error) {
+func (s *Engine) probeSplit(ctx context.Context, vip netip.Addr, macs []string) (string, error) {
 	var g registry.Group
 	var holders []registry.Guest
 	err := s.store.View(ctx, func(tx registry.Tx) error {
@@ -205,7 +205,7 @@ func (s *Service) probeSplit(ctx context.Context, vip netip.Addr, macs []string)
 }
 
 // isMemberMAC reports whether mac is the MAC of a member of vip's group.
-func (s *Service) isMemberMAC(ctx context.Context, vip netip.Addr, mac string) (bool, error) {
+func (s *Engine) isMemberMAC(ctx context.Context, vip netip.Addr, mac string) (bool, error) {
 	found := false
 	err := s.store.View(ctx, func(tx registry.Tx) error {
 		g, err := inventory.GroupByVIP(tx, vip)

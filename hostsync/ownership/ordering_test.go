@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"strings"
@@ -97,7 +97,7 @@ func TestReplayOrdersByEventTime(t *testing.T) {
 			if o.GuestID != "g2" {
 				t.Fatalf("owner %+v, want g2 (nginx-slave, the last MASTER by event time)", o)
 			}
-			if ms := f.backend.lastSet(); len(ms) != 1 || ms[0].Owner != "nginx-slave" {
+			if ms := f.backend.LastSet(); len(ms) != 1 || ms[0].Owner != "nginx-slave" {
 				t.Fatalf("data plane %+v, want the EIP pointing at nginx-slave", ms)
 			}
 		})

@@ -1,4 +1,4 @@
-package hostsync
+package ownership
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 // Status counts the registry and reports the engine's counters, with the
 // sentence systemd shows (STATUS=) and `vipctl hostsync-status` prints.
-func (s *Service) Status(ctx context.Context) (api.HostsyncStatus, error) {
+func (s *Engine) Status(ctx context.Context) (api.HostsyncStatus, error) {
 	var st api.HostsyncStatus
 	err := s.store.View(ctx, func(tx registry.Tx) error {
 		count := func(b registry.Bucket) (int, error) {
