@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vipkeeper/vipkeeper/internal/daemon"
 	"github.com/vipkeeper/vipkeeper/render"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -118,7 +118,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	d := deps{
 		link:     &NetlinkLink{Iface: cfg.Interface, Log: log},
-		notifier: systemdNotifier{},
+		notifier: daemon.Systemd{},
 		now:      time.Now,
 		render:   render.Render,
 		reportHTTP: &http.Client{
@@ -142,15 +142,13 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 	}
 	if cfg.MetricsListen != "" {
-		reg := prometheus.NewRegistry()
-		m, err := NewMetrics(reg)
+		reg, err := daemon.NewRegistry()
 		if err != nil {
 			return err
 		}
-		for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
-			if err := reg.Register(c); err != nil {
-				return fmt.Errorf("agent: register metrics: %w", err)
-			}
+		m, err := NewMetrics(reg)
+		if err != nil {
+			return err
 		}
 		d.metrics, d.gatherer = m, reg
 	}
@@ -235,16 +233,10 @@ func (a *Agent) run(ctx context.Context) error {
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := daemon.Serve(gctx, srv, ln); err != nil {
 			return fmt.Errorf("agent: control socket: %w", err)
 		}
 		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
 	})
 	metricsAddr := "off"
 	if mln != nil {
@@ -270,29 +262,11 @@ func (a *Agent) run(ctx context.Context) error {
 }
 
 // listenControl listens on the control socket, replacing a stale socket
-// file but refusing to steal one another agent still answers on.
+// file but refusing to steal one another agent still answers on
+// (daemon.ErrSocketInUse).
 func listenControl(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("agent: control socket dir: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("agent: control socket %s exists and is not a socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("agent: control socket %s: another agent is listening", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("agent: remove stale control socket: %w", err)
-		}
-	}
-	ln, err := net.Listen("unix", path)
+	ln, err := daemon.ListenUnix(path, 0o755)
 	if err != nil {
-		return nil, fmt.Errorf("agent: control socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("agent: control socket: %w", err)
 	}
 	return ln, nil
@@ -369,7 +343,7 @@ func (a *Agent) applyAndNote(ctx context.Context, force bool) error {
 	}
 	a.mu.Unlock()
 	if first {
-		a.d.notifier.Notify("READY=1")
+		a.sdNotify("READY=1")
 	}
 	kick(a.statusChanged)
 	return err

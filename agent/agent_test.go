@@ -19,6 +19,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/internal/daemon"
 	"github.com/vipkeeper/vipkeeper/render"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -640,7 +641,7 @@ func TestStatusSentence(t *testing.T) {
 
 func TestControlSocketRefusesSecondAgent(t *testing.T) {
 	h := startTestAgent(t, metaJSON(t, testMeta(1)))
-	if _, err := listenControl(h.cfg.Socket); err == nil || !strings.Contains(err.Error(), "another agent") {
+	if _, err := listenControl(h.cfg.Socket); !errors.Is(err, daemon.ErrSocketInUse) {
 		t.Errorf("second listen: %v", err)
 	}
 	// A stale socket file (agent gone) is replaced.

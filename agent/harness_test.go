@@ -146,10 +146,11 @@ type fakeNotifier struct {
 	msgs []string
 }
 
-func (n *fakeNotifier) Notify(s string) {
+func (n *fakeNotifier) Notify(s string) error {
 	n.mu.Lock()
 	n.msgs = append(n.msgs, s)
 	n.mu.Unlock()
+	return nil
 }
 func (n *fakeNotifier) WatchdogInterval() time.Duration { return 200 * time.Millisecond }
 

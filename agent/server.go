@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/internal/daemon"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -27,14 +27,8 @@ func (a *Agent) handler() http.Handler {
 	return mux
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, api.Error{Error: err.Error()})
+	daemon.WriteJSON(w, code, api.Error{Error: err.Error()})
 }
 
 func (a *Agent) serveNotify(w http.ResponseWriter, r *http.Request) {
@@ -57,7 +51,7 @@ func (a *Agent) serveNotify(w http.ResponseWriter, r *http.Request) {
 	if outcome == notifyRecorded {
 		res.Transition = &rec
 	}
-	writeJSON(w, http.StatusOK, res)
+	daemon.WriteJSON(w, http.StatusOK, res)
 }
 
 func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {
@@ -66,7 +60,7 @@ func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	daemon.WriteJSON(w, http.StatusOK, st)
 }
 
 func (a *Agent) serveHistory(w http.ResponseWriter, r *http.Request) {
@@ -87,7 +81,7 @@ func (a *Agent) serveHistory(w http.ResponseWriter, r *http.Request) {
 	if hist == nil {
 		hist = []vrrp.Transition{}
 	}
-	writeJSON(w, http.StatusOK, hist)
+	daemon.WriteJSON(w, http.StatusOK, hist)
 }
 
 func (a *Agent) serveRefresh(w http.ResponseWriter, r *http.Request) {

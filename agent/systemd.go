@@ -2,42 +2,44 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/vipkeeper/vipkeeper/internal/daemon"
 )
 
-// sdNotifier sends sd_notify(3) messages; a no-op without systemd.
+// sdNotifier sends sd_notify(3) messages (daemon.Systemd: a no-op without
+// systemd).
 type sdNotifier interface {
-	Notify(state string)
+	daemon.Notifier
 	// WatchdogInterval is systemd's WatchdogSec for this process (0: off).
 	WatchdogInterval() time.Duration
 }
 
-// systemdNotifier talks to $NOTIFY_SOCKET; without it every call does nothing.
-type systemdNotifier struct{}
-
-func (systemdNotifier) Notify(state string) { _, _ = daemon.SdNotify(false, state) }
-
-func (systemdNotifier) WatchdogInterval() time.Duration {
-	d, err := daemon.SdWatchdogEnabled(false)
-	if err != nil {
-		return 0
+// sdNotify sends state to the service manager; a failure only matters to
+// the service manager, so it is logged at debug level.
+func (a *Agent) sdNotify(state string) {
+	if err := a.d.notifier.Notify(state); err != nil {
+		a.log.Debug("sd_notify", "op", "systemd", "state", state, "err", err)
 	}
-	return d
 }
 
-// systemdLoop keeps STATUS= current and pings the watchdog at half its
-// interval, as long as the reconcile loop is alive (a stuck agent must be
-// restarted, not kept alive by a timer).
+// systemdLoop keeps STATUS= current and, through daemon.Watchdog, pings
+// the watchdog at half its interval as long as the reconcile loop is alive
+// (a stuck agent must be restarted, not kept alive by a timer).
 func (a *Agent) systemdLoop(ctx context.Context) error {
 	wd := a.d.notifier.WatchdogInterval()
-	var ping <-chan time.Time
-	if wd > 0 {
-		t := time.NewTicker(wd / 2)
-		defer t.Stop()
-		ping = t.C
-	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		daemon.Watchdog(ctx, a.d.notifier, wd, func(context.Context) error {
+			if !a.healthy(wd) {
+				return errors.New("agent: reconcile loop stalled")
+			}
+			return nil
+		}, a.log)
+	}()
+	defer func() { <-done }()
 	refresh := time.NewTicker(15 * time.Second) // the "since" and counters age
 	defer refresh.Stop()
 	last := ""
@@ -48,25 +50,19 @@ func (a *Agent) systemdLoop(ctx context.Context) error {
 		}
 		if st.Sentence != last {
 			last = st.Sentence
-			a.d.notifier.Notify("STATUS=" + st.Sentence)
+			a.sdNotify("STATUS=" + st.Sentence)
 		}
 	}
 	send()
 	for {
 		select {
 		case <-ctx.Done():
-			a.d.notifier.Notify("STOPPING=1")
+			a.sdNotify("STOPPING=1")
 			return nil
 		case <-a.statusChanged:
 			send()
 		case <-refresh.C:
 			send()
-		case <-ping:
-			if a.healthy(wd) {
-				a.d.notifier.Notify("WATCHDOG=1")
-			} else {
-				a.log.Error("reconcile loop stalled; not pinging the watchdog", "op", "watchdog")
-			}
 		}
 	}
 }
