@@ -16,6 +16,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 )
 
@@ -62,7 +63,7 @@ func BenchmarkClaimToApplied(b *testing.B) {
 	ann, be := &stampAnnouncer{}, &stampBackend{}
 	f := newFixture(b, quiet, func(o *Options) { o.Announcer, o.Backend = ann, be })
 	f.nginx()
-	h := NewGuestAPI(f.svc, nil, nil)
+	h := httpapi.NewGuestAPI(f.svc.Engine, nil, nil)
 	members := []struct{ addr, name string }{{"192.0.2.11", "nginx-master"}, {"192.0.2.12", "nginx-slave"}}
 	seq := map[string]uint64{}
 	claim := func(addr, role string) *jsonResult {

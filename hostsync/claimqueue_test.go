@@ -14,6 +14,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
@@ -118,7 +119,7 @@ func TestPartitionClaimQueued(t *testing.T) {
 	if _, err := svcA.Metadata(ctx, master); err != nil {
 		t.Fatal(err)
 	}
-	guestAPI := httptest.NewServer(NewGuestAPI(svcB, nil, testLogger(t)))
+	guestAPI := httptest.NewServer(httpapi.NewGuestAPI(svcB.Engine, nil, testLogger(t)))
 	defer guestAPI.Close()
 
 	// Outage during the move: the master left (its BACKUP claim reaches
@@ -148,7 +149,7 @@ func TestPartitionClaimQueued(t *testing.T) {
 		t.Fatalf("retried claim: %+v, %v", res, err)
 	}
 	// Through the guest API a member's claim is answered 202 Accepted.
-	w := guestDo(NewGuestAPI(svcB, nil, testLogger(t)), "POST", api.PathClaims, "192.0.2.12",
+	w := guestDo(httpapi.NewGuestAPI(svcB.Engine, nil, testLogger(t)), "POST", api.PathClaims, "192.0.2.12",
 		`{"transition":{"seq":2,"to":"MASTER"}}`, nil)
 	if w.Code != http.StatusAccepted {
 		t.Fatalf("guest API answered %d (%s) during the outage, want 202", w.Code, w.Body)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/vrrp"
@@ -29,7 +30,7 @@ import (
 func TestClaimNewEpochIsNewStream(t *testing.T) {
 	f := newFixture(t)
 	f.nginx()
-	h := NewGuestAPI(f.svc, fakeNeighbors{}, testLogger(t))
+	h := httpapi.NewGuestAPI(f.svc.Engine, fakeNeighbors{}, testLogger(t))
 	post := func(from string, seq uint64, role vrrp.Role, epoch string) api.ClaimResult {
 		t.Helper()
 		body := fmt.Sprintf(`{"transition":{"seq":%d,"to":%q,"source":"notify"}`, seq, role)
@@ -110,7 +111,7 @@ func TestDecodeClaimEpoch(t *testing.T) {
 		{string(make([]byte, api.MaxEpochLen+1)), false},
 	} {
 		body, _ := json.Marshal(api.Claim{Transition: vrrp.Transition{Seq: 1, To: vrrp.RoleMaster}, Epoch: tc.epoch})
-		c, err := DecodeClaim(bytes.NewReader(body))
+		c, err := httpapi.DecodeClaim(bytes.NewReader(body))
 		if tc.ok && (err != nil || c.Epoch != tc.epoch) {
 			t.Errorf("epoch %q: %v, %q; want it accepted", tc.epoch, err, c.Epoch)
 		}

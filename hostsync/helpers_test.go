@@ -3,6 +3,8 @@ package hostsync
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"testing"
 
@@ -40,6 +42,13 @@ func ip(s string) netip.Addr                 { return hstest.IP(s) }
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
 	hstest.WaitFor(tb, what, cond)
+}
+
+// The guest API's test doubles (package hstest).
+type fakeNeighbors = hstest.Neighbors
+
+func guestDo(h http.Handler, method, path, from, body string, hdr map[string]string) *httptest.ResponseRecorder {
+	return hstest.GuestDo(h, method, path, from, body, hdr)
 }
 
 // fixture is a Service on a real bbolt file with the seed's networks and

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/neigh"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 )
@@ -25,7 +26,7 @@ var (
 	_ ownership.Announcer = (*garp.Sender)(nil)
 	_ eip.Backend         = (*eip.NFT)(nil)
 	_ eip.Backend         = (*eip.Command)(nil)
-	_ Neighbors           = (*neigh.Table)(nil)
+	_ httpapi.Neighbors   = (*neigh.Table)(nil)
 )
 
 // Notifier passes state to the service manager (systemd's sd_notify:
@@ -42,7 +43,7 @@ type Platform struct {
 	Prober    ownership.Prober
 	Listen    ownership.ListenFunc
 	Backend   eip.Backend
-	Neighbors Neighbors
+	Neighbors httpapi.Neighbors
 	Notifier  Notifier
 	// Watchdog is systemd's watchdog interval (WATCHDOG_USEC); Run pings
 	// at half of it. Zero disables pings.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
@@ -58,7 +59,7 @@ func startClusterHost(t *testing.T, c *etcdtest.Cluster, prefix, name, queueFile
 		h.store.Close()
 		t.Fatalf("host %s did not start: %v", name, err)
 	}
-	h.api = NewGuestAPI(h.svc, nil, log)
+	h.api = httpapi.NewGuestAPI(h.svc.Engine, nil, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { ownership.ReplayLoop(ctx, h.svc.Engine, 100*time.Millisecond, log) })

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
@@ -123,19 +124,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		if err != nil {
 			return fmt.Errorf("hostsync: guest API: %w", err)
 		}
-		adminLn, err := ListenAdmin(cfg.AdminSocket)
+		adminLn, err := httpapi.ListenAdmin(cfg.AdminSocket)
 		if err != nil {
 			guestLn.Close()
 			return err
 		}
 		defer os.Remove(cfg.AdminSocket)
 		servers = append(servers,
-			guestServer(NewGuestAPI(svc, p.Neighbors, log), cfg, log),
+			guestServer(httpapi.NewGuestAPI(svc.Engine, p.Neighbors, log), cfg, log),
 			&http.Server{
-				Handler: RequireRoot(NewAdminAPI(svc, log)), ConnContext: PeerContext,
+				Handler: httpapi.RequireRoot(httpapi.NewAdminAPI(svc.Inventory, svc.Engine, log)), ConnContext: httpapi.PeerContext,
 				ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 			})
-		listeners = append(listeners, limitPerSource(guestLn, cfg.GuestConnsPerSource, log), adminLn)
+		listeners = append(listeners, httpapi.LimitPerSource(guestLn, cfg.GuestConnsPerSource, log), adminLn)
 		guestAddr = guestLn.Addr().String()
 	}
 	metricsAddr := "off"
@@ -214,7 +215,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 
 // guestServer is the guest API's server: every phase of a connection is
 // bounded (header, body, answer, keep-alive idle), so with the per-source
-// cap of the listener (limitPerSource) a slow or idle client holds few
+// cap of the listener (httpapi.LimitPerSource) a slow or idle client holds few
 // descriptors, and not for long.
 func guestServer(h http.Handler, cfg Config, log *slog.Logger) *http.Server {
 	return &http.Server{

@@ -3,6 +3,7 @@ package hostsync
 import (
 	"context"
 
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
@@ -43,3 +44,8 @@ func (idPattern) MatchString(v string) bool { return inventory.ValidID(v) }
 // DefaultProbeInterval is how often every VIP is probed by default
 // (ownership.DefaultProbeInterval; the config's probe_interval).
 const DefaultProbeInterval = ownership.DefaultProbeInterval
+
+// DefaultGuestConnsPerSource bounds the guest API's open connections from
+// one source address by default (httpapi.DefaultGuestConnsPerSource; the
+// config's guest_conns_per_source).
+const DefaultGuestConnsPerSource = httpapi.DefaultGuestConnsPerSource

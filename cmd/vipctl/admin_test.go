@@ -14,6 +14,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync"
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -33,11 +34,11 @@ func startHostsync(t *testing.T) string {
 	}
 	t.Cleanup(func() { svc.Close() })
 	sock := filepath.Join(dir, "run", "hostsync.sock")
-	ln, err := hostsync.ListenAdmin(sock)
+	ln, err := httpapi.ListenAdmin(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: hostsync.RequireRoot(hostsync.NewAdminAPI(svc, nil)), ConnContext: hostsync.PeerContext}
+	srv := &http.Server{Handler: httpapi.RequireRoot(httpapi.NewAdminAPI(svc.Inventory, svc.Engine, nil)), ConnContext: httpapi.PeerContext}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -342,4 +344,32 @@ func WaitFor(tb testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// Neighbors is a neighbour table: address → MAC.
+type Neighbors map[netip.Addr]string
+
+// Lookup returns a's MAC, nil when unknown.
+func (n Neighbors) Lookup(a netip.Addr) (net.HardwareAddr, error) {
+	s, ok := n[a]
+	if !ok {
+		return nil, nil
+	}
+	return net.ParseMAC(s)
+}
+
+// GuestDo sends one request to the guest API as if from addr; a POST is
+// application/json unless hdr sets another Content-Type.
+func GuestDo(h http.Handler, method, path, from, body string, hdr map[string]string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	r.RemoteAddr = from + ":40000"
+	if method == http.MethodPost {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
 }

@@ -1,4 +1,4 @@
-package hostsync
+package httpapi
 
 import (
 	"bytes"
@@ -18,14 +18,14 @@ import (
 
 // adminServer serves the admin API on a real unix socket made by
 // ListenAdmin, behind RequireRoot, and returns a client for it.
-func adminServer(t *testing.T, svc *Service) (*http.Client, string) {
+func adminServer(t *testing.T, svc *service) (*http.Client, string) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "run", "hostsync.sock")
 	ln, err := ListenAdmin(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: RequireRoot(NewAdminAPI(svc, testLogger(t))), ConnContext: PeerContext}
+	srv := &http.Server{Handler: RequireRoot(NewAdminAPI(svc.Inventory, svc.Engine, testLogger(t))), ConnContext: PeerContext}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })
@@ -109,7 +109,7 @@ func TestAdminSocket(t *testing.T) {
 
 func TestAdminRequiresRootPeer(t *testing.T) {
 	f := newFixture(t)
-	h := RequireRoot(NewAdminAPI(f.svc, nil))
+	h := RequireRoot(NewAdminAPI(f.svc.Inventory, f.svc.Engine, nil))
 	// No unix peer credentials (e.g. served on TCP by mistake): refused.
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", api.PathAdminStatus, nil))

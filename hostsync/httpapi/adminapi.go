@@ -1,4 +1,4 @@
-package hostsync
+package httpapi
 
 import (
 	"context"
@@ -14,25 +14,28 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 )
 
 // AdminAPI serves the admin API (api.PathAdmin*) that vipctl talks to.
 type AdminAPI struct {
-	svc *Service
+	svc *inventory.Inventory
+	eng *ownership.Engine
 	log *slog.Logger
 	mux *http.ServeMux
 }
 
 // NewAdminAPI returns the admin API handler. It does not check who calls:
-// serve it on the socket from ListenAdmin, through RequireRoot.
-func NewAdminAPI(svc *Service, log *slog.Logger) *AdminAPI {
+// serve it on the socket from ListenAdmin, through RequireRoot. The
+// admin operations are svc's; the status is eng's.
+func NewAdminAPI(svc *inventory.Inventory, eng *ownership.Engine, log *slog.Logger) *AdminAPI {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &AdminAPI{svc: svc, log: log, mux: http.NewServeMux()}
+	a := &AdminAPI{svc: svc, eng: eng, log: log, mux: http.NewServeMux()}
 	m := a.mux
 	m.HandleFunc("GET "+api.PathAdminStatus, func(w http.ResponseWriter, r *http.Request) {
-		a.answer(w, r)(svc.Status(r.Context()))
+		a.answer(w, r)(eng.Status(r.Context()))
 	})
 	m.HandleFunc("GET "+api.PathAdminNetworks, func(w http.ResponseWriter, r *http.Request) {
 		a.answer(w, r)(svc.ListNetworks(r.Context()))

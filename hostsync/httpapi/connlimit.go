@@ -1,4 +1,4 @@
-package hostsync
+package httpapi
 
 import (
 	"log/slog"
@@ -35,9 +35,9 @@ type perSourceListener struct {
 	logged  time.Time // last log of refusals
 }
 
-// limitPerSource wraps ln so that at most max connections from one source
+// LimitPerSource wraps ln so that at most max connections from one source
 // address are open at once.
-func limitPerSource(ln net.Listener, max int, log *slog.Logger) net.Listener {
+func LimitPerSource(ln net.Listener, max int, log *slog.Logger) net.Listener {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -1,10 +1,9 @@
-package hostsync
+package httpapi
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -16,33 +15,6 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
-
-// fakeNeighbors is a neighbour table.
-type fakeNeighbors map[netip.Addr]string
-
-func (n fakeNeighbors) Lookup(a netip.Addr) (net.HardwareAddr, error) {
-	s, ok := n[a]
-	if !ok {
-		return nil, nil
-	}
-	return net.ParseMAC(s)
-}
-
-// guestDo sends one request to the guest API as if from addr; a POST is
-// application/json unless hdr sets another Content-Type.
-func guestDo(h http.Handler, method, path, from, body string, hdr map[string]string) *httptest.ResponseRecorder {
-	r := httptest.NewRequest(method, path, strings.NewReader(body))
-	r.RemoteAddr = from + ":40000"
-	if method == http.MethodPost {
-		r.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range hdr {
-		r.Header.Set(k, v)
-	}
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, r)
-	return w
-}
 
 func decodeAPIError(t *testing.T, w *httptest.ResponseRecorder) api.Error {
 	t.Helper()
@@ -56,7 +28,7 @@ func decodeAPIError(t *testing.T, w *httptest.ResponseRecorder) api.Error {
 func TestGuestMetadata(t *testing.T) {
 	f := newFixture(t)
 	f.nginx()
-	h := NewGuestAPI(f.svc, fakeNeighbors{ip("192.0.2.11"): "52:54:00:00:00:11"}, testLogger(t))
+	h := NewGuestAPI(f.svc.Engine, fakeNeighbors{ip("192.0.2.11"): "52:54:00:00:00:11"}, testLogger(t))
 
 	w := guestDo(h, "GET", api.PathMetadata, "192.0.2.11", "", nil)
 	if w.Code != http.StatusOK {
@@ -106,7 +78,7 @@ func TestGuestMetadataForbidden(t *testing.T) {
 	f.nginx()
 	f.mustGroup("novip")
 	f.mustJoin("novip", "g5")
-	h := NewGuestAPI(f.svc, fakeNeighbors{ip("192.0.2.12"): "52:54:00:00:00:99"}, testLogger(t))
+	h := NewGuestAPI(f.svc.Engine, fakeNeighbors{ip("192.0.2.12"): "52:54:00:00:00:99"}, testLogger(t))
 	cases := []struct{ name, from string }{
 		{"unregistered address", "192.0.2.99"},
 		{"guest in no group", "198.51.100.14"},
@@ -129,7 +101,7 @@ func TestGuestMetadataForbidden(t *testing.T) {
 func TestGuestClaimsHTTP(t *testing.T) {
 	f := newFixture(t)
 	f.nginx()
-	h := NewGuestAPI(f.svc, fakeNeighbors{}, testLogger(t))
+	h := NewGuestAPI(f.svc.Engine, fakeNeighbors{}, testLogger(t))
 
 	w := guestDo(h, "POST", api.PathClaims, "192.0.2.11",
 		`{"transition":{"seq":1,"group":"nginx","member":"nginx-master","from":"BACKUP","to":"MASTER","at":"2025-03-01T12:00:00Z","source":"notify","vip_present":true}}`, nil)
@@ -153,7 +125,7 @@ func TestGuestClaimsHTTP(t *testing.T) {
 func TestGuestClaimNonMemberForbidden(t *testing.T) {
 	f := newFixture(t)
 	f.nginx()
-	h := NewGuestAPI(f.svc, nil, testLogger(t))
+	h := NewGuestAPI(f.svc.Engine, nil, testLogger(t))
 	if w := guestDo(h, "POST", api.PathClaims, "192.0.2.11", `{"transition":{"seq":1,"to":"MASTER","source":"notify"}}`, nil); w.Code != 200 {
 		t.Fatalf("member's claim: %d %s", w.Code, w.Body)
 	}
@@ -186,7 +158,7 @@ func TestGuestClaimNonMemberForbidden(t *testing.T) {
 func TestGuestClaimsStrictDecoding(t *testing.T) {
 	f := newFixture(t)
 	f.nginx()
-	h := NewGuestAPI(f.svc, nil, testLogger(t))
+	h := NewGuestAPI(f.svc.Engine, nil, testLogger(t))
 	cases := []struct {
 		name, body, field string
 	}{
@@ -224,7 +196,7 @@ func TestGuestClaimsStrictDecoding(t *testing.T) {
 
 func TestGuestAPIMethods(t *testing.T) {
 	f := newFixture(t)
-	h := NewGuestAPI(f.svc, nil, nil)
+	h := NewGuestAPI(f.svc.Engine, nil, nil)
 	for _, tc := range []struct{ method, path string }{{"POST", api.PathMetadata}, {"GET", api.PathClaims}, {"DELETE", api.PathClaims}} {
 		if w := guestDo(h, tc.method, tc.path, "192.0.2.11", "", nil); w.Code != http.StatusMethodNotAllowed {
 			t.Errorf("%s %s: status %d, want 405", tc.method, tc.path, w.Code)

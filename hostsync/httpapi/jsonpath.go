@@ -1,4 +1,4 @@
-package hostsync
+package httpapi
 
 import (
 	"bytes"

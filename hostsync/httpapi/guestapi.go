@@ -1,4 +1,12 @@
-package hostsync
+// Package httpapi is hostsync's HTTP surface: the guest API each member's
+// agent reads its metadata from and reports its transitions to (strict
+// decoding, the caller identified by its source address and MAC, never by
+// the body), the admin API vipctl drives over a unix socket reserved to
+// root, and the listener that caps the guest API's connections per
+// source. Handlers only decode, call package inventory (admin operations)
+// or ownership (claims, metadata, status) and answer; errors map to HTTP
+// statuses by the sentinels they wrap.
+package httpapi
 
 import (
 	"bytes"
@@ -36,14 +44,14 @@ type Neighbors interface {
 // caller is identified by the request's source address (and MAC, when the
 // neighbour table has it), never by the body.
 type GuestAPI struct {
-	svc   *Service
+	svc   *ownership.Engine
 	neigh Neighbors
 	log   *slog.Logger
 	mux   *http.ServeMux
 }
 
 // NewGuestAPI returns the guest API handler; neigh may be nil.
-func NewGuestAPI(svc *Service, neigh Neighbors, log *slog.Logger) *GuestAPI {
+func NewGuestAPI(svc *ownership.Engine, neigh Neighbors, log *slog.Logger) *GuestAPI {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -1,4 +1,4 @@
-package hostsync
+package httpapi
 
 import (
 	"net/http"
@@ -13,7 +13,7 @@ import (
 func TestGuestClaimsNeedJSON(t *testing.T) {
 	f := newFixture(t)
 	f.nginx()
-	h := NewGuestAPI(f.svc, nil, testLogger(t))
+	h := NewGuestAPI(f.svc.Engine, nil, testLogger(t))
 	body := `{"transition":{"seq":1,"to":"MASTER","source":"notify"}}`
 	for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "application/jsonx", "multipart/form-data; boundary=x"} {
 		w := guestDo(h, "POST", api.PathClaims, "192.0.2.11", body, map[string]string{"Content-Type": ct})
