@@ -11,11 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/internal/hostport"
+	"github.com/vipkeeper/vipkeeper/internal/config"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -189,34 +187,16 @@ func DefaultConfig() Config {
 	}
 }
 
-// ConfigError names the file, the key and what is wrong or allowed.
-type ConfigError struct {
-	File string
-	Key  string
-	Msg  string
-	// Err is ErrUnknownKey for unknown keys, else nil.
-	Err error
-}
+// ConfigError is the error of every configuration check: it names the
+// file, the key, the line where known and what is wrong or allowed.
+type ConfigError = config.Error
 
-// Unwrap returns Err.
-func (e *ConfigError) Unwrap() error { return e.Err }
+// ErrUnknownKey is the Err of a *ConfigError for a key the agent does not
+// know.
+var ErrUnknownKey = config.ErrUnknownKey
 
-func (e *ConfigError) Error() string {
-	file := e.File
-	if file == "" {
-		file = "(config)"
-	}
-	if e.Key == "" {
-		return "agent: " + file + ": " + e.Msg
-	}
-	return "agent: " + file + ": " + e.Key + ": " + e.Msg
-}
-
-// ErrUnknownKey is returned (wrapped in a *ConfigError) when the file has a
-// key the agent does not know.
-var ErrUnknownKey = errors.New("unknown key")
-
-// LoadConfig reads, decodes strictly and validates a configuration file.
+// LoadConfig reads, decodes strictly (internal/config: unknown keys are
+// refused) and validates a configuration file.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -230,17 +210,8 @@ func LoadConfig(path string) (*Config, error) {
 func ParseConfig(path string, data []byte) (*Config, error) {
 	cfg := DefaultConfig()
 	cfg.path = path
-	md, err := toml.Decode(string(data), &cfg)
-	if err != nil {
-		return nil, &ConfigError{File: path, Msg: err.Error()}
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return nil, &ConfigError{File: path, Key: keys[0], Err: ErrUnknownKey,
-			Msg: fmt.Sprintf("is not a known key (unknown keys: %s); see the documented keys of agent.toml", strings.Join(keys, ", "))}
+	if _, err := config.Load(path, data, &cfg); err != nil {
+		return nil, err
 	}
 	if cfg.SpoolDir == "" && cfg.StateDir != "" {
 		cfg.SpoolDir = filepath.Join(cfg.StateDir, "spool")
@@ -276,7 +247,7 @@ func within(p, dir string) bool {
 // *ConfigError.
 func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) error {
-		return &ConfigError{File: c.path, Key: key, Msg: fmt.Sprintf(format, args...)}
+		return config.Errorf(c.path, key, format, args...)
 	}
 	if c.Member != "" && !vrrp.ValidMemberName(c.Member) {
 		return bad("member", "%q is not a member name (%s), or leave it empty to detect it by address", c.Member, vrrp.MemberNameRule)
@@ -295,18 +266,18 @@ func (c *Config) Validate() error {
 		{"keepalived.scripts_dir", c.Keepalived.ScriptsDir},
 		{"keepalived.pid_file", c.Keepalived.PIDFile},
 	} {
-		if err := checkAbs(p.v); err != nil {
+		if err := config.AbsPath(p.v); err != nil {
 			return bad(p.key, "%v", err)
 		}
 	}
 	if err := c.checkPathsApart(); err != nil {
 		return err
 	}
-	if len(c.Socket) > 100 {
-		return bad("socket", "%q is longer than 100 bytes, too long for a unix socket path", c.Socket)
+	if err := config.SocketPath(c.Socket); err != nil {
+		return bad("socket", "%v", err)
 	}
 	if c.MetricsListen != "" {
-		if err := hostport.Check(c.MetricsListen); err != nil {
+		if err := config.ListenAddr(c.MetricsListen); err != nil {
 			return bad("metrics_listen", "%v", err)
 		}
 	}
@@ -328,8 +299,8 @@ func (c *Config) Validate() error {
 		{"report.interval", c.Report.Interval, 100 * time.Millisecond, 24 * time.Hour},
 		{"keepalived.min_reload_interval", c.Keepalived.MinReloadInterval, 0, 10 * time.Minute},
 	} {
-		if d.v < d.min || d.v > d.max {
-			return bad(d.key, "%s is out of range, allowed %s to %s (a string such as \"30s\")", d.v, d.min, d.max)
+		if err := config.Duration(d.v, d.min, d.max); err != nil {
+			return bad(d.key, "%v", err)
 		}
 	}
 	if c.Report.MaxBackoff < c.Report.MinBackoff {
@@ -345,7 +316,7 @@ func (c *Config) Validate() error {
 			return bad("metadata.url", "%v", err)
 		}
 	default:
-		if err := checkAbs(c.Metadata.File); err != nil {
+		if err := config.AbsPath(c.Metadata.File); err != nil {
 			return bad("metadata.file", "%v", err)
 		}
 	}
@@ -393,7 +364,7 @@ func (c *Config) Validate() error {
 // file on a file the agent writes, its state inside the scripts directory.
 func (c *Config) checkPathsApart() error {
 	bad := func(key, format string, args ...any) error {
-		return &ConfigError{File: c.path, Key: key, Msg: fmt.Sprintf(format, args...)}
+		return config.Errorf(c.path, key, format, args...)
 	}
 	k := c.Keepalived
 	if slices.Contains(systemDirs, k.ScriptsDir) {
@@ -481,16 +452,6 @@ func toSeconds(d time.Duration) (vrrp.Seconds, error) {
 		return 0, fmt.Errorf("%s is not a whole number of milliseconds between 0 and 24h", d)
 	}
 	return vrrp.Seconds(d / time.Millisecond), nil
-}
-
-func checkAbs(p string) error {
-	if p == "" {
-		return errors.New("is required, an absolute path")
-	}
-	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
-		return fmt.Errorf("%q is not a clean absolute path", p)
-	}
-	return nil
 }
 
 func checkHTTPURL(s string) error {

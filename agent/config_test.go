@@ -95,7 +95,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad member", "member = \"-x\"\n" + src, "member", false},
 		{"bad interface", "interface = \"eth0 up\"\n" + src, "interface", false},
 		{"relative state dir", "state_dir = \"var/lib\"\n" + src, "state_dir", false},
-		{"socket path too long", "socket = \"/run/" + strings.Repeat("x", 100) + "\"\n" + src, "socket", false},
+		// The kernel takes 107 bytes (sun_path less its NUL): 108 is refused.
+		{"socket path too long", "socket = \"/run/" + strings.Repeat("x", 103) + "\"\n" + src, "socket", false},
+		// The rule render applies: keepalived.conf cannot name it.
+		{"interface with @", "interface = \"x@y\"\n" + src, "interface", false},
 		{"zero poll", src + "poll_interval = \"0s\"\n", "metadata.poll_interval", false},
 		{"backoff order", src + "[report]\nmin_backoff = \"10s\"\nmax_backoff = \"1s\"\n", "report.max_backoff", false},
 		{"bad reload", src + "[keepalived]\nreload = \"kill\"\n", "keepalived.reload", false},
@@ -130,6 +133,35 @@ func TestParseConfigErrors(t *testing.T) {
 				t.Errorf("errors.Is(err, ErrUnknownKey) = %v, want %v: %v", got, tt.unknown, err)
 			}
 		})
+	}
+}
+
+func TestParseConfigErrorLines(t *testing.T) {
+	const src = "[metadata]\nfile = \"/m.json\"\n"
+	tests := []struct {
+		name, body string
+		line       int
+	}{
+		{"unknown top key", "hosting_type = 1\n" + src, 1},
+		{"unknown nested key", src + "pol_interval = \"1s\"\n", 3},
+		{"syntax", src + "member = \n", 3},
+		{"bad duration", src + "timeout = \"five\"\n", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("agent.toml", []byte(tt.body))
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %T %v is not a *ConfigError", err, err)
+			}
+			if ce.Line != tt.line {
+				t.Errorf("line %d, want %d: %v", ce.Line, tt.line, err)
+			}
+		})
+	}
+	long := "socket = \"/run/" + strings.Repeat("x", 102) + "\"\n" + src // 107 bytes
+	if _, err := ParseConfig("agent.toml", []byte(long)); err != nil {
+		t.Errorf("a 107-byte socket path: %v", err)
 	}
 }
 
