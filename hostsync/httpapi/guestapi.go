@@ -24,13 +24,11 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
-	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
 // Neighbors looks up the MAC behind an address in the host's neighbour
@@ -167,14 +165,9 @@ func requireJSON(r *http.Request) error {
 }
 
 // Limits of a claim's free-text fields.
-const (
-	maxSourceLen = 32
-	maxNoteLen   = 256
-)
-
 // DecodeClaim reads one api.Claim strictly: unknown fields and trailing
-// data rejected, every field checked. Errors wrap inventory.ErrInvalid and name the
-// field.
+// data rejected, every field checked (ownership.CheckClaim). Errors wrap
+// inventory.ErrInvalid and name the field.
 func DecodeClaim(r io.Reader) (api.Claim, error) {
 	var c api.Claim
 	data, err := io.ReadAll(r)
@@ -188,47 +181,8 @@ func DecodeClaim(r io.Reader) (api.Claim, error) {
 	if err := decodeStrict(data, &c); err != nil {
 		return c, err
 	}
-	t := c.Transition
-	if t.Seq == 0 {
-		return c, inventory.Invalid("transition.seq", "must be at least 1")
-	}
-	if _, err := vrrp.ParseRole(string(t.To)); err != nil {
-		return c, inventory.Invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
-	}
-	if t.From != "" && t.From != vrrp.RoleUnknown {
-		if _, err := vrrp.ParseRole(string(t.From)); err != nil {
-			return c, inventory.Invalid("transition.from", "%q is not one of UNKNOWN, MASTER, BACKUP, FAULT, STOP", t.From)
-		}
-	}
-	if t.Priority < 0 || t.Priority > 255 {
-		return c, inventory.Invalid("transition.priority", "%d is out of range, allowed 0–255", t.Priority)
-	}
-	for _, f := range []struct {
-		name, v string
-		max     int
-	}{
-		{"transition.group", t.Group, 64}, {"transition.instance", t.Instance, 64}, {"transition.member", t.Member, 64},
-		{"transition.source", t.Source, maxSourceLen}, {"transition.note", t.Note, maxNoteLen},
-	} {
-		if len(f.v) > f.max {
-			return c, inventory.Invalid(f.name, "is %d bytes long, at most %d are allowed", len(f.v), f.max)
-		}
-		for _, r := range f.v {
-			if !unicode.IsPrint(r) {
-				return c, inventory.Invalid(f.name, "contains the non-printable character %U", r)
-			}
-		}
-	}
-	if t.Source == ownership.SourceGARP {
-		return c, inventory.Invalid("transition.source", "%q is reserved for hostsync's passive detection", t.Source)
-	}
-	if len(c.Epoch) > api.MaxEpochLen {
-		return c, inventory.Invalid("epoch", "is %d bytes long, at most %d are allowed", len(c.Epoch), api.MaxEpochLen)
-	}
-	for _, r := range c.Epoch {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '_') {
-			return c, inventory.Invalid("epoch", "contains %q; allowed are letters, digits, '-' and '_'", r)
-		}
+	if err := ownership.CheckClaim(c.Epoch, c.Transition); err != nil {
+		return c, err
 	}
 	return c, nil
 }

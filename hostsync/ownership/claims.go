@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
@@ -26,6 +27,62 @@ const SourceARP = "arp"
 // failed attempt means another claim moved the owner in between.
 const maxCASAttempts = 8
 
+// Limits of a claim's free-text fields.
+const (
+	maxSourceLen = 32
+	maxNoteLen   = 256
+)
+
+// CheckClaim is the one validator of a claim, the guest API's and
+// Claim's: a transition numbered from 1 to a known role, fields of bounded
+// length and printable, a source other than hostsync's own, an epoch of
+// letters, digits, '-' and '_'. Errors wrap inventory.ErrInvalid and name
+// the field.
+func CheckClaim(epoch string, t vrrp.Transition) error {
+	if t.Seq == 0 {
+		return inventory.Invalid("transition.seq", "must be at least 1")
+	}
+	if _, err := vrrp.ParseRole(string(t.To)); err != nil {
+		return inventory.Invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
+	}
+	if t.From != "" && t.From != vrrp.RoleUnknown {
+		if _, err := vrrp.ParseRole(string(t.From)); err != nil {
+			return inventory.Invalid("transition.from", "%q is not one of UNKNOWN, MASTER, BACKUP, FAULT, STOP", t.From)
+		}
+	}
+	if t.Priority < 0 || t.Priority > 255 {
+		return inventory.Invalid("transition.priority", "%d is out of range, allowed 0–255", t.Priority)
+	}
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{
+		{"transition.group", t.Group, 64}, {"transition.instance", t.Instance, 64}, {"transition.member", t.Member, 64},
+		{"transition.source", t.Source, maxSourceLen}, {"transition.note", t.Note, maxNoteLen},
+	} {
+		if len(f.v) > f.max {
+			return inventory.Invalid(f.name, "is %d bytes long, at most %d are allowed", len(f.v), f.max)
+		}
+		for _, r := range f.v {
+			if !unicode.IsPrint(r) {
+				return inventory.Invalid(f.name, "contains the non-printable character %U", r)
+			}
+		}
+	}
+	if t.Source == SourceGARP {
+		return inventory.Invalid("transition.source", "%q is reserved for hostsync's passive detection", t.Source)
+	}
+	if len(epoch) > api.MaxEpochLen {
+		return inventory.Invalid("epoch", "is %d bytes long, at most %d are allowed", len(epoch), api.MaxEpochLen)
+	}
+	for _, r := range epoch {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '_') {
+			return inventory.Invalid("epoch", "contains %q; allowed are letters, digits, '-' and '_'", r)
+		}
+	}
+	return nil
+}
+
 // Claim records a transition reported by the caller (identified by c, not
 // by the transition's member field). A MASTER claim from a member that is
 // not the owner moves the owner with a compare-and-swap, then sends GARP
@@ -45,11 +102,8 @@ func (s *Engine) Claim(ctx context.Context, c inventory.Caller, t vrrp.Transitio
 // epoch (api.Claim.Epoch; "" when the agent sent none): claims are
 // idempotent by (member, epoch, seq), and a new epoch restarts the seq.
 func (s *Engine) ClaimEpoch(ctx context.Context, c inventory.Caller, epoch string, t vrrp.Transition) (api.ClaimResult, error) {
-	if t.Seq == 0 {
-		return api.ClaimResult{}, inventory.Invalid("transition.seq", "must be at least 1")
-	}
-	if _, err := vrrp.ParseRole(string(t.To)); err != nil {
-		return api.ClaimResult{}, inventory.Invalid("transition.to", "%q is not one of MASTER, BACKUP, FAULT, STOP", t.To)
+	if err := CheckClaim(epoch, t); err != nil {
+		return api.ClaimResult{}, err
 	}
 	queued := func() queuedClaim {
 		q := queuedClaim{Kind: queuedClaimKind, Addr: c.Addr, Transition: &t, Epoch: epoch}
