@@ -1,7 +1,6 @@
 package hostsync
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -14,11 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
-	"github.com/vipkeeper/vipkeeper/internal/hostport"
+	"github.com/vipkeeper/vipkeeper/internal/config"
 )
 
 // DefaultConfigPath is where vipkeeper-hostsync reads its configuration.
@@ -62,9 +59,10 @@ const (
 	BackendNone     = "none"
 )
 
-// ErrConfig is returned (wrapped) for every configuration error; the text
-// names the file, the key and what is allowed.
-var ErrConfig = errors.New("hostsync: config")
+// ErrConfig matches (errors.Is) every configuration error. Each is a
+// *config.Error naming the file, the key, the line where known and what is
+// allowed.
+var ErrConfig = config.ErrInvalid
 
 // Config is /etc/vipkeeper/hostsync.toml. Unknown keys are rejected.
 type Config struct {
@@ -172,39 +170,33 @@ type DataPlaneConfig struct {
 func LoadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
+		return Config{}, &config.Error{File: path, Msg: err.Error(), Err: err}
 	}
 	return ParseConfig(path, data)
 }
 
-// ParseConfig decodes data (named path in errors), rejecting unknown keys,
-// then applies defaults and Validate.
+// ParseConfig decodes data (named path in errors) through internal/config,
+// which refuses keys Config does not declare, then applies defaults and
+// Validate. Errors are *config.Error.
 func ParseConfig(path string, data []byte) (Config, error) {
 	var c Config
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
+	md, err := config.Load(path, data, &c)
 	if err != nil {
-		return Config{}, fmt.Errorf("%w: %s: %s", ErrConfig, path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return Config{}, fmt.Errorf("%w: %s: unknown key %s (allowed: %s)", ErrConfig, path, strings.Join(keys, ", "), allowedKeys)
+		return Config{}, err
 	}
 	c.SetDefaults()
 	if !md.IsDefined("probe_interval") {
 		c.ProbeInterval = DefaultProbeInterval
 	}
 	if err := c.Validate(); err != nil {
-		return Config{}, fmt.Errorf("%w: %s: %s", ErrConfig, path, strings.TrimPrefix(err.Error(), ErrConfig.Error()+": "))
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			ce.File = path
+		}
+		return Config{}, err
 	}
 	return c, nil
 }
-
-const allowedKeys = "state_dir, db_path, db_timeout, admin_socket, guest_listen, guest_conns_per_source, guest_idle_timeout, garp_interface, metrics_listen, " +
-	"reapply_interval, probe_interval, split_brain_window, stale_claim_age, [dataplane] backend, table, nft, route_table, command, args, timeout, netns, allow_empty, " +
-	"[hosts] HOST-ID = \"ADDRESS\""
 
 var reNetns = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
@@ -274,20 +266,21 @@ var (
 )
 
 // Validate checks every field without looking at the host (see
-// CheckHost). Errors name the key.
+// CheckHost). Errors are *config.Error naming the key (not the file: see
+// ParseConfig).
 func (c Config) Validate() error {
 	bad := func(key, format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrConfig, key, fmt.Sprintf(format, args...))
+		return config.Errorf("", key, format, args...)
 	}
-	for _, p := range []struct{ key, v string }{{"state_dir", c.StateDir}, {"db_path", c.DBPath}, {"admin_socket", c.AdminSocket}} {
+	for _, p := range []struct{ key, v string }{{"state_dir", c.StateDir}, {"db_path", c.DBPath}} {
 		if !filepath.IsAbs(p.v) {
 			return bad(p.key, "%q is not an absolute path", p.v)
 		}
 	}
-	if len(c.AdminSocket) > 107 {
-		return bad("admin_socket", "%q is longer than a unix socket path may be (107 bytes)", c.AdminSocket)
+	if err := config.SocketPath(c.AdminSocket); err != nil {
+		return bad("admin_socket", "%v", err)
 	}
-	if err := hostport.Check(c.GuestListen); err != nil {
+	if err := config.ListenAddr(c.GuestListen); err != nil {
 		return bad("guest_listen", "%v", err)
 	}
 	if c.GuestConnsPerSource < 1 || c.GuestConnsPerSource > 65535 {
@@ -297,7 +290,7 @@ func (c Config) Validate() error {
 		return bad("guest_idle_timeout", "%s must be positive, e.g. \"30s\"", c.GuestIdleTimeout)
 	}
 	if c.MetricsListen != "" {
-		if err := hostport.Check(c.MetricsListen); err != nil {
+		if err := config.ListenAddr(c.MetricsListen); err != nil {
 			return bad("metrics_listen", "%v", err)
 		}
 	}
@@ -308,8 +301,8 @@ func (c Config) Validate() error {
 		key string
 		v   time.Duration
 	}{{"db_timeout", c.DBTimeout}, {"reapply_interval", c.ReapplyInterval}, {"split_brain_window", c.SplitBrainWindow}, {"stale_claim_age", c.StaleClaimAge}} {
-		if d.v <= 0 {
-			return bad(d.key, "%s must be positive, e.g. \"10s\"", d.v)
+		if err := config.Positive(d.v); err != nil {
+			return bad(d.key, "%v", err)
 		}
 	}
 	if c.ProbeInterval < 0 {
@@ -400,8 +393,8 @@ func (c Config) validateStore(bad func(key, format string, args ...any) error) e
 			return bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q is not http://HOST:PORT, https://HOST:PORT or unix:///PATH", ep)
 		}
 	}
-	if e.DialTimeout <= 0 {
-		return bad("etcd.dial_timeout", "%s must be positive, e.g. \"5s\"", e.DialTimeout)
+	if err := config.Positive(e.DialTimeout); err != nil {
+		return bad("etcd.dial_timeout", "%v", err)
 	}
 	for _, f := range []struct{ key, v string }{{"etcd.ca_file", e.CAFile}, {"etcd.cert_file", e.CertFile}, {"etcd.key_file", e.KeyFile}} {
 		if f.v != "" && !filepath.IsAbs(f.v) {
@@ -457,7 +450,7 @@ func validEndpoint(ep string) bool {
 func (c Config) CheckHost() error {
 	if c.GARPInterface != "" {
 		if _, err := net.InterfaceByName(c.GARPInterface); err != nil {
-			return fmt.Errorf("%w: garp_interface: %q: %w", ErrConfig, c.GARPInterface, err)
+			return &config.Error{Key: "garp_interface", Msg: fmt.Sprintf("%q: %v", c.GARPInterface, err), Err: err}
 		}
 	}
 	return nil

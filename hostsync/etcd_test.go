@@ -98,7 +98,7 @@ key_file = "/etc/vipkeeper/etcd-key.pem"
 		t.Fatalf("defaults: store %q role %q, want bbolt host", d.Store, d.Role)
 	}
 
-	cases := []struct{ name, toml, has string }{
+	cases := []struct{ name, toml, key string }{
 		{"unknown store", `store = "consul"`, "store"},
 		{"unknown role", `role = "router"`, "role"},
 		{"gateway on bbolt", `role = "gateway"`, "role"},
@@ -123,9 +123,7 @@ key_file = "/etc/vipkeeper/etcd-key.pem"
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig("hostsync.toml", []byte(tc.toml))
-			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.has) {
-				t.Fatalf("error %v, want ErrConfig naming %q", err, tc.has)
-			}
+			checkConfigError(t, err, tc.key, tc.key == "etcd.username", 0)
 		})
 	}
 }
