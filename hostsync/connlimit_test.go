@@ -36,7 +36,7 @@ backend = "none"
 	logs := testutil.NewLogRecorder(testLogger(t).Handler())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, slog.New(logs), nil) }()
+	go func() { done <- runWith(ctx, cfg, slog.New(logs), nil) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -75,7 +75,7 @@ reapply_interval = "1h"
 		logs = testutil.NewLogRecorder(testLogger(t).Handler())
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- Run(ctx, cfg, slog.New(logs), &Platform{Backend: backend}) }()
+		go func() { done <- runWith(ctx, cfg, slog.New(logs), &Platform{Backend: backend}) }()
 		return func() {
 			cancel()
 			select {

@@ -164,7 +164,7 @@ func startRun(t *testing.T, cfg Config, p *Platform) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, testLogger(t), p) }()
+	go func() { done <- runWith(ctx, cfg, testLogger(t), p) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -276,7 +276,7 @@ func TestRunHostLease(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, testLogger(t), &Platform{Backend: &fakeBackend{}}) }()
+	go func() { done <- runWith(ctx, cfg, testLogger(t), &Platform{Backend: &fakeBackend{}}) }()
 	stopped := false
 	defer func() {
 		if !stopped {

@@ -85,7 +85,7 @@ backend = "none"
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- Run(ctx, cfg, slog.New(logs), p) }()
+			go func() { done <- runWith(ctx, cfg, slog.New(logs), p) }()
 			waitFor(t, "the start log", func() bool { _, ok := logs.Attr("hostsync started", "metrics"); return ok })
 			guest, _ := logs.Attr("hostsync started", "guest_api")
 			addr, _ := logs.Attr("hostsync started", "metrics")

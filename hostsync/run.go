@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
@@ -22,6 +22,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/internal/daemon"
 )
 
 // Timing of Run's loops.
@@ -30,21 +31,37 @@ const (
 	statusInterval = 5 * time.Second
 	// retryApply is how soon a failed data-plane apply is retried.
 	retryApply = 5 * time.Second
-	// shutdownGrace bounds the graceful shutdown of the HTTP servers.
-	shutdownGrace = 5 * time.Second
 	// replayInterval is how often queued claims are tried again while
 	// the shared registry is unreachable.
 	replayInterval = time.Second
 )
 
-// Run is vipkeeper-hostsync: it opens the registry, serves the guest API
-// and the admin socket, re-applies the data plane from the registry at
-// start and then periodically, learns moves passively from GARP, and keeps
-// systemd informed. On a shared registry (store "etcd") it also follows
-// the other hosts' changes; role "gateway" does only that, with the data
-// plane and metrics (no guest or admin API, no GARP). It returns when ctx ends (ctx's error) or a server
-// fails.
-func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
+// Run is vipkeeper-hostsync: it opens the platform (OpenPlatform: GARP on
+// garp_interface, the data-plane backend, the neighbour table) and the
+// registry, serves the guest API and the admin socket, re-applies the data
+// plane from the registry at start and then periodically, learns moves
+// passively from GARP, and keeps systemd informed (READY, STATUS, and
+// watchdog pings while the engine answers). On a shared registry (store
+// "etcd") it also follows the other hosts' changes; role "gateway" does
+// only that, with the data plane and metrics (no guest or admin API, no
+// GARP). It returns when ctx ends (ctx's error) or a server fails.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p, err := OpenPlatform(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	sd := daemon.Systemd{}
+	p.Notifier, p.Watchdog = sd, sd.WatchdogInterval()
+	return runWith(ctx, cfg, log, p)
+}
+
+// runWith is Run on the platform p, the seam for tests (nil: an empty
+// platform, nothing driven on the host).
+func runWith(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -68,14 +85,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	var metrics *ownership.Metrics
 	var metricsReg *prometheus.Registry
 	if cfg.MetricsListen != "" {
-		metricsReg = prometheus.NewRegistry()
-		if metrics, err = ownership.NewMetrics(metricsReg); err != nil {
+		if metricsReg, err = daemon.NewRegistry(); err != nil {
 			return err
 		}
-		for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
-			if err := metricsReg.Register(c); err != nil {
-				return fmt.Errorf("hostsync: metrics: %w", err)
-			}
+		if metrics, err = ownership.NewMetrics(metricsReg); err != nil {
+			return err
 		}
 	}
 	var queue *ownership.ClaimQueue
@@ -124,10 +138,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		if err != nil {
 			return fmt.Errorf("hostsync: guest API: %w", err)
 		}
-		adminLn, err := httpapi.ListenAdmin(cfg.AdminSocket)
+		adminLn, err := daemon.ListenUnix(cfg.AdminSocket, 0o700)
 		if err != nil {
 			guestLn.Close()
-			return err
+			return fmt.Errorf("hostsync: admin socket: %w", err)
 		}
 		defer os.Remove(cfg.AdminSocket)
 		servers = append(servers,
@@ -159,8 +173,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	for i, srv := range servers {
 		ln := listeners[i]
 		g.Go(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("hostsync: serve %s: %w", ln.Addr(), err)
+			if err := daemon.Serve(gctx, srv, ln); err != nil {
+				return fmt.Errorf("hostsync: %w", err)
 			}
 			return nil
 		})
@@ -168,11 +182,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 	g.Go(func() error {
 		<-gctx.Done()
 		notify(p, log, "STOPPING=1")
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), shutdownGrace)
-		defer cancel()
-		for _, srv := range servers {
-			_ = srv.Shutdown(sctx)
-		}
 		return nil
 	})
 	g.Go(func() error { reconcile(gctx, svc, cfg.ReapplyInterval, log); return nil })
@@ -204,6 +213,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) error {
 		g.Go(func() error { ownership.ProbeLoop(gctx, svc.Engine, p.Prober, cfg.ProbeInterval); return nil })
 	}
 	g.Go(func() error { statusLoop(gctx, svc, p, log); return nil })
+	if p.Notifier != nil {
+		g.Go(func() error {
+			// Alive while the engine answers: its lock is free within
+			// half the watchdog interval (a deadlocked engine gets
+			// hostsync restarted; an unreachable etcd does not).
+			daemon.Watchdog(gctx, p.Notifier, p.Watchdog, func(context.Context) error {
+				svc.WatchVIP(netip.Addr{})
+				return nil
+			}, log)
+			return nil
+		})
+	}
 
 	err = g.Wait()
 	if err == nil {
@@ -245,7 +266,8 @@ func reconcile(ctx context.Context, svc *Service, interval time.Duration, log *s
 	}
 }
 
-// statusLoop sends READY=1 once, then STATUS= and watchdog pings.
+// statusLoop sends READY=1 once, then STATUS= (the watchdog is pinged by
+// daemon.Watchdog, while the engine answers).
 func statusLoop(ctx context.Context, svc *Service, p *Platform, log *slog.Logger) {
 	sendStatus := func() {
 		st, err := svc.Status(ctx)
@@ -261,21 +283,12 @@ func statusLoop(ctx context.Context, svc *Service, p *Platform, log *slog.Logger
 	sendStatus()
 	status := time.NewTicker(statusInterval)
 	defer status.Stop()
-	var wd <-chan time.Time
-	if p.Watchdog > 0 {
-		t := time.NewTicker(p.Watchdog / 2)
-		defer t.Stop()
-		wd = t.C
-		notify(p, log, "WATCHDOG=1")
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-status.C:
 			sendStatus()
-		case <-wd:
-			notify(p, log, "WATCHDOG=1")
 		}
 	}
 }

@@ -106,7 +106,7 @@ backend = "none"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, testLogger(t), p) }()
+	go func() { done <- runWith(ctx, cfg, testLogger(t), p) }()
 
 	waitFor(t, "the data plane applied from the registry", func() bool {
 		ms := backend.LastSet()
@@ -185,7 +185,7 @@ backend = "none"
 	}
 	defer store.Close()
 	start := time.Now()
-	err = Run(context.Background(), cfg, testLogger(t), nil)
+	err = runWith(context.Background(), cfg, testLogger(t), nil)
 	if !errors.Is(err, berrors.ErrTimeout) {
 		t.Fatalf("Run on a locked database: %v, want bbolt's lock timeout", err)
 	}

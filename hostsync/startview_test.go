@@ -32,7 +32,7 @@ func TestRunStartsWithoutQuorum(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		done := make(chan error, 1)
-		go func() { done <- Run(ctx, cfg, testLogger(t), &Platform{Backend: &fakeBackend{}}) }()
+		go func() { done <- runWith(ctx, cfg, testLogger(t), &Platform{Backend: &fakeBackend{}}) }()
 		deadline := time.After(30 * time.Second)
 		for {
 			if _, err := os.Stat(cfg.AdminSocket); err == nil {
@@ -54,7 +54,7 @@ func TestRunStartsWithoutQuorum(t *testing.T) {
 	t.Run("gateway", func(t *testing.T) {
 		cfg := etcdConfig(t, RoleGateway, srv.Endpoints(), "/startview/")
 		backend := &fakeBackend{}
-		err := Run(context.Background(), cfg, testLogger(t), &Platform{Backend: backend})
+		err := runWith(context.Background(), cfg, testLogger(t), &Platform{Backend: backend})
 		if err == nil {
 			t.Fatal("the gateway started without the registry")
 		}
