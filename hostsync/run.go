@@ -138,10 +138,10 @@ func runWith(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) err
 		if err != nil {
 			return fmt.Errorf("hostsync: guest API: %w", err)
 		}
-		adminLn, err := daemon.ListenUnix(cfg.AdminSocket, 0o700)
+		adminLn, err := httpapi.ListenAdmin(cfg.AdminSocket)
 		if err != nil {
 			guestLn.Close()
-			return fmt.Errorf("hostsync: admin socket: %w", err)
+			return err
 		}
 		defer os.Remove(cfg.AdminSocket)
 		servers = append(servers,

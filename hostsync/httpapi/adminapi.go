@@ -4,17 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"syscall"
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
+	"github.com/vipkeeper/vipkeeper/internal/daemon"
 )
 
 // AdminAPI serves the admin API (api.PathAdmin*) that vipctl talks to.
@@ -157,7 +156,7 @@ func (a *AdminAPI) answer(w http.ResponseWriter, r *http.Request) func(v any, er
 			a.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, v)
+		daemon.WriteJSON(w, http.StatusOK, v)
 	}
 }
 
@@ -168,38 +167,20 @@ func (a *AdminAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		a.log.Info("admin api refused", "method", r.Method, "path", r.URL.Path, "status", code, "err", err)
 	}
-	writeJSON(w, code, body)
+	daemon.WriteJSON(w, code, body)
 }
 
 // ListenAdmin listens on the unix socket path for the admin API: the parent
 // directory is created 0700 when missing, a stale socket is replaced, the
-// socket is made 0600. Anything else at path is an error.
+// socket is made 0600 (daemon.ListenUnix). A socket another process
+// answers on (daemon.ErrSocketInUse) or anything else at path
+// (daemon.ErrNotSocket) is an error.
 func ListenAdmin(path string) (net.Listener, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("hostsync: admin socket directory %s: %w", dir, err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("hostsync: admin socket %s exists and is not a socket", path)
-		}
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("hostsync: admin socket %s is in use by another process", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("hostsync: remove stale admin socket: %w", err)
-		}
-	}
-	l, err := net.Listen("unix", path)
+	ln, err := daemon.ListenUnix(path, 0o700)
 	if err != nil {
-		return nil, fmt.Errorf("hostsync: listen on admin socket: %w", err)
+		return nil, fmt.Errorf("hostsync: admin socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("hostsync: chmod admin socket: %w", err)
-	}
-	return l, nil
+	return ln, nil
 }
 
 type peerKey struct{}
@@ -233,7 +214,7 @@ func RequireRoot(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		uid, ok := r.Context().Value(peerKey{}).(uint32)
 		if !ok || (uid != 0 && uid != self) {
-			writeJSON(w, http.StatusForbidden, api.Error{Error: "hostsync: the admin API is for root only"})
+			daemon.WriteJSON(w, http.StatusForbidden, api.Error{Error: "hostsync: the admin API is for root only"})
 			return
 		}
 		h.ServeHTTP(w, r)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/internal/daemon"
 )
 
 // adminServer serves the admin API on a real unix socket made by
@@ -68,7 +70,7 @@ func TestAdminSocket(t *testing.T) {
 		t.Fatalf("socket directory mode %o, want 0700", di.Mode().Perm())
 	}
 	// A second hostsync must not steal a live socket.
-	if _, err := ListenAdmin(sock); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := ListenAdmin(sock); !errors.Is(err, daemon.ErrSocketInUse) {
 		t.Fatalf("second ListenAdmin: %v, want in use", err)
 	}
 
@@ -137,7 +139,7 @@ func TestListenAdminRefusesNonSocket(t *testing.T) {
 	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ListenAdmin(p); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := ListenAdmin(p); !errors.Is(err, daemon.ErrNotSocket) {
 		t.Fatalf("ListenAdmin over a file: %v", err)
 	}
 	// A stale socket (nobody listening) is replaced.

@@ -29,6 +29,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/internal/daemon"
 )
 
 // Neighbors looks up the MAC behind an address in the host's neighbour
@@ -143,10 +144,10 @@ func (g *GuestAPI) claims(w http.ResponseWriter, r *http.Request) {
 	}
 	if res.Queued {
 		// Stored durably in the claim queue: the agent may forget it.
-		writeJSON(w, http.StatusAccepted, res)
+		daemon.WriteJSON(w, http.StatusAccepted, res)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	daemon.WriteJSON(w, http.StatusOK, res)
 }
 
 // ErrUnsupportedMediaType is returned (wrapped) for a request body that is
@@ -253,17 +254,5 @@ func (g *GuestAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		g.log.Info("guest api refused", "path", r.URL.Path, "remote", r.RemoteAddr, "status", code, "err", err)
 	}
-	writeJSON(w, code, body)
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		code, b = http.StatusInternalServerError, []byte(`{"error":"hostsync: encode response"}`)
-	}
-	b = append(b, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(code)
-	_, _ = w.Write(b)
+	daemon.WriteJSON(w, code, body)
 }
