@@ -2,6 +2,11 @@
 // host: its configuration, Run and the wiring of the host side (Platform:
 // the GARP sender and listener, the data-plane backend, the neighbour
 // table), the host's etcd lease, and the guest and admin HTTP APIs.
+// Run(ctx, cfg, log) has the agent's shape: it opens the Platform itself;
+// the configuration loads through internal/config (unknown keys refused,
+// errors are *config.Error) and the daemon plumbing (admin socket,
+// sd_notify and the watchdog, metrics registry, serving) is
+// internal/daemon's, shared with the agent.
 //
 // The work is done in its sub-packages, each owning one thing:
 // hostsync/inventory holds the registry's networks, guests, instance

@@ -19,6 +19,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/neigh"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
+	"github.com/vipkeeper/vipkeeper/internal/daemon"
 )
 
 // The real implementations satisfy the engine's interfaces.
@@ -30,10 +31,9 @@ var (
 )
 
 // Notifier passes state to the service manager (systemd's sd_notify:
-// "READY=1", "STATUS=...", "WATCHDOG=1", "STOPPING=1").
-type Notifier interface {
-	Notify(state string) error
-}
+// "READY=1", "STATUS=...", "WATCHDOG=1", "STOPPING=1"); Run uses
+// daemon.Systemd.
+type Notifier = daemon.Notifier
 
 // Platform is what Run drives on the host. OpenPlatform builds it from the
 // configuration; tests fill it with fakes. Nil fields are skipped.
