@@ -4,14 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vipkeeper/vipkeeper/internal/daemon"
 	"github.com/vipkeeper/vipkeeper/vrrp"
@@ -186,15 +182,7 @@ func (a *Agent) listenMetrics() (net.Listener, error) {
 // serveMetrics serves GET /metrics on ln until ctx ends, then shuts the
 // server down and returns.
 func (a *Agent) serveMetrics(ctx context.Context, ln net.Listener) error {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.d.gatherer, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-	}))
-	srv := &http.Server{
-		Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
-		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-	}
-	if err := daemon.Serve(ctx, srv, ln); err != nil {
+	if err := daemon.Serve(ctx, daemon.MetricsServer(a.d.gatherer, a.log), ln); err != nil {
 		return fmt.Errorf("agent: metrics: %w", err)
 	}
 	return nil

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
@@ -160,9 +159,7 @@ func runWith(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) err
 			closeListeners()
 			return fmt.Errorf("hostsync: metrics: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(metricsReg, promhttp.HandlerOpts{}))
-		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second})
+		servers = append(servers, daemon.MetricsServer(metricsReg, log))
 		listeners = append(listeners, ml)
 		metricsAddr = ml.Addr().String()
 	}

@@ -22,6 +22,7 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // MaxSocketPath is the longest unix socket path, in bytes, the kernel
@@ -156,6 +157,22 @@ func NewRegistry() (*prometheus.Registry, error) {
 		}
 	}
 	return reg, nil
+}
+
+// MetricsServer serves GET /metrics from g, every phase of a connection
+// bounded; errors go to log (nil: discarded).
+func MetricsServer(g prometheus.Gatherer, log *slog.Logger) *http.Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}))
+	return &http.Server{
+		Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 }
 
 // WriteJSON answers code with v as JSON (with a trailing newline and its

@@ -170,3 +170,24 @@ func TestNewRegistry(t *testing.T) {
 		t.Error("go_goroutines not gathered")
 	}
 }
+
+func TestMetricsServer(t *testing.T) {
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := MetricsServer(reg, nil)
+	w := httptest.NewRecorder()
+	srv.Handler.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "go_goroutines") {
+		t.Errorf("GET /metrics = %d %.200q", w.Code, w.Body.String())
+	}
+	w = httptest.NewRecorder()
+	srv.Handler.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/metrics", nil))
+	if w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics = %d, want 405", w.Code)
+	}
+	if srv.ReadHeaderTimeout == 0 || srv.WriteTimeout == 0 || srv.IdleTimeout == 0 {
+		t.Errorf("unbounded server: %+v", srv)
+	}
+}
