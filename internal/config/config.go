@@ -31,7 +31,8 @@ var ErrUnknownKey = errors.New("unknown key")
 
 // Error is a configuration error.
 type Error struct {
-	// File is the file's name as given to Load ("" when built in code).
+	// File is the file's name as given to Load ("" when built in code
+	// or checked apart from a file, e.g. a host check).
 	File string
 	// Key is the dotted key, e.g. "dataplane.backend"; "" for the file
 	// as a whole (a syntax error).
@@ -48,14 +49,17 @@ type Error struct {
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("config: ")
-	b.WriteString(cmpOr(e.File, "(config)"))
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
 	}
 	if e.Key != "" {
-		b.WriteString(": " + e.Key)
+		b.WriteString(e.Key + ": ")
 	}
-	b.WriteString(": " + e.Msg)
+	b.WriteString(e.Msg)
 	return b.String()
 }
 
@@ -64,13 +68,6 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Is reports whether target is ErrInvalid.
 func (e *Error) Is(target error) bool { return target == ErrInvalid }
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
 
 // Errorf is a *Error for file and key with a formatted message.
 func Errorf(file, key, format string, args ...any) *Error {

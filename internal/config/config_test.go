@@ -82,8 +82,8 @@ func TestErrorText(t *testing.T) {
 	if got, want := e.Error(), "config: a.toml:3: k: is wrong"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
-	e = &Error{Msg: "is wrong"}
-	if got, want := e.Error(), "config: (config): is wrong"; got != want {
+	e = &Error{Key: "k", Msg: "is wrong"}
+	if got, want := e.Error(), "config: k: is wrong"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
