@@ -23,6 +23,10 @@ const SourceGARP = "garp"
 // probe): the member with that MAC holds the VIP.
 const SourceARP = "arp"
 
+// SourceHandover is the source recorded when the owner left MASTER and
+// the VIP went to the other member whose last report is MASTER.
+const SourceHandover = "handover"
+
 // maxCASAttempts bounds the read-decide-swap loop of one claim; each
 // failed attempt means another claim moved the owner in between.
 const maxCASAttempts = 8
@@ -269,7 +273,7 @@ func (s *Engine) claim(ctx context.Context, who func(registry.Tx) (registry.Gues
 		event, skewNote := in.eventTime(now)
 		if vip := st.group.VIP; vip != nil {
 			switch {
-			case d.move && s.heldAgainst(vip.Address, st.guest.MAC):
+			case d.move && d.to == "" && s.heldAgainst(vip.Address, st.guest.MAC):
 				d = decision{accepted: false, message: fmt.Sprintf(
 					"split brain on %s in progress: %s also holds it; the VIP stays with the owner until one of them leaves MASTER", vip.Address, st.guest.Name)}
 			case in.role != vrrp.RoleMaster:
@@ -314,6 +318,21 @@ func (s *Engine) claim(ctx context.Context, who func(registry.Tx) (registry.Gues
 			if err := registry.Put(tx, next); err != nil {
 				return err
 			}
+			if d.move && d.to != "" {
+				// A handover: the target must still be MASTER as read.
+				trs, err := registry.Get[registry.RoleState](tx, registry.RoleKey(st.group.ID, d.to))
+				if err != nil && !errors.Is(err, registry.ErrNotFound) {
+					return err
+				}
+				if trs != st.roles[d.to] {
+					return fmt.Errorf("%w: role of %s", registry.ErrRevisionMismatch, d.to)
+				}
+				owner, err = registry.SwapOwner(tx, st.owner.Revision, registry.Owner{
+					Group: st.group.ID, GuestID: d.to, Since: now, Source: SourceHandover,
+					ClaimedAt: trs.MasterAt, MasterAt: trs.MasterAt,
+				})
+				return err
+			}
 			if d.move {
 				owner, err = registry.SwapOwner(tx, st.owner.Revision, registry.Owner{
 					Group: st.group.ID, GuestID: st.guest.ID, Since: now, Source: in.source,
@@ -344,17 +363,21 @@ func (s *Engine) claim(ctx context.Context, who func(registry.Tx) (registry.Gues
 		vip := st.group.VIP.Address
 		switch {
 		case d.move:
-			s.log.Info("vip moved", "op", "claim", "group", st.group.Name, "vip", vip, "owner", st.guest.Name,
-				"from", st.guests[st.owner.GuestID].Name, "source", in.source, "revision", owner.Revision)
+			to, source := st.guest, in.source
+			if d.to != "" {
+				to, source = st.guests[d.to], SourceHandover
+			}
+			s.log.Info("vip moved", "op", "claim", "group", st.group.Name, "vip", vip, "owner", to.Name,
+				"from", st.guests[st.owner.GuestID].Name, "source", source, "revision", owner.Revision)
 			s.mu.Lock()
 			s.stats.moves++
 			s.stats.lastMove = now
 			s.mu.Unlock()
 			mv := api.Move{
-				Group: st.group.Name, From: st.guests[st.owner.GuestID].Name, To: st.guest.Name,
-				Source: in.source, Received: start, Recorded: time.Now(),
+				Group: st.group.Name, From: st.guests[st.owner.GuestID].Name, To: to.Name,
+				Source: source, Received: start, Recorded: time.Now(),
 			}
-			s.announce(st.group.ID, vip, st.guest.MAC)
+			s.announce(st.group.ID, vip, to.MAC)
 			if s.announcer != nil {
 				mv.Announced = time.Now()
 			}
@@ -372,7 +395,7 @@ func (s *Engine) claim(ctx context.Context, who func(registry.Tx) (registry.Gues
 			cur := st.guests[st.owner.GuestID]
 			s.announce(st.group.ID, vip, cur.MAC)
 		}
-		if in.role != vrrp.RoleMaster && st.owner.GuestID == st.guest.ID {
+		if in.role != vrrp.RoleMaster && st.owner.GuestID == st.guest.ID && d.to == "" {
 			// The owner left MASTER: ask the wire who holds the VIP now,
 			// in case no other member's claim or GARP reaches us.
 			s.KickProbe()
@@ -407,12 +430,23 @@ func readClaimState(tx registry.Tx, who func(registry.Tx) (registry.Guest, regis
 		}
 	}
 	st.guests = map[string]registry.Guest{}
+	st.roles = map[string]registry.RoleState{}
 	ms, err := inventory.Members(tx, st.group)
 	if err != nil {
 		return st, err
 	}
 	for _, m := range ms {
 		st.guests[m.ID] = m
+		if m.ID == st.guest.ID {
+			continue
+		}
+		rs, err := role(m.ID)
+		if err != nil {
+			return st, err
+		}
+		if rs.GuestID != "" {
+			st.roles[m.ID] = rs
+		}
 	}
 	return st, nil
 }

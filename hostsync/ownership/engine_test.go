@@ -471,3 +471,47 @@ func TestSentence(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnerLeavingHandsOverToReportedMaster: a MASTER claim refused as a
+// split brain (the owner's leaving MASTER had not reached the registry:
+// it waited in another host's claim queue during an etcd leader change)
+// is not forgotten. When the owner then reports it left MASTER, the VIP
+// goes to the member whose last report is MASTER, announced with its MAC;
+// without such a member the owner keeps the VIP as before.
+func TestOwnerLeavingHandsOverToReportedMaster(t *testing.T) {
+	t.Run("another member reported MASTER", func(t *testing.T) {
+		f := newFixture(t)
+		f.nginx()
+		if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Advance(1500 * time.Millisecond)
+		res, err := f.svc.Claim(f.ctx, slave, transition(1, "MASTER"))
+		if err != nil || res.Accepted || res.Owner != "nginx-master" {
+			t.Fatalf("slave's MASTER claim during the split: %+v, %v", res, err)
+		}
+		f.rec.Take()
+		f.clock.Advance(100 * time.Millisecond)
+		res, err = f.svc.Claim(f.ctx, master, transition(2, "BACKUP"))
+		if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
+			t.Fatalf("master's BACKUP: %+v, %v; want the VIP handed to nginx-slave", res, err)
+		}
+		if got := f.rec.Take(); !slices.Contains(got, "garp 192.0.2.10 52:54:00:00:00:12 owner=g2") {
+			t.Fatalf("events %q: want a GARP with nginx-slave's MAC", got)
+		}
+	})
+	t.Run("no other member is MASTER", func(t *testing.T) {
+		f := newFixture(t)
+		f.nginx()
+		if _, err := f.svc.Claim(f.ctx, master, transition(1, "MASTER")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.svc.Claim(f.ctx, slave, transition(1, "BACKUP")); err != nil {
+			t.Fatal(err)
+		}
+		res, err := f.svc.Claim(f.ctx, master, transition(2, "BACKUP"))
+		if err != nil || !res.Accepted || res.Owner != "nginx-master" {
+			t.Fatalf("master's BACKUP: %+v, %v; want nginx-master to keep the VIP", res, err)
+		}
+	})
+}

@@ -68,6 +68,11 @@ type decision struct {
 	// restamp: the owner re-claimed MASTER with a later event time; its
 	// owner record keeps that time (registry.RestampOwner).
 	restamp bool
+	// to is the member a move goes to when it is not the claimant: the
+	// owner left MASTER while another member's last report is MASTER
+	// (its claim was refused as a split brain because the owner's leaving
+	// had not reached the registry yet, e.g. it waited in a claim queue).
+	to string
 }
 
 // claimState is the snapshot a decision is made on.
@@ -78,6 +83,9 @@ type claimState struct {
 	self   registry.RoleState // zero when the member never reported
 	other  registry.RoleState // the current owner's role (when not self)
 	guests map[string]registry.Guest
+	// roles holds the last reported role of every other member that
+	// reported one, by guest ID.
+	roles map[string]registry.RoleState
 }
 
 // decide is the claim policy, a pure function of the snapshot.
@@ -90,6 +98,10 @@ func (s *Engine) decide(st claimState, in claimIn, now time.Time) decision {
 	self := st.guest
 	if in.role != vrrp.RoleMaster {
 		if st.owner.GuestID == self.ID {
+			if next, ok := s.handoverTarget(st, now); ok {
+				return decision{move: true, accepted: true, to: next.ID, message: fmt.Sprintf(
+					"%s left MASTER (%s); %s reported MASTER and holds the VIP now", self.Name, in.role, next.Name)}
+			}
 			return decision{accepted: true, message: fmt.Sprintf("%s left MASTER (%s); it keeps the VIP until another member claims MASTER", self.Name, in.role)}
 		}
 		return decision{accepted: true}
@@ -180,4 +192,31 @@ func resolveSplit(g registry.Group, a, b registry.Guest) (registry.Guest, string
 		return a, fmt.Sprintf("equal priority, lower address %s", a.Address)
 	}
 	return b, fmt.Sprintf("equal priority, lower address %s", b.Address)
+}
+
+// handoverTarget is the member the VIP goes to when its owner leaves
+// MASTER: the other member whose last report is MASTER, the most recent
+// if several, recorded within the stale-claim age. Its MASTER claim was
+// refused while the owner still counted as MASTER (a split brain, or the
+// owner's leaving queued on another host during a registry outage); with
+// the owner gone it is the only master left, as VRRP itself would have
+// it. None: the owner keeps the VIP until a claim, GARP or probe says
+// who holds it.
+func (s *Engine) handoverTarget(st claimState, now time.Time) (registry.Guest, bool) {
+	var best registry.RoleState
+	for id, rs := range st.roles {
+		if id == st.guest.ID || rs.Role != vrrp.RoleMaster || now.Sub(rs.MasterAt) > s.staleAge {
+			continue
+		}
+		if _, member := st.guests[id]; !member {
+			continue
+		}
+		if best.GuestID == "" || rs.MasterAt.After(best.MasterAt) || (rs.MasterAt.Equal(best.MasterAt) && id < best.GuestID) {
+			best = rs
+		}
+	}
+	if best.GuestID == "" {
+		return registry.Guest{}, false
+	}
+	return st.guests[best.GuestID], true
 }

@@ -141,7 +141,8 @@ func (s *Engine) heldAgainst(vip netip.Addr, mac string) bool {
 	return h != nil && slices.Contains(h.losers, mac)
 }
 
-// releaseHold ends the hold on vip for mac (it left MASTER).
+// releaseHold ends the hold on vip for mac (it left MASTER); the whole
+// hold ends when the winner leaves MASTER or no loser is left.
 func (s *Engine) releaseHold(vip netip.Addr, mac string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -150,7 +151,8 @@ func (s *Engine) releaseHold(vip netip.Addr, mac string) {
 		return
 	}
 	h.losers = slices.DeleteFunc(h.losers, func(m string) bool { return m == mac })
-	if len(h.losers) == 0 {
+	if len(h.losers) == 0 || h.winner == mac {
+		// The last loser or the winner left MASTER: the split is over.
 		delete(s.holds, vip)
 	}
 }
