@@ -255,8 +255,8 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { storeA.Close() })
-	leaseA := newHostLease(storeA, "host-a", time.Minute, testLogger(t))
-	if err := leaseA.acquire(ctx); err != nil {
+	leaseA := registry.NewHostLease(storeA, "host-a", time.Minute, testLogger(t))
+	if err := leaseA.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}
 	queueA := openQueue(t)
@@ -305,7 +305,7 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 
 	// A's lease ends; nobody else has written since A's last read.
 	other := openEtcdStore(t, endpoints, prefix).Client()
-	if _, err := other.Revoke(ctx, leaseA.lease); err != nil {
+	if _, err := other.Revoke(ctx, leaseA.ID()); err != nil {
 		t.Fatal(err)
 	}
 	if err := swapOwnerTo(ctx, storeA, "g2"); !errors.Is(err, registry.ErrLeaseLost) {
@@ -340,9 +340,9 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 
 	// A is back with a new lease: the queued claim is replayed and
 	// recorded, and the newer owner stands.
-	old := leaseA.lease
-	if err := leaseA.acquire(ctx); err != nil || leaseA.lease == old {
-		t.Fatalf("new lease %x (old %x): %v", int64(leaseA.lease), int64(old), err)
+	old := leaseA.ID()
+	if err := leaseA.Acquire(ctx); err != nil || leaseA.ID() == old {
+		t.Fatalf("new lease %x (old %x): %v", int64(leaseA.ID()), int64(old), err)
 	}
 	n, err := svcA.ReplayQueue(ctx)
 	if err != nil || n != 1 || queueA.Len() != 0 {

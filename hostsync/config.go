@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +13,9 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
+	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
+	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 	"github.com/vipkeeper/vipkeeper/internal/config"
 )
@@ -79,7 +81,7 @@ type Config struct {
 	// reach (default ":8750").
 	GuestListen string `toml:"guest_listen"`
 	// GuestConnsPerSource caps the guest API's connections open at once
-	// from one source address (default DefaultGuestConnsPerSource, 32);
+	// from one source address (default httpapi.DefaultGuestConnsPerSource, 32);
 	// more are closed as soon as they are accepted.
 	GuestConnsPerSource int `toml:"guest_conns_per_source"`
 	// GuestIdleTimeout closes a guest API keep-alive connection idle this
@@ -186,7 +188,7 @@ func ParseConfig(path string, data []byte) (Config, error) {
 	}
 	c.SetDefaults()
 	if !md.IsDefined("probe_interval") {
-		c.ProbeInterval = DefaultProbeInterval
+		c.ProbeInterval = ownership.DefaultProbeInterval
 	}
 	if err := c.Validate(); err != nil {
 		var ce *config.Error
@@ -218,7 +220,7 @@ func (c *Config) SetDefaults() {
 		c.GuestListen = DefaultGuestListen
 	}
 	if c.GuestConnsPerSource == 0 {
-		c.GuestConnsPerSource = DefaultGuestConnsPerSource
+		c.GuestConnsPerSource = httpapi.DefaultGuestConnsPerSource
 	}
 	if c.GuestIdleTimeout == 0 {
 		c.GuestIdleTimeout = DefaultGuestIdleTimeout
@@ -350,7 +352,7 @@ func (c Config) Validate() error {
 	slices.Sort(ids)
 	for _, id := range ids {
 		a := c.Hosts[id]
-		if !reID.MatchString(id) {
+		if !inventory.ValidID(id) {
 			return bad("hosts", "%q is not a host id", id)
 		}
 		if !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
@@ -389,7 +391,7 @@ func (c Config) validateStore(bad func(key, format string, args ...any) error) e
 		return bad("etcd.endpoints", "is required with store = \"etcd\", e.g. [\"https://192.0.2.1:2379\"]")
 	}
 	for i, ep := range e.Endpoints {
-		if !validEndpoint(ep) {
+		if !registry.ValidEndpoint(ep) {
 			return bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q is not http://HOST:PORT, https://HOST:PORT or unix:///PATH", ep)
 		}
 	}
@@ -413,7 +415,7 @@ func (c Config) validateStore(bad func(key, format string, args ...any) error) e
 		}
 		return nil
 	}
-	if !reID.MatchString(e.HostID) {
+	if !inventory.ValidID(e.HostID) {
 		return bad("etcd.host_id", "%q is not a host id (1–64 of A-Z a-z 0-9 . _ -, unique per host; default the hostname)", e.HostID)
 	}
 	if e.LeaseTTL < minLeaseTTL || e.LeaseTTL > maxLeaseTTL || e.LeaseTTL%time.Second != 0 {
@@ -428,23 +430,6 @@ const (
 	minLeaseTTL = 2 * time.Second
 	maxLeaseTTL = time.Hour
 )
-
-// validEndpoint reports whether ep is an etcd client URL hostsync takes:
-// http:// or https:// with a host and port, or unix:// with an absolute
-// socket path (an etcd on the same machine).
-func validEndpoint(ep string) bool {
-	u, err := url.Parse(ep)
-	if err != nil || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
-		return false
-	}
-	switch u.Scheme {
-	case "http", "https":
-		return u.Host != "" && u.Port() != "" && (u.Path == "" || u.Path == "/")
-	case "unix":
-		return u.Host == "" && filepath.IsAbs(u.Path) && filepath.Clean(u.Path) == u.Path
-	}
-	return false
-}
 
 // CheckHost checks what Validate cannot: the GARP interface exists.
 func (c Config) CheckHost() error {

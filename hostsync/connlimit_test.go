@@ -14,6 +14,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 )
 
 // startGuestAPI runs hostsync (no data plane) with extra configuration
@@ -160,7 +161,7 @@ func TestGuestAPIIdleTimeout(t *testing.T) {
 
 func TestConfigGuestLimits(t *testing.T) {
 	c, err := ParseConfig("test.toml", nil)
-	if err != nil || c.GuestConnsPerSource != DefaultGuestConnsPerSource || c.GuestIdleTimeout != DefaultGuestIdleTimeout {
+	if err != nil || c.GuestConnsPerSource != httpapi.DefaultGuestConnsPerSource || c.GuestIdleTimeout != DefaultGuestIdleTimeout {
 		t.Fatalf("defaults: %d, %s, %v", c.GuestConnsPerSource, c.GuestIdleTimeout, err)
 	}
 	for _, bad := range []string{"guest_conns_per_source = -1", "guest_conns_per_source = 70000", `guest_idle_timeout = "-1s"`} {

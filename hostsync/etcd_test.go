@@ -84,7 +84,7 @@ key_file = "/etc/vipkeeper/etcd-key.pem"
 	if err != nil || u.Etcd.Endpoints[0] != "unix:///run/etcd/client.sock" {
 		t.Fatalf("unix endpoint: %+v, %v", u.Etcd, err)
 	}
-	if hn, err := os.Hostname(); err == nil && reID.MatchString(hn) && (u.Etcd.HostID != hn || u.Etcd.LeaseTTL != DefaultLeaseTTL) {
+	if hn, err := os.Hostname(); err == nil && inventory.ValidID(hn) && (u.Etcd.HostID != hn || u.Etcd.LeaseTTL != DefaultLeaseTTL) {
 		t.Fatalf("host lease defaults: host_id %q lease_ttl %s, want %q %s", u.Etcd.HostID, u.Etcd.LeaseTTL, hn, DefaultLeaseTTL)
 	}
 	if c.Etcd.HostID != "" || c.Etcd.LeaseTTL != 0 {

@@ -99,20 +99,20 @@ func runWith(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) err
 		}
 		defer queue.Close()
 	}
-	var lease *hostLease
+	var lease *registry.HostLease
 	if es, ok := store.(*registry.Etcd); ok && !gateway {
 		// Every write of this host is fenced with its etcd lease; the
 		// first is taken now so that writes at start need not wait.
-		lease = newHostLease(es, cfg.Etcd.HostID, cfg.Etcd.LeaseTTL, log)
+		lease = registry.NewHostLease(es, cfg.Etcd.HostID, cfg.Etcd.LeaseTTL, log)
 		// Bounded: without a quorum the host starts from its last view
 		// at once and hold keeps trying in the background.
-		actx, cancel := context.WithTimeout(ctx, initialLeaseWait)
-		err := lease.acquire(actx)
+		actx, cancel := context.WithTimeout(ctx, registry.InitialLeaseWait)
+		err := lease.Acquire(actx)
 		cancel()
 		if err != nil {
 			log.Warn("no host lease yet: registry writes wait for etcd", "op", "lease", "err", err)
 		}
-		defer lease.release() // when Run ends before hold runs
+		defer lease.Release() // when Run ends before hold runs
 	}
 	svc, err := New(ctx, store, Options{
 		Logger: log, Announcer: p.Announcer, Backend: p.Backend, Hosts: cfg.Hosts, Metrics: metrics,
@@ -186,7 +186,7 @@ func runWith(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) err
 		g.Go(func() error { ownership.ReplayLoop(gctx, svc.Engine, replayInterval, log); return nil })
 	}
 	if lease != nil {
-		g.Go(func() error { lease.hold(gctx); return nil })
+		g.Go(func() error { lease.Hold(gctx); return nil })
 	}
 	if w, ok := store.(registry.Watcher); ok {
 		g.Go(func() error { ownership.FollowWatch(gctx, svc.Engine, w, log); return nil })

@@ -3,7 +3,6 @@ package hostsync
 import (
 	"context"
 
-	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
@@ -32,20 +31,3 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Service, err
 	inv := inventory.New(store, inventory.Options{Logger: opts.Logger, Now: opts.Now, Changed: e.Changed})
 	return &Service{Inventory: inv, Engine: e}, nil
 }
-
-// reID matches the ids of records (inventory.ValidID): the config's host
-// ids are ids too.
-var reID idPattern
-
-type idPattern struct{}
-
-func (idPattern) MatchString(v string) bool { return inventory.ValidID(v) }
-
-// DefaultProbeInterval is how often every VIP is probed by default
-// (ownership.DefaultProbeInterval; the config's probe_interval).
-const DefaultProbeInterval = ownership.DefaultProbeInterval
-
-// DefaultGuestConnsPerSource bounds the guest API's open connections from
-// one source address by default (httpapi.DefaultGuestConnsPerSource; the
-// config's guest_conns_per_source).
-const DefaultGuestConnsPerSource = httpapi.DefaultGuestConnsPerSource

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -642,4 +644,21 @@ func (s *Etcd) watchOnce(ctx context.Context, fn func([]Change)) {
 			fn(out)
 		}
 	}
+}
+
+// ValidEndpoint reports whether ep is an etcd client URL hostsync takes:
+// http:// or https:// with a host and port, or unix:// with an absolute
+// socket path (an etcd on the same machine).
+func ValidEndpoint(ep string) bool {
+	u, err := url.Parse(ep)
+	if err != nil || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+		return false
+	}
+	switch u.Scheme {
+	case "http", "https":
+		return u.Host != "" && u.Port() != "" && (u.Path == "" || u.Path == "/")
+	case "unix":
+		return u.Host == "" && filepath.IsAbs(u.Path) && filepath.Clean(u.Path) == u.Path
+	}
+	return false
 }

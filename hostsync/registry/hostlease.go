@@ -1,4 +1,4 @@
-package hostsync
+package registry
 
 import (
 	"context"
@@ -8,21 +8,19 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
 // leaseRetry is the pause between attempts to get a new host lease while
 // etcd is unreachable.
 const leaseRetry = time.Second
 
-// hostLease keeps a host's etcd lease (registry.Etcd.AcquireHostLease):
+// HostLease keeps a host's etcd lease (Etcd.AcquireHostLease):
 // the store's writes are fenced with it, so that a host cut off from etcd
-// for longer than the TTL writes nothing (registry.ErrLeaseLost, which
+// for longer than the TTL writes nothing (ErrLeaseLost, which
 // queues claims like an unreachable registry) until it has a new lease.
-type hostLease struct {
-	// Immutable after newHostLease.
-	store *registry.Etcd
+type HostLease struct {
+	// Immutable after NewHostLease.
+	store *Etcd
 	host  string
 	ttl   time.Duration
 	retry time.Duration
@@ -32,23 +30,26 @@ type hostLease struct {
 	lease, last clientv3.LeaseID
 }
 
-// newHostLease arms the fence of store for host: until the first lease
-// is granted, every write fails with registry.ErrLeaseLost.
-func newHostLease(store *registry.Etcd, host string, ttl time.Duration, log *slog.Logger) *hostLease {
+// NewHostLease arms the fence of store for host: until the first lease
+// is granted, every write fails with ErrLeaseLost.
+func NewHostLease(store *Etcd, host string, ttl time.Duration, log *slog.Logger) *HostLease {
 	store.SetFence(store.HostKey(host), 0)
-	return &hostLease{store: store, host: host, ttl: ttl, retry: leaseRetry, log: log}
+	return &HostLease{store: store, host: host, ttl: ttl, retry: leaseRetry, log: log}
 }
 
-// initialLeaseWait bounds Run's first attempt at a lease: a host started
+// InitialLeaseWait bounds Run's first attempt at a lease: a host started
 // while etcd has no quorum serves its guests from the last view instead
 // of waiting (its writes are queued until hold gets a lease).
-const initialLeaseWait = time.Second
+const InitialLeaseWait = time.Second
 
-// acquire gets a new lease and fences the store with it.
-func (h *hostLease) acquire(ctx context.Context) error {
+// ID is the current lease (0: none). Not safe to call while Hold runs.
+func (h *HostLease) ID() clientv3.LeaseID { return h.lease }
+
+// Acquire gets a new lease and fences the store with it.
+func (h *HostLease) Acquire(ctx context.Context) error {
 	lease, prev, err := h.store.AcquireHostLease(ctx, h.host, h.ttl)
 	if err != nil {
-		return fmt.Errorf("hostsync: host lease: %w", err)
+		return fmt.Errorf("registry: host lease: %w", err)
 	}
 	if prev != 0 && h.last != 0 && prev != h.last {
 		h.log.Warn("the host key was held by another lease: is another hostsync running with this host_id?",
@@ -59,15 +60,15 @@ func (h *hostLease) acquire(ctx context.Context) error {
 	return nil
 }
 
-// hold keeps the lease alive until ctx ends, then revokes it (the host
+// Hold keeps the lease alive until ctx ends, then revokes it (the host
 // key goes at once). When the lease is lost — it expired while etcd was
 // out of reach, or was revoked, or a commit found the host key gone — it
 // gets a new one as soon as etcd answers, every retry until then.
-func (h *hostLease) hold(ctx context.Context) {
-	defer h.release()
+func (h *HostLease) Hold(ctx context.Context) {
+	defer h.Release()
 	for {
 		if h.lease == 0 {
-			if err := h.acquire(ctx); err != nil {
+			if err := h.Acquire(ctx); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -92,8 +93,8 @@ func (h *hostLease) hold(ctx context.Context) {
 	}
 }
 
-// release revokes the current lease, if any.
-func (h *hostLease) release() {
+// Release revokes the current lease, if any.
+func (h *HostLease) Release() {
 	if h.lease == 0 {
 		return
 	}
@@ -104,7 +105,7 @@ func (h *hostLease) release() {
 }
 
 // keep keeps h.lease alive until ctx ends or the lease is lost.
-func (h *hostLease) keep(ctx context.Context) {
+func (h *HostLease) keep(ctx context.Context) {
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch, err := h.store.Client().KeepAlive(kctx, h.lease)
@@ -125,7 +126,7 @@ func (h *hostLease) keep(ctx context.Context) {
 			if err == nil && !held {
 				return
 			}
-			if err != nil && !errors.Is(err, registry.ErrUnavailable) {
+			if err != nil && !errors.Is(err, ErrUnavailable) {
 				h.log.Debug("host lease check", "op", "lease", "err", err)
 			}
 		}
