@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vipkeeper/vipkeeper/agent/state"
 	"github.com/vipkeeper/vipkeeper/internal/daemon"
 	"github.com/vipkeeper/vipkeeper/render"
 	"github.com/vipkeeper/vipkeeper/vrrp"
@@ -56,7 +57,7 @@ type Agent struct {
 	// Immutable after newAgent.
 	cfg       *Config
 	log       *slog.Logger
-	store     *Store
+	store     *state.Store
 	d         deps
 	reportURL string
 	// refresh carries on-demand apply requests to the apply loop; the
@@ -170,7 +171,7 @@ func newAgent(cfg *Config, log *slog.Logger, d deps) (*Agent, error) {
 		return nil, fmt.Errorf("agent: state dir: %w", err)
 	}
 	reportURL := cfg.ReportURL()
-	st, err := OpenStore(filepath.Join(cfg.StateDir, "agent.db"), StoreOptions{
+	st, err := state.OpenStore(filepath.Join(cfg.StateDir, "agent.db"), state.StoreOptions{
 		HistoryLimit: cfg.HistoryLimit,
 		Outbox:       reportURL != "",
 	})

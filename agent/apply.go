@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/agent/state"
 	"github.com/vipkeeper/vipkeeper/internal/fsutil"
 	"github.com/vipkeeper/vipkeeper/render"
 	"github.com/vipkeeper/vipkeeper/vrrp"
@@ -157,8 +158,8 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	return nil
 }
 
-func (a *Agent) appliedRecord(m *vrrp.Metadata, self string, out *render.Output) Applied {
-	return Applied{
+func (a *Agent) appliedRecord(m *vrrp.Metadata, self string, out *render.Output) state.Applied {
+	return state.Applied{
 		Hash: out.Hash, Revision: m.Revision, Scripts: scriptNames(out),
 		Member: self, Group: m.Group.Name, VIP: m.VIP.String(), At: a.d.now(),
 	}
@@ -166,7 +167,7 @@ func (a *Agent) appliedRecord(m *vrrp.Metadata, self string, out *render.Output)
 
 // noteApplied updates the in-memory view after a successful apply; ap is
 // nil when nothing had to be installed.
-func (a *Agent) noteApplied(m *vrrp.Metadata, self string, ap *Applied) {
+func (a *Agent) noteApplied(m *vrrp.Metadata, self string, ap *state.Applied) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.self, a.group, a.vip, a.revision = self, m.Group.Name, m.VIP, m.Revision

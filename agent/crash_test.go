@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/vipkeeper/vipkeeper/agent/control"
+	"github.com/vipkeeper/vipkeeper/agent/state"
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/internal/fsutil"
 	"github.com/vipkeeper/vipkeeper/render"
@@ -73,21 +74,17 @@ func (s crashSetup) render(t testing.TB, m *vrrp.Metadata) *render.Output {
 
 // checkDB opens the state database as a new process would and runs the
 // consistency check.
-func checkDB(t testing.TB, path string) State {
+func checkDB(t testing.TB, path string) state.State {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, ReadOnly: true})
 	if err != nil {
 		t.Fatalf("open state after kill: %v", err)
 	}
 	defer db.Close()
-	if err := CheckDB(db); err != nil {
+	if err := state.CheckDB(db); err != nil {
 		t.Fatalf("state inconsistent after kill: %v", err)
 	}
-	var st State
-	db.View(func(tx *bolt.Tx) error {
-		st, err = getState(tx)
-		return err
-	})
+	st, err := state.ReadState(db)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,9 +12,10 @@
 //     while the agent is down; netlink tells whether the VIP is on the
 //     interface (the ground truth); both are reconciled, and a VIP left
 //     behind by a dead keepalived is removed.
-//   - the state database (bbolt): role and since when, the applied hash,
-//     a bounded transition history and a durable outbox of transitions,
-//     reported to hostsync with retries (idempotent by member + sequence).
+//   - the state database (bbolt, package agent/state): role and since
+//     when, the applied hash, a bounded transition history and a durable
+//     outbox of transitions, reported to hostsync with retries (idempotent
+//     by member + sequence).
 //   - the control socket (status, history, refresh) and systemd
 //     notification (READY=1, STATUS=, WATCHDOG=1).
 //   - Prometheus metrics (Metrics), served on metrics_listen when it is

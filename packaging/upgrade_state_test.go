@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/agent"
+	"github.com/vipkeeper/vipkeeper/agent/state"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
@@ -42,7 +42,7 @@ func checkUpgradedState(t *testing.T, short, path string, want []byte) {
 	}
 	switch short {
 	case "agent":
-		s, err := agent.OpenStore(cp, agent.StoreOptions{Outbox: true})
+		s, err := state.OpenStore(cp, state.StoreOptions{Outbox: true})
 		if err != nil {
 			t.Fatalf("after upgrade: the new agent cannot open the old %s: %v", path, err)
 		}

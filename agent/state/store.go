@@ -1,4 +1,10 @@
-package agent
+// Package state is vipkeeper-agent's state database (bbolt, agent.db in
+// state_dir). It owns the persisted role and since when, the applied
+// render hash and revision, the bounded transition history, the durable
+// outbox of transitions to report to hostsync, the spool dedup record,
+// the file's epoch and the last report outcomes. Store is safe for
+// concurrent use; every write is one durable transaction.
+package state
 
 import (
 	"crypto/rand"
@@ -43,10 +49,10 @@ const maxReports = 16
 var (
 	// ErrStoreLocked is returned (wrapped) by OpenStore when another
 	// process holds the database (another agent with the same state_dir).
-	ErrStoreLocked = errors.New("agent: state database is locked by another process")
+	ErrStoreLocked = errors.New("state: state database is locked by another process")
 	// ErrStoreCorrupt is returned (wrapped) by Store.Check when bbolt's
 	// consistency check finds a problem.
-	ErrStoreCorrupt = errors.New("agent: state database is inconsistent")
+	ErrStoreCorrupt = errors.New("state: state database is inconsistent")
 )
 
 // State is what the agent persists besides history and outbox.
@@ -113,7 +119,7 @@ func OpenStore(path string, opts StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("%w: %s (waited %s)", ErrStoreLocked, path, opts.Timeout)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("agent: open state: %w", err)
+		return nil, fmt.Errorf("state: open state: %w", err)
 	}
 	var epoch string
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -128,7 +134,7 @@ func OpenStore(path string, opts StoreOptions) (*Store, error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("agent: init state %s: %w", path, err)
+		return nil, fmt.Errorf("state: init state %s: %w", path, err)
 	}
 	return &Store{db: db, historyLimit: uint64(opts.HistoryLimit), outbox: opts.Outbox, epoch: epoch}, nil
 }
@@ -142,7 +148,7 @@ func ensureEpoch(tx *bolt.Tx) (string, error) {
 	}
 	var raw [8]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return "", fmt.Errorf("agent: make the database epoch: %w", err)
+		return "", fmt.Errorf("state: make the database epoch: %w", err)
 	}
 	epoch := hex.EncodeToString(raw[:])
 	if err := b.Put(keyEpoch, []byte(epoch)); err != nil {
@@ -161,7 +167,7 @@ func (s *Store) Epoch() string { return s.epoch }
 // Close closes the database.
 func (s *Store) Close() error {
 	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("agent: close state: %w", err)
+		return fmt.Errorf("state: close state: %w", err)
 	}
 	return nil
 }
@@ -182,7 +188,7 @@ func getState(tx *bolt.Tx) (State, error) {
 		return st, nil
 	}
 	if err := json.Unmarshal(v, &st); err != nil {
-		return st, fmt.Errorf("agent: decode state: %w", err)
+		return st, fmt.Errorf("state: decode state: %w", err)
 	}
 	return st, nil
 }
@@ -190,7 +196,7 @@ func getState(tx *bolt.Tx) (State, error) {
 func putState(tx *bolt.Tx, st State) error {
 	v, err := json.Marshal(st)
 	if err != nil {
-		return fmt.Errorf("agent: encode state: %w", err)
+		return fmt.Errorf("state: encode state: %w", err)
 	}
 	return tx.Bucket(bucketState).Put(keyState, v)
 }
@@ -237,7 +243,7 @@ func (s *Store) Record(t vrrp.Transition, spoolName string) (rec vrrp.Transition
 		st.LastAt = t.At
 		v, err := json.Marshal(t)
 		if err != nil {
-			return fmt.Errorf("agent: encode transition: %w", err)
+			return fmt.Errorf("state: encode transition: %w", err)
 		}
 		hist := tx.Bucket(bucketHistory)
 		if err := hist.Put(seqKey(t.Seq), v); err != nil {
@@ -261,7 +267,7 @@ func (s *Store) Record(t vrrp.Transition, spoolName string) (rec vrrp.Transition
 		return putState(tx, st)
 	})
 	if err != nil {
-		return vrrp.Transition{}, false, fmt.Errorf("agent: record transition: %w", err)
+		return vrrp.Transition{}, false, fmt.Errorf("state: record transition: %w", err)
 	}
 	return rec, dup, nil
 }
@@ -273,7 +279,7 @@ func (s *Store) ForgetSpool(name string) error {
 		return tx.Bucket(bucketSpool).Delete([]byte(name))
 	})
 	if err != nil {
-		return fmt.Errorf("agent: forget spool %s: %w", name, err)
+		return fmt.Errorf("state: forget spool %s: %w", name, err)
 	}
 	return nil
 }
@@ -301,7 +307,7 @@ func (s *Store) SetApplied(ap Applied) error {
 		return putState(tx, st)
 	})
 	if err != nil {
-		return fmt.Errorf("agent: record apply: %w", err)
+		return fmt.Errorf("state: record apply: %w", err)
 	}
 	return nil
 }
@@ -314,7 +320,7 @@ func (s *Store) History(limit int) ([]vrrp.Transition, error) {
 		for k, v := c.Last(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Prev() {
 			var t vrrp.Transition
 			if err := json.Unmarshal(v, &t); err != nil {
-				return fmt.Errorf("agent: decode history %d: %w", binary.BigEndian.Uint64(k), err)
+				return fmt.Errorf("state: decode history %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			out = append(out, t)
 		}
@@ -337,7 +343,7 @@ func (s *Store) Pending(max int) ([]vrrp.Transition, error) {
 		for k, v := c.First(); k != nil && len(out) < max; k, v = c.Next() {
 			var t vrrp.Transition
 			if err := json.Unmarshal(v, &t); err != nil {
-				return fmt.Errorf("agent: decode outbox %d: %w", binary.BigEndian.Uint64(k), err)
+				return fmt.Errorf("state: decode outbox %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			out = append(out, t)
 		}
@@ -362,7 +368,7 @@ func (s *Store) Ack(seq uint64) error {
 		return tx.Bucket(bucketOutbox).Delete(seqKey(seq))
 	})
 	if err != nil {
-		return fmt.Errorf("agent: ack %d: %w", seq, err)
+		return fmt.Errorf("state: ack %d: %w", seq, err)
 	}
 	return nil
 }
@@ -398,7 +404,7 @@ func (s *Store) AckReport(o api.ReportOutcome) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("agent: ack %d: %w", o.Seq, err)
+		return fmt.Errorf("state: ack %d: %w", o.Seq, err)
 	}
 	return nil
 }
@@ -411,7 +417,7 @@ func (s *Store) Reports() ([]api.ReportOutcome, error) {
 		return tx.Bucket(bucketReports).ForEach(func(k, v []byte) error {
 			var o api.ReportOutcome
 			if err := json.Unmarshal(v, &o); err != nil {
-				return fmt.Errorf("agent: decode report %d: %w", binary.BigEndian.Uint64(k), err)
+				return fmt.Errorf("state: decode report %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			out = append(out, o)
 			return nil
@@ -425,6 +431,19 @@ func (s *Store) Reports() ([]api.ReportOutcome, error) {
 // every problem joined, wrapping ErrStoreCorrupt.
 func (s *Store) Check() error {
 	return CheckDB(s.db)
+}
+
+// ReadState returns the persisted state of an open bbolt database, as
+// Store.State does; with CheckDB it inspects a file without OpenStore
+// (which creates missing buckets), e.g. one opened read-only.
+func ReadState(db *bolt.DB) (State, error) {
+	var st State
+	err := db.View(func(tx *bolt.Tx) error {
+		var err error
+		st, err = getState(tx)
+		return err
+	})
+	return st, err
 }
 
 // CheckDB is Store.Check on an open bbolt database.

@@ -1,4 +1,4 @@
-package agent
+package state
 
 import (
 	"crypto/rand"
@@ -25,7 +25,7 @@ func storeWithHistory(t *testing.T) string {
 	}
 	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	for i, r := range []vrrp.Role{vrrp.RoleBackup, vrrp.RoleMaster, vrrp.RoleBackup, vrrp.RoleMaster, vrrp.RoleFault, vrrp.RoleBackup, vrrp.RoleMaster} {
-		if _, _, err := s.Record(vrrp.Transition{To: r, At: at.Add(time.Duration(i) * time.Second), Source: SourceNotify}, ""); err != nil {
+		if _, _, err := s.Record(vrrp.Transition{To: r, At: at.Add(time.Duration(i) * time.Second), Source: sourceNotify}, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,7 +96,7 @@ func TestOpenStoreDamaged(t *testing.T) {
 // copyFixture copies a file of testdata/upgrade into a temp dir.
 func copyFixture(t *testing.T, name string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "testdata", "upgrade", name))
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "upgrade", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestOpenStoreFrom612e5b9(t *testing.T) {
 	if err := s.Check(); err != nil {
 		t.Fatal(err)
 	}
-	rec, _, err := s.Record(vrrp.Transition{To: vrrp.RoleBackup, At: time.Now(), Source: SourceNotify}, "")
+	rec, _, err := s.Record(vrrp.Transition{To: vrrp.RoleBackup, At: time.Now(), Source: sourceNotify}, "")
 	if err != nil || rec.Seq != 8 {
 		t.Fatalf("record after the upgrade: seq %d, %v; want 8", rec.Seq, err)
 	}

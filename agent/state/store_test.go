@@ -1,4 +1,4 @@
-package agent
+package state
 
 import (
 	"errors"
@@ -23,7 +23,7 @@ func openTestStore(t *testing.T, opts StoreOptions) *Store {
 var t0 = time.Date(2025, 3, 1, 12, 4, 5, 0, time.UTC)
 
 func tr(to vrrp.Role, sec int) vrrp.Transition {
-	return vrrp.Transition{Group: "nginx", Member: "nginx-master", To: to, At: t0.Add(time.Duration(sec) * time.Second), Source: SourceNotify}
+	return vrrp.Transition{Group: "nginx", Member: "nginx-master", To: to, At: t0.Add(time.Duration(sec) * time.Second), Source: sourceNotify}
 }
 
 func TestStoreRecordAssignsSeqAndState(t *testing.T) {
@@ -180,3 +180,7 @@ func seqs(ts []vrrp.Transition) []uint64 {
 	}
 	return out
 }
+
+// sourceNotify is agent.SourceNotify (importing agent would be a cycle);
+// the store records Source without interpreting it.
+const sourceNotify = "notify"
