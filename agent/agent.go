@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/agent/state"
 	"github.com/vipkeeper/vipkeeper/internal/daemon"
 	"github.com/vipkeeper/vipkeeper/render"
@@ -34,7 +35,7 @@ const (
 // deps are the seams of an Agent. Run builds them from the configuration;
 // tests replace them.
 type deps struct {
-	source     Source
+	source     metadata.Source
 	link       Link
 	keepalived Keepalived
 	validator  Validator // nil: rendered files are not validated
@@ -128,12 +129,12 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		},
 	}
 	if cfg.Metadata.URL != "" {
-		d.source = &HTTPSource{URL: cfg.Metadata.URL, Client: &http.Client{
+		d.source = &metadata.HTTPSource{URL: cfg.Metadata.URL, Client: &http.Client{
 			Timeout:   cfg.Metadata.Timeout,
 			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute},
 		}}
 	} else {
-		d.source = &FileSource{Path: cfg.Metadata.File}
+		d.source = &metadata.FileSource{Path: cfg.Metadata.File}
 	}
 	if !cfg.Keepalived.SkipConfigTest {
 		if _, err := exec.LookPath(cfg.Keepalived.Binary); err == nil {

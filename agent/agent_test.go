@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/agent/control"
+	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/internal/daemon"
 	"github.com/vipkeeper/vipkeeper/render"
@@ -571,7 +572,7 @@ func TestHTTPSourceETag(t *testing.T) {
 	h := startTestAgent(t, nil, func(c *Config, d *deps) {
 		c.Metadata.File = ""
 		c.Metadata.URL = srv.URL + api.PathMetadata
-		d.source = &HTTPSource{URL: c.Metadata.URL, Client: &httpClientNoProxy}
+		d.source = &metadata.HTTPSource{URL: c.Metadata.URL, Client: &httpClientNoProxy}
 	})
 	waitFor(t, "first apply", func() bool { return h.status().Ready })
 	if err := h.apply(context.Background(), false); err != nil {
@@ -596,16 +597,14 @@ func TestHTTPSourceETag(t *testing.T) {
 	}
 }
 
-func TestHTTPSourceErrors(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusForbidden)
-		json.NewEncoder(w).Encode(api.Error{Error: "hostsync: 192.0.2.99 is no member of a group with a VIP"})
-	}))
-	defer srv.Close()
-	s := &HTTPSource{URL: srv.URL + api.PathMetadata, Client: &httpClientNoProxy}
-	_, _, err := s.Fetch(context.Background(), "")
-	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "no member") {
-		t.Errorf("err = %v", err)
+// TestMetadataTooLargeInStatus: a document over the size limit shows in
+// the agent's status as too large, not as "unexpected end of JSON input".
+func TestMetadataTooLargeInStatus(t *testing.T) {
+	big := `{"version": 1, "pad": "` + strings.Repeat("x", vrrp.MaxDocumentSize) + `"}`
+	h := startTestAgent(t, []byte(big))
+	waitFor(t, "the error in status", func() bool { return h.status().LastError != "" })
+	if st := h.status(); !strings.Contains(st.LastError, "too large") || strings.Contains(st.LastError, "unexpected end of JSON") {
+		t.Errorf("status error %q", st.LastError)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/agent/state"
 	"github.com/vipkeeper/vipkeeper/internal/fsutil"
 	"github.com/vipkeeper/vipkeeper/render"
@@ -38,7 +39,7 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 		prev = ""
 	}
 	doc, tag, err := a.d.source.Fetch(ctx, prev)
-	if errors.Is(err, ErrNotModified) {
+	if errors.Is(err, metadata.ErrNotModified) {
 		result = ApplyNotModified
 		return nil
 	}

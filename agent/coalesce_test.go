@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/render"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -32,7 +33,7 @@ func (s *memSource) Fetch(_ context.Context, prevTag string) ([]byte, string, er
 	defer s.mu.Unlock()
 	tag := fmt.Sprintf(`"r%d"`, s.rev)
 	if tag == prevTag {
-		return nil, tag, ErrNotModified
+		return nil, tag, metadata.ErrNotModified
 	}
 	return s.doc, tag, nil
 }

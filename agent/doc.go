@@ -2,8 +2,8 @@
 // instance group. It owns, on its VM:
 //
 //   - the apply loop: fetch the group's VIP metadata (hostsync's guest API
-//     with ETag, or a file written by cloud-init), render keepalived.conf
-//     and scripts (package render), validate them with
+//     with ETag, or a file written by cloud-init; package agent/metadata),
+//     render keepalived.conf and scripts (package render), validate them with
 //     `keepalived --config-test` in a staging directory, install them
 //     atomically and reload keepalived (systemd D-Bus or SIGHUP) only when
 //     the content changed. A failure keeps the last good files.

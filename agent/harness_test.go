@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/agent/control"
+	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/internal/fsutil"
 	"github.com/vipkeeper/vipkeeper/render"
@@ -243,7 +244,7 @@ func startTestAgentLog(t testing.TB, log *slog.Logger, meta []byte, opts ...harn
 	cfg.Report.MaxBackoff = 50 * time.Millisecond
 	cfg.Report.Interval = time.Hour
 	d := deps{
-		source:     &FileSource{Path: h.metaPath},
+		source:     &metadata.FileSource{Path: h.metaPath},
 		link:       h.link,
 		keepalived: h.ka,
 		validator:  h.val,

@@ -1,4 +1,10 @@
-package agent
+// Package metadata is where vipkeeper-agent gets the group's raw VIP
+// metadata document: Source, with HTTPSource (hostsync's guest API, ETag,
+// no redirects followed) and FileSource (a file written by cloud-init,
+// tagged by content hash). It owns the size limit (vrrp.MaxDocumentSize)
+// and the sentinels ErrNotModified, ErrMetadataTooLarge and
+// ErrMetadataRedirect; decoding and validation are package vrrp's.
+package metadata
 
 import (
 	"context"
@@ -18,17 +24,17 @@ import (
 
 // ErrNotModified is returned by Source.Fetch when the document did not
 // change since the given tag.
-var ErrNotModified = errors.New("agent: metadata not modified")
+var ErrNotModified = errors.New("metadata: metadata not modified")
 
 // ErrMetadataTooLarge is returned (wrapped) by a Source whose document is
 // larger than vrrp.MaxDocumentSize.
-var ErrMetadataTooLarge = errors.New("agent: metadata document too large")
+var ErrMetadataTooLarge = errors.New("metadata: metadata document too large")
 
 // ErrMetadataRedirect is returned (wrapped) by HTTPSource.Fetch when the
 // server answers with a redirect: the agent never follows one, to another
 // host or the same (hostsync does not redirect; a redirect is a
 // misconfiguration or someone else answering).
-var ErrMetadataRedirect = errors.New("agent: metadata URL redirects; redirects are not followed")
+var ErrMetadataRedirect = errors.New("metadata: metadata URL redirects; redirects are not followed")
 
 // Source gives the raw metadata document. Fetch returns the document and a
 // tag identifying its content (an HTTP ETag, or a content hash); when tag
@@ -52,7 +58,7 @@ func (s *HTTPSource) String() string { return s.URL }
 func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
-		return nil, "", fmt.Errorf("agent: metadata request: %w", err)
+		return nil, "", fmt.Errorf("metadata: metadata request: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if prevTag != "" {
@@ -68,7 +74,7 @@ func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string,
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, "", fmt.Errorf("agent: fetch metadata: %w", err)
+		return nil, "", fmt.Errorf("metadata: fetch metadata: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotModified {
@@ -76,7 +82,7 @@ func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string,
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, vrrp.MaxDocumentSize+1))
 	if err != nil {
-		return nil, "", fmt.Errorf("agent: read metadata: %w", err)
+		return nil, "", fmt.Errorf("metadata: read metadata: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		if len(data) > vrrp.MaxDocumentSize {
@@ -90,7 +96,7 @@ func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string,
 		if len(msg) > 200 {
 			msg = msg[:200]
 		}
-		return nil, "", fmt.Errorf("agent: fetch metadata: %s answered %d: %s", s.URL, resp.StatusCode, msg)
+		return nil, "", fmt.Errorf("metadata: fetch metadata: %s answered %d: %s", s.URL, resp.StatusCode, msg)
 	}
 	if len(data) > vrrp.MaxDocumentSize {
 		return nil, "", fmt.Errorf("%w: %s sent more than the limit of %d bytes", ErrMetadataTooLarge, s.URL, vrrp.MaxDocumentSize)
@@ -113,12 +119,12 @@ func (s *FileSource) String() string { return "file:" + s.Path }
 func (s *FileSource) Fetch(_ context.Context, prevTag string) ([]byte, string, error) {
 	f, err := os.Open(s.Path)
 	if err != nil {
-		return nil, "", fmt.Errorf("agent: read metadata: %w", err)
+		return nil, "", fmt.Errorf("metadata: read metadata: %w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, vrrp.MaxDocumentSize+1))
 	if err != nil {
-		return nil, "", fmt.Errorf("agent: read metadata %s: %w", s.Path, err)
+		return nil, "", fmt.Errorf("metadata: read metadata %s: %w", s.Path, err)
 	}
 	if len(data) > vrrp.MaxDocumentSize {
 		return nil, "", fmt.Errorf("%w: %s is larger than the limit of %d bytes", ErrMetadataTooLarge, s.Path, vrrp.MaxDocumentSize)

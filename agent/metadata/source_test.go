@@ -1,7 +1,8 @@
-package agent
+package metadata
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +12,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -42,13 +45,6 @@ func TestMetadataTooLarge(t *testing.T) {
 			t.Errorf("Fetch: %v; want too large, naming the file and the limit", err)
 		}
 	})
-	t.Run("status of the agent", func(t *testing.T) {
-		h := startTestAgent(t, []byte(big))
-		waitFor(t, "the error in status", func() bool { return h.status().LastError != "" })
-		if st := h.status(); !strings.Contains(st.LastError, "too large") || strings.Contains(st.LastError, "unexpected end of JSON") {
-			t.Errorf("status error %q", st.LastError)
-		}
-	})
 }
 
 // TestMetadataRedirectNotFollowed: the metadata client does not follow a
@@ -57,7 +53,7 @@ func TestMetadataRedirectNotFollowed(t *testing.T) {
 	var reached atomic.Int32
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		reached.Add(1)
-		w.Write(metaJSON(t, testMeta(1)))
+		w.Write([]byte(`{"version": 1}`))
 	}))
 	defer other.Close()
 	for _, tc := range []struct{ name, to string }{
@@ -68,7 +64,7 @@ func TestMetadataRedirectNotFollowed(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/elsewhere" {
 					reached.Add(1)
-					w.Write(metaJSON(t, testMeta(1)))
+					w.Write([]byte(`{"version": 1}`))
 					return
 				}
 				http.Redirect(w, r, tc.to, http.StatusFound)
@@ -83,5 +79,18 @@ func TestMetadataRedirectNotFollowed(t *testing.T) {
 				t.Errorf("the redirect target was fetched %d times", n)
 			}
 		})
+	}
+}
+
+func TestHTTPSourceErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		json.NewEncoder(w).Encode(api.Error{Error: "hostsync: 192.0.2.99 is no member of a group with a VIP"})
+	}))
+	defer srv.Close()
+	s := &HTTPSource{URL: srv.URL + api.PathMetadata, Client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}}
+	_, _, err := s.Fetch(context.Background(), "")
+	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "no member") {
+		t.Errorf("err = %v", err)
 	}
 }
