@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vipkeeper/vipkeeper/agent/keepalived"
 	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/agent/state"
 	"github.com/vipkeeper/vipkeeper/internal/daemon"
@@ -37,8 +38,8 @@ const (
 type deps struct {
 	source     metadata.Source
 	link       Link
-	keepalived Keepalived
-	validator  Validator // nil: rendered files are not validated
+	keepalived keepalived.Keepalived
+	validator  keepalived.Validator // nil: rendered files are not validated
 	notifier   sdNotifier
 	now        func() time.Time
 	render     func(*vrrp.Metadata, render.Options) (*render.Output, error)
@@ -138,7 +139,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	if !cfg.Keepalived.SkipConfigTest {
 		if _, err := exec.LookPath(cfg.Keepalived.Binary); err == nil {
-			d.validator = &ConfigTester{Binary: cfg.Keepalived.Binary}
+			d.validator = &keepalived.ConfigTester{Binary: cfg.Keepalived.Binary}
 		} else {
 			log.Warn("keepalived binary not found: rendered files are installed without --config-test", "op", "apply", "binary", cfg.Keepalived.Binary)
 		}

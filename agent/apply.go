@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/agent/keepalived"
 	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/agent/state"
 	"github.com/vipkeeper/vipkeeper/internal/fsutil"
@@ -135,7 +136,7 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	// recorded: a crash in between makes the next start reload again.
 	if a.cfg.Keepalived.Reload == ReloadNone {
 		a.log.Info("files installed; reloading keepalived is off", "op", "reload", "hash", short(out.Hash))
-	} else if err := a.d.keepalived.Reload(ctx); err != nil && !errors.Is(err, ErrNotRunning) {
+	} else if err := a.d.keepalived.Reload(ctx); err != nil && !errors.Is(err, keepalived.ErrNotRunning) {
 		return fmt.Errorf("agent: files installed (hash %s) but: %w", short(out.Hash), err)
 	} else if err != nil {
 		a.log.Info("keepalived not running; it reads the new files when it starts", "op", "reload")

@@ -5,7 +5,8 @@
 //     with ETag, or a file written by cloud-init; package agent/metadata),
 //     render keepalived.conf and scripts (package render), validate them with
 //     `keepalived --config-test` in a staging directory, install them
-//     atomically and reload keepalived (systemd D-Bus or SIGHUP) only when
+//     atomically and reload keepalived (systemd D-Bus or SIGHUP, package
+//     agent/keepalived) only when
 //     the content changed. A failure keeps the last good files.
 //   - ownership tracking: keepalived's notify hook (`vipctl notify`) hands
 //     state changes over the control socket, or through the spool directory

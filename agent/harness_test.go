@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/agent/control"
+	"github.com/vipkeeper/vipkeeper/agent/keepalived"
 	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/internal/fsutil"
@@ -98,7 +99,7 @@ func (k *fakeKeepalived) Reload(context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.running {
-		return ErrNotRunning
+		return keepalived.ErrNotRunning
 	}
 	if k.err != nil {
 		return k.err

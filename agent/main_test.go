@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-
-	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
 
 // binDir holds the binaries built for the tests that run real processes.
@@ -48,14 +46,4 @@ func binaries(t testing.TB) (agentBin, vipctlBin string) {
 		t.Fatal(buildErr)
 	}
 	return filepath.Join(binDir, "vipkeeper-agent"), filepath.Join(binDir, "vipctl")
-}
-
-// requireBinary skips when a program the test runs is not installed.
-func requireBinary(t testing.TB, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			testutil.SkipUnprivileged(t, "needs %s, which is not installed (apt-get install %s)", n, n)
-		}
-	}
 }

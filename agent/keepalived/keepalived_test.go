@@ -1,4 +1,4 @@
-package agent
+package keepalived
 
 import (
 	"context"
@@ -192,5 +192,16 @@ func TestConfigTester(t *testing.T) {
 	err := v.Validate(context.Background(), bad)
 	if !errors.Is(err, ErrConfigTest) || !strings.Contains(err.Error(), "bogus_keyword") {
 		t.Errorf("bad config: %v, want ErrConfigTest naming the keyword", err)
+	}
+}
+
+// requireBinary skips unless every named binary is installed (as
+// the agent tests' requireBinary).
+func requireBinary(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			testutil.SkipUnprivileged(t, "needs %s, which is not installed (apt-get install %s)", n, n)
+		}
 	}
 }
