@@ -1,16 +1,14 @@
 package state
 
 import (
-	"crypto/rand"
-	"errors"
+	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
-	"github.com/vipkeeper/vipkeeper/internal/boltutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -35,62 +33,14 @@ func storeWithHistory(t *testing.T) string {
 	return path
 }
 
-func overwritePage(t *testing.T, path string, page int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	junk := make([]byte, 256)
-	rand.Read(junk)
-	if _, err := f.WriteAt(junk, page*int64(os.Getpagesize())); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestOpenStoreDamaged is issue 11, defect 4 for agent.db: 256 random
 // bytes over page 2 made OpenStore panic, over page 3 "invalid freelist
 // page" panicked, and a zero-length file became a new database silently.
 // Each is now an error naming the file and what to do, and no panic.
 func TestOpenStoreDamaged(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		damage func(t *testing.T, path string)
-	}{
-		{"page 2", func(t *testing.T, path string) { overwritePage(t, path, 2) }},
-		{"page 3", func(t *testing.T, path string) { overwritePage(t, path, 3) }},
-		{"zero length", func(t *testing.T, path string) {
-			if err := os.Truncate(path, 0); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := storeWithHistory(t)
-			tc.damage(t, path)
-			var s *Store
-			var err error
-			func() {
-				defer func() {
-					if r := recover(); r != nil {
-						t.Fatalf("OpenStore panicked: %v", r)
-					}
-				}()
-				s, err = OpenStore(path, StoreOptions{Outbox: true})
-			}()
-			if err == nil {
-				s.Close()
-				t.Fatal("OpenStore opened a damaged database")
-			}
-			if !errors.Is(err, boltutil.ErrDamaged) {
-				t.Fatalf("err = %v, want boltutil.ErrDamaged", err)
-			}
-			if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, "move it aside") {
-				t.Errorf("message %q does not name the file and what to do", msg)
-			}
-		})
-	}
+	testutil.RequireDamagedRefused(t, storeWithHistory, func(path string) (io.Closer, error) {
+		return OpenStore(path, StoreOptions{Outbox: true})
+	})
 }
 
 // copyFixture copies a file of testdata/upgrade into a temp dir.

@@ -2,16 +2,14 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
-	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/vipkeeper/vipkeeper/internal/boltutil"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -34,57 +32,9 @@ func copyFixture(t *testing.T) string {
 // file and what to do (boltutil.ErrDamaged), not a panic or a silently
 // new registry.
 func TestOpenBoltDamaged(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		damage func(t *testing.T, path string)
-	}{
-		{"page 2", func(t *testing.T, path string) { overwritePage(t, path, 2) }},
-		{"page 3", func(t *testing.T, path string) { overwritePage(t, path, 3) }},
-		{"zero length", func(t *testing.T, path string) {
-			if err := os.Truncate(path, 0); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := copyFixture(t)
-			tc.damage(t, path)
-			var s *Bolt
-			var err error
-			func() {
-				defer func() {
-					if r := recover(); r != nil {
-						t.Fatalf("OpenBolt panicked: %v", r)
-					}
-				}()
-				s, err = OpenBolt(path, time.Second)
-			}()
-			if err == nil {
-				s.Close()
-				t.Fatal("OpenBolt opened a damaged database")
-			}
-			if !errors.Is(err, boltutil.ErrDamaged) {
-				t.Fatalf("err = %v, want boltutil.ErrDamaged", err)
-			}
-			if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, "move it aside") {
-				t.Errorf("message %q does not name the file and what to do", msg)
-			}
-		})
-	}
-}
-
-func overwritePage(t *testing.T, path string, page int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	junk := make([]byte, 256)
-	rand.Read(junk)
-	if _, err := f.WriteAt(junk, page*int64(os.Getpagesize())); err != nil {
-		t.Fatal(err)
-	}
+	testutil.RequireDamagedRefused(t, copyFixture, func(path string) (io.Closer, error) {
+		return OpenBolt(path, time.Second)
+	})
 }
 
 // TestOpenBoltFrom612e5b9 opens a hostsync.db written by commit 612e5b9
