@@ -23,21 +23,65 @@ import (
 
 // Profile is a set of VRRP and health-check timings for the group.
 type Profile struct {
-	Name          string
-	VRRPVersion   int
-	AdvertInt     string // seconds, as vipctl takes it
-	CheckInterval string // whole seconds (keepalived's vrrp_script)
-	CheckWeight   int
+	Name        string
+	VRRPVersion int
+	AdvertInt   string // seconds, as vipctl takes it
+	// CheckInterval is the health check's interval in seconds as vipctl
+	// takes it; "" leaves vipkeeper's default (1 s for a resign check).
+	CheckInterval string
+	// OnFailure is the check's policy; "" leaves vipkeeper's default
+	// (resign: the failing master enters FAULT at once). "lower_priority"
+	// needs CheckWeight, the seed's weighted vrrp_script.
+	OnFailure   string
+	CheckWeight int
+	// Handwritten runs the seed's own keepalived.conf and check_httpd.sh
+	// in the guests (handwritten.go): no agent and no rendering; the
+	// registry still holds the group and hostsync follows the VIP through
+	// keepalived's gratuitous ARP alone.
+	Handwritten bool
 }
 
-// The profiles. Seed is the seed's hand-written setup (VRRPv2, advert 1 s,
-// check every 2 s, weight 2); Default checks every second; Fast is VRRPv3
-// with a 0.1 s advertisement interval.
+// Describe is the profile in one line.
+func (p Profile) Describe() string {
+	if p.Handwritten {
+		return fmt.Sprintf("the seed's own keepalived.conf: VRRPv%d, advert_int %s s, vrrp_script every %s s with weight %d, priorities %d/%d",
+			p.VRRPVersion, p.AdvertInt, p.CheckInterval, p.CheckWeight, handwrittenPriority[0], handwrittenPriority[1])
+	}
+	policy, interval := p.OnFailure, p.CheckInterval
+	if policy == "" {
+		policy = "resign"
+	}
+	if interval == "" {
+		interval = "default"
+	}
+	s := fmt.Sprintf("vipkeeper: VRRPv%d, advert_int %s s, check every %s s, on_failure %s", p.VRRPVersion, p.AdvertInt, interval, policy)
+	if p.CheckWeight != 0 {
+		s += fmt.Sprintf(" weight %d", p.CheckWeight)
+	}
+	return s
+}
+
+// The profiles. SeedHandwritten is the seed's own setup, hand-written
+// keepalived.conf and check script (VRRPv2, advert 1 s, vrrp_script every
+// 2 s with weight 2, priorities 100/99). Seed is vipkeeper with the seed's
+// VRRP timing (VRRPv2, advert 1 s) and its default policy: the agent runs
+// the check every 0.1 s and a failing master resigns. Default leaves the
+// check interval at vipkeeper's default. Fast is VRRPv3 with a 0.1 s
+// advertisement interval and a check every 0.05 s.
 var (
-	ProfileSeed    = Profile{Name: "seed", VRRPVersion: 2, AdvertInt: "1", CheckInterval: "2", CheckWeight: 2}
-	ProfileDefault = Profile{Name: "default", VRRPVersion: 2, AdvertInt: "1", CheckInterval: "1", CheckWeight: 2}
-	ProfileFast    = Profile{Name: "fast", VRRPVersion: 3, AdvertInt: "0.1", CheckInterval: "1", CheckWeight: 2}
+	ProfileSeedHandwritten = Profile{Name: "seed-handwritten", VRRPVersion: 2, AdvertInt: "1", CheckInterval: "2", CheckWeight: 2, Handwritten: true}
+	ProfileSeed            = Profile{Name: "seed", VRRPVersion: 2, AdvertInt: "1", CheckInterval: "0.1"}
+	ProfileDefault         = Profile{Name: "default", VRRPVersion: 2, AdvertInt: "1"}
+	ProfileFast            = Profile{Name: "fast", VRRPVersion: 3, AdvertInt: "0.1", CheckInterval: "0.05"}
 )
+
+// Profiles are the profiles by name (the demo's --profile).
+var Profiles = map[string]Profile{
+	ProfileSeedHandwritten.Name: ProfileSeedHandwritten,
+	ProfileSeed.Name:            ProfileSeed,
+	ProfileDefault.Name:         ProfileDefault,
+	ProfileFast.Name:            ProfileFast,
+}
 
 // Group is the lab's instance group.
 const Group = "nginx"
@@ -192,8 +236,21 @@ func (s *Stack) SeedCommands() [][]string {
 	for _, g := range s.Topo.Guests {
 		cmds = append(cmds, []string{"guest-register", "--network-id", "net-guests", "--address", g.Addr.String(), "--mac", g.MAC, "--host", g.Host.ID, g.Name})
 	}
-	create := []string{"instancegroup-create", "--vrrp-version", fmt.Sprint(p.VRRPVersion), "--advert-int", p.AdvertInt,
-		"--check-http", "http://127.0.0.1/", "--check-interval", p.CheckInterval, "--check-weight", fmt.Sprint(p.CheckWeight)}
+	create := []string{"instancegroup-create", "--vrrp-version", fmt.Sprint(p.VRRPVersion), "--advert-int", p.AdvertInt}
+	if !p.Handwritten {
+		// The hand-written profile's check lives in its own script; the
+		// registry's group has none (no agent renders it).
+		create = append(create, "--check-http", "http://127.0.0.1/")
+		if p.CheckInterval != "" {
+			create = append(create, "--check-interval", p.CheckInterval)
+		}
+		if p.OnFailure != "" {
+			create = append(create, "--on-failure", p.OnFailure)
+		}
+		if p.CheckWeight != 0 {
+			create = append(create, "--check-weight", fmt.Sprint(p.CheckWeight))
+		}
+	}
 	if p.VRRPVersion == 2 {
 		// Every host's registry must serve the same password; it goes to
 		// vipctl in a root-only file, never on the command line.
@@ -267,7 +324,8 @@ reload = "signal"
 }
 
 // StartGuest starts the web service, the agent and, once the agent has
-// rendered its configuration, keepalived in guest g.
+// rendered its configuration, keepalived in guest g; in the hand-written
+// profile the web service and keepalived with the seed's own files.
 func (s *Stack) StartGuest(ctx context.Context, g *Guest) error {
 	d := s.guestDir(g)
 	for _, sub := range []string{"state", "spool", "run", "keepalived"} {
@@ -280,6 +338,9 @@ func (s *Stack) StartGuest(ctx context.Context, g *Guest) error {
 		return err
 	}
 	s.web[g.Name] = w
+	if s.Profile.Handwritten {
+		return s.startHandwritten(ctx, g)
+	}
 	if err := s.StartAgent(ctx, g); err != nil {
 		return err
 	}
@@ -306,7 +367,7 @@ func (s *Stack) StartAgent(ctx context.Context, g *Guest) error {
 	})
 }
 
-// Agent is g's agent process.
+// Agent is g's agent process; nil when the profile runs none.
 func (s *Stack) Agent(g *Guest) *Proc { return s.agents[g.Name] }
 
 // StartKeepalived starts keepalived (VRRP only) in guest g.

@@ -215,6 +215,9 @@ type Timeline struct {
 	From, To string
 	Fault    time.Time
 	Steps    []Step
+	// Notes are what the agents said about the steps (the failing check
+	// and its reason), printed under the table.
+	Notes []string
 }
 
 // Offset is the step's time after the fault; ok is false when unobserved.
@@ -229,6 +232,7 @@ func (tl Timeline) Offset(what string) (time.Duration, bool) {
 
 // The steps of a timeline.
 const (
+	StepResign     = "old master left MASTER (its agent's record of keepalived's notify)"
 	StepTransition = "keepalived transition (notify hook on the new master)"
 	StepVIP        = "VIP only on the new master's NIC (netlink, polled every 5 ms)"
 	StepRecorded   = "agent recorded the transition"
@@ -240,26 +244,39 @@ const (
 
 // MeasureFailover collects the timeline of the move from one guest to
 // another that a fault at t0 started. Call it once the move is complete.
+// The steps only an agent sees (its records of keepalived's transitions)
+// are left out for a guest without an agent (the hand-written profile);
+// hostsync then learns the move from keepalived's GARP and "claim" is that
+// observation.
 func (s *Stack) MeasureFailover(ctx context.Context, w *Watch, from, to *Guest, t0 time.Time) (Timeline, error) {
 	tl := Timeline{From: from.Name, To: to.Name, Fault: t0}
-	// keepalived runs the notify hook a moment after it moved the VIP (a
-	// process start, longer on a busy machine): wait for the record.
-	var tr vrrp.Transition
-	err := s.poll(ctx, 10*time.Second, "the new master's agent recording MASTER", func() (bool, error) {
-		hist, err := s.AgentHistory(ctx, to)
-		if err != nil {
-			return false, nil
-		}
-		for _, h := range hist {
-			if h.To == vrrp.RoleMaster && h.At.After(t0) {
-				tr = h
-				return true, nil
+	var agentSteps []Step
+	if s.Agent(to) != nil {
+		// keepalived runs the notify hook a moment after it moved the VIP
+		// (a process start, longer on a busy machine): wait for the record.
+		var tr vrrp.Transition
+		err := s.poll(ctx, 10*time.Second, "the new master's agent recording MASTER", func() (bool, error) {
+			hist, err := s.AgentHistory(ctx, to)
+			if err != nil {
+				return false, nil
 			}
+			for _, h := range hist {
+				if h.To == vrrp.RoleMaster && h.At.After(t0) {
+					tr = h
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return tl, err
 		}
-		return false, nil
-	})
-	if err != nil {
-		return tl, err
+		agentSteps = append(agentSteps, Step{StepTransition, tr.At}, Step{StepRecorded, tr.Recorded})
+	}
+	if s.Agent(from) != nil {
+		steps, notes := s.oldMasterSteps(ctx, from, t0)
+		agentSteps = append(agentSteps, steps...)
+		tl.Notes = append(tl.Notes, notes...)
 	}
 	// The gateway's hostsync may learn the move from the claim a moment
 	// after the GARP: wait until it has applied it.
@@ -296,16 +313,44 @@ func (s *Stack) MeasureFailover(ctx context.Context, w *Watch, from, to *Guest, 
 	}
 	garpAt, _ := w.FirstGARP(to.MAC, t0)
 	clientAt, _ := w.FirstAnswer(to.Name, t0)
-	tl.Steps = []Step{
-		{StepTransition, tr.At},
-		{StepVIP, vipAt},
-		{StepRecorded, tr.Recorded},
-		{StepClaim, claimAt},
-		{StepGARP, garpAt},
-		{StepApplied, appliedAt},
-		{StepClient, clientAt},
-	}
+	tl.Steps = append(agentSteps,
+		Step{StepVIP, vipAt},
+		Step{StepClaim, claimAt},
+		Step{StepGARP, garpAt},
+		Step{StepApplied, appliedAt},
+		Step{StepClient, clientAt},
+	)
 	return tl, nil
+}
+
+// oldMasterSteps are what the old master's agent saw after the fault at
+// t0: keepalived leaving MASTER (FAULT when the failing check resigned,
+// BACKUP when it lowered the priority), with the note naming the check.
+func (s *Stack) oldMasterSteps(ctx context.Context, from *Guest, t0 time.Time) ([]Step, []string) {
+	var left vrrp.Transition
+	_ = s.poll(ctx, 5*time.Second, "the old master's agent recording its leaving MASTER", func() (bool, error) {
+		hist, err := s.AgentHistory(ctx, from)
+		if err != nil {
+			return false, nil
+		}
+		for _, h := range hist {
+			if h.From == vrrp.RoleMaster && h.At.After(t0) {
+				left = h
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if left.At.IsZero() {
+		return []Step{{StepResign, time.Time{}}}, nil
+	}
+	var notes []string
+	n := fmt.Sprintf("%s: MASTER -> %s (%s)", from.Name, left.To, left.Source)
+	if left.Note != "" {
+		n += ": " + left.Note
+	}
+	notes = append(notes, n)
+	return []Step{{StepResign, left.At}}, notes
 }
 
 // Print writes the timeline as a table of offsets from the fault.
@@ -331,6 +376,9 @@ func (tl Timeline) Print(w io.Writer) {
 			continue
 		}
 		fmt.Fprintf(w, "  %-12s %-9s  %s\n", s.At.Format("15:04:05.000"), fmtMS(s.At.Sub(tl.Fault)), s.What)
+	}
+	for _, n := range tl.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
 	}
 }
 
