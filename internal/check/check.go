@@ -1,9 +1,11 @@
-// Package check is the health-check runtime behind `vipctl check`, which the
-// rendered keepalived vrrp_script scripts run: a process is running (by its
-// /proc comm name), an HTTP GET answers with the expected status, a TCP
-// connect succeeds, or a command exits 0. When a check fails and a systemd
-// unit is named, the unit is restarted once and the check judged again
-// until the timeout, as the seed's check_httpd.sh does with nginx.
+// Package check is the health-check runtime behind `vipctl check` (which
+// the rendered keepalived vrrp_script scripts run) and the agent's own
+// check runner: a process is running (by its /proc comm name), an HTTP GET
+// answers with the expected status, a TCP connect succeeds, or a command
+// exits 0. When a check fails and a systemd unit is named, the unit is
+// restarted once and the check judged again, as the seed's check_httpd.sh
+// does with nginx. WaitExit notices a process check's process exiting as
+// it happens (pidfd), so that a runner need not wait for its next probe.
 package check
 
 import (
@@ -15,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,8 +97,18 @@ type Checker struct {
 	// PollInterval is the pause between judgements after a restart; zero
 	// means DefaultPollInterval.
 	PollInterval time.Duration
+	// ExitPoll is how often WaitExit looks at the processes where pidfds
+	// are not available; zero means DefaultExitPoll.
+	ExitPoll time.Duration
 	// Log receives the restart decisions; nil discards them.
 	Log *slog.Logger
+
+	// pidfdOpen opens a non-blocking pidfd (nil: pidfd_open(2)); tests
+	// replace it to take the polling path.
+	pidfdOpen func(pid int) (int, error)
+	// watching, when set, is told how WaitExit watches and how many
+	// processes, once it waits.
+	watching func(how string, n int)
 }
 
 // Run runs s with a zero Checker.
@@ -105,16 +118,14 @@ func Run(ctx context.Context, s Spec) error {
 }
 
 // Run judges s: nil when healthy, an error wrapping ErrUnhealthy when not,
-// or one wrapping ErrInvalid for a bad Spec.
+// or one wrapping ErrInvalid for a bad Spec. With s.RestartUnit, a failing
+// service is restarted once and judged again (Recover); s.Timeout bounds
+// the whole run.
 func (c *Checker) Run(ctx context.Context, s Spec) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	timeout := s.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
 
 	err := c.probe(ctx, s)
@@ -124,10 +135,44 @@ func (c *Checker) Run(ctx context.Context, s Spec) error {
 	if s.RestartUnit == "" {
 		return fmt.Errorf("%w: %w", ErrUnhealthy, err)
 	}
+	return c.recover(ctx, s, err)
+}
+
+// Probe judges s once, bounded by s.Timeout, without restarting anything:
+// nil when healthy, an error wrapping ErrUnhealthy (Reason gives its text)
+// when not, or one wrapping ErrInvalid for a bad Spec.
+func (c *Checker) Probe(ctx context.Context, s Spec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout())
+	defer cancel()
+	if err := c.probe(ctx, s); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnhealthy, err)
+	}
+	return nil
+}
+
+// Recover restarts s.RestartUnit once, after a judgement failed with cause,
+// and judges s again every PollInterval (each probe bounded by s.Timeout)
+// until it is healthy (nil) or ctx ends (an error wrapping ErrUnhealthy
+// that names cause and the restart). The caller bounds the whole with ctx.
+func (c *Checker) Recover(ctx context.Context, s Spec, cause error) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if s.RestartUnit == "" {
+		return fmt.Errorf("%w: restart: no restart unit", ErrInvalid)
+	}
+	// The cause may come from Probe already wrapped in ErrUnhealthy.
+	return c.recover(ctx, s, unwrapUnhealthy(cause))
+}
+
+func (c *Checker) recover(ctx context.Context, s Spec, cause error) error {
 	log := c.logger()
-	log.Warn("check failed, restarting unit", "op", "restart", "unit", s.RestartUnit, "err", err)
+	log.Warn("check failed, restarting unit", "op", "restart", "unit", s.RestartUnit, "err", cause)
 	if rerr := c.restarter().RestartUnit(ctx, s.RestartUnit); rerr != nil {
-		return fmt.Errorf("%w: %w; restart of %s failed: %w", ErrUnhealthy, err, s.RestartUnit, rerr)
+		return fmt.Errorf("%w: %w; restart of %s failed: %w", ErrUnhealthy, cause, s.RestartUnit, rerr)
 	}
 	poll := c.PollInterval
 	if poll <= 0 {
@@ -135,10 +180,17 @@ func (c *Checker) Run(ctx context.Context, s Spec) error {
 	}
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
+	err := cause
 	for {
-		if err = c.probe(ctx, s); err == nil {
+		pctx, cancel := context.WithTimeout(ctx, s.timeout())
+		perr := c.probe(pctx, s)
+		cancel()
+		if perr == nil {
 			log.Info("healthy after restart", "op", "restart", "unit", s.RestartUnit)
 			return nil
+		}
+		if ctx.Err() == nil {
+			err = perr // a probe cut short by ctx says less than the last whole one
 		}
 		select {
 		case <-ctx.Done():
@@ -146,6 +198,33 @@ func (c *Checker) Run(ctx context.Context, s Spec) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// unwrapUnhealthy strips the ErrUnhealthy wrapping Probe adds, so that a
+// cause is not named "unhealthy" twice.
+func unwrapUnhealthy(err error) error {
+	if w, ok := err.(interface{ Unwrap() []error }); ok {
+		if errs := w.Unwrap(); len(errs) == 2 && errs[0] == ErrUnhealthy {
+			return errs[1]
+		}
+	}
+	return err
+}
+
+// Reason is the text of a judgement's error without the "check:
+// unhealthy:" prefix, e.g. "GET http://127.0.0.1/: connection refused".
+func Reason(err error) string {
+	if err == nil {
+		return ""
+	}
+	return strings.TrimPrefix(unwrapUnhealthy(err).Error(), ErrUnhealthy.Error()+": ")
+}
+
+func (s Spec) timeout() time.Duration {
+	if s.Timeout == 0 {
+		return DefaultTimeout
+	}
+	return s.Timeout
 }
 
 func (c *Checker) logger() *slog.Logger {
@@ -180,42 +259,79 @@ func (c *Checker) probe(ctx context.Context, s Spec) error {
 // probeProcess looks for a live process whose comm is exactly name, as
 // `ps -C name` does; zombies do not count.
 func (c *Checker) probeProcess(name string) error {
-	root := c.ProcRoot
-	if root == "" {
-		root = "/proc"
+	procs, err := c.processes(name)
+	if err != nil {
+		return err
 	}
+	if len(procs) == 0 {
+		return fmt.Errorf("process %s is not running", name)
+	}
+	return nil
+}
+
+// proc is one live process found by its comm.
+type proc struct {
+	pid int
+	// start is /proc/PID/stat's starttime, which tells a reused pid apart.
+	start string
+}
+
+// processes lists the live (not zombie) processes whose comm is exactly name.
+func (c *Checker) processes(name string) ([]proc, error) {
+	root := c.procRoot()
 	entries, err := os.ReadDir(root)
 	if err != nil {
-		return fmt.Errorf("process %s: scan %s: %w", name, root, err)
+		return nil, fmt.Errorf("process %s: scan %s: %w", name, root, err)
 	}
+	var out []proc
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		comm, err := os.ReadFile(filepath.Join(root, e.Name(), "comm"))
 		if err != nil || strings.TrimSuffix(string(comm), "\n") != name {
 			continue // gone meanwhile, or another process
 		}
-		if !zombie(filepath.Join(root, e.Name(), "stat")) {
-			return nil
+		if st, start, ok := readStat(filepath.Join(root, e.Name(), "stat")); !ok || (st != 'Z' && st != 'X') {
+			out = append(out, proc{pid: pid, start: start})
 		}
 	}
-	return fmt.Errorf("process %s is not running", name)
+	return out, nil
+}
+
+func (c *Checker) procRoot() string {
+	if c.ProcRoot == "" {
+		return "/proc"
+	}
+	return c.ProcRoot
 }
 
 // zombie reports whether /proc/PID/stat says the process is a zombie or
-// dead. The state follows the last ')' (comm may itself hold parentheses).
+// dead.
 func zombie(statPath string) bool {
+	st, _, ok := readStat(statPath)
+	return ok && (st == 'Z' || st == 'X')
+}
+
+// readStat reads the state and the starttime of /proc/PID/stat; ok is
+// false when the file cannot be read or parsed. The fields follow the
+// last ')' (comm may itself hold parentheses): state is field 3 and
+// starttime field 22.
+func readStat(statPath string) (state byte, start string, ok bool) {
 	stat, err := os.ReadFile(statPath)
 	if err != nil {
-		return false
+		return 0, "", false
 	}
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 || i+2 >= len(stat) {
-		return false
+		return 0, "", false
 	}
-	st := stat[i+2]
-	return st == 'Z' || st == 'X'
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) > 19 {
+		start = fields[19]
+	}
+	return stat[i+2], start, true
 }
 
 // maxBody bounds what is read of an HTTP answer.
@@ -228,7 +344,7 @@ func (c *Checker) probeHTTP(ctx context.Context, s Spec) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
-		return fmt.Errorf("http %s: %w", s.URL, err)
+		return fmt.Errorf("GET %s: %w", s.URL, err)
 	}
 	req.Header.Set("User-Agent", "vipkeeper-check")
 	client := c.Client
@@ -237,12 +353,12 @@ func (c *Checker) probeHTTP(ctx context.Context, s Spec) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("http %s: %w", s.URL, err)
+		return failure("GET "+s.URL, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
 	resp.Body.Close()
 	if resp.StatusCode != want {
-		return fmt.Errorf("http %s answered %d, want %d", s.URL, resp.StatusCode, want)
+		return fmt.Errorf("GET %s answered %d, want %d", s.URL, resp.StatusCode, want)
 	}
 	return nil
 }
@@ -263,9 +379,49 @@ func probeTCP(ctx context.Context, addr string) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("tcp %s: %w", addr, err)
+		return failure("connect "+addr, err)
 	}
 	return conn.Close()
+}
+
+// failure is op's error err, its text shortened to the cause a person
+// needs ("GET http://127.0.0.1/: connection refused" rather than the
+// whole chain of url, net and syscall errors); err stays wrapped.
+func failure(op string, err error) error {
+	return &shortError{msg: op + ": " + shortCause(err), err: err}
+}
+
+type shortError struct {
+	msg string
+	err error
+}
+
+func (e *shortError) Error() string { return e.msg }
+func (e *shortError) Unwrap() error { return e.err }
+
+func shortCause(err error) string {
+	var se *os.SyscallError
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.As(err, &se):
+		return se.Err.Error()
+	case errors.As(err, &dns):
+		return dns.Error()
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err.Error()
+	}
+	return err.Error()
 }
 
 // maxStderr bounds the command output kept for the error message.
@@ -277,6 +433,9 @@ func probeExec(ctx context.Context, argv []string) error {
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = time.Second
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return failure("command "+argv[0], ctx.Err())
+		}
 		if last := lastLine(stderr.Bytes()); last != "" {
 			return fmt.Errorf("command %s: %w: %s", argv[0], err, last)
 		}
