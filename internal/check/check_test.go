@@ -362,3 +362,62 @@ func TestInvalidSpec(t *testing.T) {
 		})
 	}
 }
+
+// TestReason: the reasons the agent shows name the request and the cause,
+// not the chain of wrapped errors.
+func TestReason(t *testing.T) {
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := closed.Addr().String()
+	closed.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	tests := []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{Kind: vrrp.CheckHTTP, URL: "http://" + addr + "/"}, "GET http://" + addr + "/: connection refused"},
+		{Spec{Kind: vrrp.CheckHTTP, URL: srv.URL + "/"}, "GET " + srv.URL + "/ answered 503, want 200"},
+		{Spec{Kind: vrrp.CheckTCP, Address: addr}, "connect " + addr + ": connection refused"},
+		{Spec{Kind: vrrp.CheckProcess, Process: "vk-none-such"}, "process vk-none-such is not running"},
+	}
+	for _, tt := range tests {
+		r := &fakeRestarter{}
+		c := &Checker{Restarter: r}
+		err := c.Probe(context.Background(), tt.spec)
+		if !errors.Is(err, ErrUnhealthy) || Reason(err) != tt.want {
+			t.Errorf("Probe(%s) = %v, reason %q, want %q", tt.spec.Kind, err, Reason(err), tt.want)
+		}
+		tt.spec.RestartUnit = "web.service"
+		if err := c.Probe(context.Background(), tt.spec); len(r.calls()) != 0 {
+			t.Errorf("Probe restarted %v (%v); only Run and Recover restart", r.calls(), err)
+		}
+	}
+}
+
+// TestRecover: Recover restarts once and judges again; its error names
+// the first cause once, not "unhealthy" twice.
+func TestRecover(t *testing.T) {
+	p := newFakeProc(t)
+	spec := Spec{Kind: vrrp.CheckProcess, Process: "nginx", RestartUnit: "nginx.service", Timeout: time.Second}
+	boom := errors.New("job failed")
+	r := &fakeRestarter{action: func() error { return boom }}
+	c := &Checker{ProcRoot: p.root, Restarter: r}
+	cause := c.Probe(context.Background(), spec)
+	err := c.Recover(context.Background(), spec, cause)
+	want := "process nginx is not running; restart of nginx.service failed: job failed"
+	if !errors.Is(err, boom) || Reason(err) != want {
+		t.Errorf("Recover = %v (reason %q), want reason %q", err, Reason(err), want)
+	}
+	r.action = func() error { p.add("9", "nginx", "S"); return nil }
+	if err := c.Recover(context.Background(), spec, cause); err != nil {
+		t.Errorf("Recover after a restart that started nginx: %v", err)
+	}
+	if got := r.calls(); len(got) != 2 {
+		t.Errorf("restarts %v, want one per Recover", got)
+	}
+}
