@@ -34,6 +34,10 @@ type Profile struct {
 	// needs CheckWeight, the seed's weighted vrrp_script.
 	OnFailure   string
 	CheckWeight int
+	// NoPreempt and PreemptDelay (seconds, as vipctl takes it) are the
+	// group's; the zero values keep vipkeeper's defaults (preempt at once).
+	NoPreempt    bool
+	PreemptDelay string
 	// Handwritten runs the seed's own keepalived.conf and check_httpd.sh
 	// in the guests (handwritten.go): no agent and no rendering; the
 	// registry still holds the group and hostsync follows the VIP through
@@ -251,6 +255,12 @@ func (s *Stack) SeedCommands() [][]string {
 			create = append(create, "--check-weight", fmt.Sprint(p.CheckWeight))
 		}
 	}
+	if p.NoPreempt {
+		create = append(create, "--nopreempt")
+	}
+	if p.PreemptDelay != "" {
+		create = append(create, "--preempt-delay", p.PreemptDelay)
+	}
 	if p.VRRPVersion == 2 {
 		// Every host's registry must serve the same password; it goes to
 		// vipctl in a root-only file, never on the command line.
@@ -327,11 +337,8 @@ reload = "signal"
 // rendered its configuration, keepalived in guest g; in the hand-written
 // profile the web service and keepalived with the seed's own files.
 func (s *Stack) StartGuest(ctx context.Context, g *Guest) error {
-	d := s.guestDir(g)
-	for _, sub := range []string{"state", "spool", "run", "keepalived"} {
-		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
-			return fmt.Errorf("lab: %w", err)
-		}
+	if err := s.PrepareGuest(g); err != nil {
+		return err
 	}
 	w, err := s.StartWeb(g)
 	if err != nil {
@@ -345,6 +352,18 @@ func (s *Stack) StartGuest(ctx context.Context, g *Guest) error {
 		return err
 	}
 	return s.StartKeepalived(ctx, g)
+}
+
+// PrepareGuest makes g's work directories (StartGuest does it; a test
+// starting g's parts one by one calls it first).
+func (s *Stack) PrepareGuest(g *Guest) error {
+	d := s.guestDir(g)
+	for _, sub := range []string{"state", "spool", "run", "keepalived"} {
+		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
+	return nil
 }
 
 // StartAgent starts g's agent and waits for its first apply.
