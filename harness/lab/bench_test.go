@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -300,3 +302,127 @@ func (fl *failoverLab) run(b *testing.B, n int) failoverFigures {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// metadataFigures are bench/results/metadata-apply.json.
+type metadataFigures struct {
+	Measured string `json:"measured"`
+	Profile  string `json:"profile"`
+	Change   string `json:"change"`
+	Changes  int    `json:"changes"`
+	Spacing  string `json:"spacing"`
+	// One sample per change and member: the admin command on the member's
+	// host → its agent reporting the new revision applied (keepalived.conf
+	// installed and keepalived reloaded).
+	ApplyMs summary `json:"command_to_revision_applied_ms"`
+}
+
+// metadataSpacing separates the changes: more than the agent's default
+// min_reload_interval (3 s), which the lab leaves as it is, so that no
+// change waits for the previous reload; each change is its own reload.
+const metadataSpacing = 3500 * time.Millisecond
+
+// BenchmarkMetadataApply measures b.N live group changes (run it with
+// -benchtime 20x): `vipctl instancegroup-update --preempt-delay S` on each
+// host (each keeps its own registry in this lab), alternating S between 1
+// and 2 so that every change alters keepalived.conf, timed from the command
+// until the member's agent reports the new revision applied; keepalived's
+// log must show a reload for it. The agents wait on the guest API's long
+// poll (poll_interval 1 s stays the fallback).
+func BenchmarkMetadataApply(b *testing.B) {
+	p := ProfileSeed
+	fl := newFailoverLab(b, p)
+	defer fl.close()
+	s := fl.s
+	ctx := context.Background()
+	var (
+		mu      sync.Mutex // guards samples
+		samples []float64
+	)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		delay := fmt.Sprint(1 + i%2)
+		reloads := map[string]int{}
+		for _, g := range s.Topo.Guests {
+			reloads[g.Name] = keepalivedReloads(s, g)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, len(s.Topo.Hosts))
+		for hi, h := range s.Topo.Hosts {
+			wg.Go(func() {
+				t0 := time.Now()
+				if _, err := s.Vipctl(ctx, h, "instancegroup-update", "--preempt-delay", delay, Group); err != nil {
+					errs[hi] = err
+					return
+				}
+				v, err := s.GroupView(ctx, h)
+				if err != nil {
+					errs[hi] = err
+					return
+				}
+				for _, g := range s.Topo.Guests {
+					if g.Host != h {
+						continue
+					}
+					var applied time.Time
+					err := s.Poll(ctx, 10*time.Second, fmt.Sprintf("%s applying revision %d", g.Name, v.Revision), func() (bool, error) {
+						st, err := s.AgentStatus(ctx, g)
+						if err != nil || st.Revision < v.Revision || st.LastApply.Before(t0) {
+							return false, nil
+						}
+						applied = st.LastApply
+						return true, nil
+					})
+					if err != nil {
+						errs[hi] = err
+						return
+					}
+					mu.Lock()
+					samples = append(samples, ms(applied.Sub(t0)))
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				fl.fatal(b, err)
+			}
+		}
+		for _, g := range s.Topo.Guests {
+			if err := s.Poll(ctx, 5*time.Second, "keepalived of "+g.Name+" reloaded", func() (bool, error) {
+				return keepalivedReloads(s, g) > reloads[g.Name], nil
+			}); err != nil {
+				fl.fatal(b, err)
+			}
+		}
+		time.Sleep(metadataSpacing)
+	}
+	b.StopTimer()
+	f := metadataFigures{Measured: time.Now().UTC().Format(time.RFC3339), Profile: p.Name,
+		Change: "vipctl instancegroup-update --preempt-delay 1|2 on each host", Changes: b.N,
+		Spacing: metadataSpacing.String() + " (min_reload_interval default 3s)", ApplyMs: summarize(samples)}
+	b.ReportMetric(f.ApplyMs.Median, "apply-median-ms")
+	b.ReportMetric(f.ApplyMs.P99, "apply-p99-ms")
+	fmt.Printf("\nmetadata change -> keepalived reloaded with the new revision (%s, profile %s, %d changes, %d samples, spaced %s): median %.0f ms, p99 %.0f ms (min %.0f, max %.0f)\n",
+		f.Measured, p.Name, b.N, len(samples), metadataSpacing, f.ApplyMs.Median, f.ApplyMs.P99, f.ApplyMs.Min, f.ApplyMs.Max)
+	dir := filepath.Join("..", "..", "bench", "results")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	data, _ := json.MarshalIndent(f, "", "  ")
+	path := filepath.Join(dir, "metadata-apply.json")
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	fmt.Printf("written to %s\n", path)
+}
+
+// keepalivedReloads counts the reloads in g's keepalived log (its parent
+// logs "Reloading ..." on each SIGHUP).
+func keepalivedReloads(s *Stack, g *Guest) int {
+	b, err := os.ReadFile(s.Keepalived(g).Log)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "Reloading ...")
+}

@@ -69,6 +69,10 @@ func RunDemo(ctx context.Context, opts DemoOptions) (tl Timeline, err error) {
 		if err := s.StartGuest(ctx, g); err != nil {
 			return tl, err
 		}
+		if s.Profile.Handwritten {
+			say("%s: %s web server, keepalived started with the seed's own keepalived.conf and check_httpd.sh (no agent)", g.Name, s.Web(g).Kind())
+			continue
+		}
 		say("%s: %s web server, vipkeeper-agent rendered keepalived.conf from hostsync's metadata, keepalived started", g.Name, s.Web(g).Kind())
 	}
 	if err := s.WaitOwner(ctx, master, 30*time.Second); err != nil {
@@ -79,6 +83,9 @@ func RunDemo(ctx context.Context, opts DemoOptions) (tl Timeline, err error) {
 		indent(out, string(b))
 	}
 	for _, g := range s.Topo.Guests {
+		if s.Agent(g) == nil {
+			continue
+		}
 		if b, err := exec.CommandContext(ctx, s.Binary("vipctl"), "status", "--socket", s.AgentSocket(g)).CombinedOutput(); err == nil {
 			say("vipctl status on %s:", g.Name)
 			indent(out, string(b))
@@ -104,7 +111,11 @@ func RunDemo(ctx context.Context, opts DemoOptions) (tl Timeline, err error) {
 	if err := s.Web(master).Stop(); err != nil {
 		return tl, err
 	}
-	say("FAULT: nginx stopped on nginx-master; its health check (GET http://127.0.0.1/) now fails")
+	if s.Profile.Handwritten {
+		say("FAULT: nginx stopped on nginx-master (its restart fails); check_httpd.sh fails at its next run and lowers the priority by its weight")
+	} else {
+		say("FAULT: nginx stopped on nginx-master; its health check (GET http://127.0.0.1/) now fails")
+	}
 	if err := s.WaitOwner(ctx, slave, 60*time.Second); err != nil {
 		return tl, err
 	}
@@ -131,6 +142,15 @@ func RunDemo(ctx context.Context, opts DemoOptions) (tl Timeline, err error) {
 	}
 	say("client -> http://%s/ answers: nginx on %s", EIP, name)
 	for _, g := range []*Guest{master, slave} {
+		if s.Agent(g) == nil {
+			continue
+		}
+		if g == master {
+			if b, err := exec.CommandContext(ctx, s.Binary("vipctl"), "status", "--socket", s.AgentSocket(g)).CombinedOutput(); err == nil {
+				say("vipctl status on %s (its check failing):", g.Name)
+				indent(out, string(b))
+			}
+		}
 		if b, err := exec.CommandContext(ctx, s.Binary("vipctl"), "history", "--socket", s.AgentSocket(g)).CombinedOutput(); err == nil {
 			say("vipctl history on %s:", g.Name)
 			indent(out, string(b))
@@ -145,8 +165,8 @@ func RunDemo(ctx context.Context, opts DemoOptions) (tl Timeline, err error) {
 		return tl, err
 	}
 	fmt.Fprintln(out)
-	fmt.Fprintf(out, "measured failover timeline (profile %s: VRRPv%d, advert_int %s s, check every %s s, weight %d; client polls every 20 ms, %d requests failed):\n",
-		s.Profile.Name, s.Profile.VRRPVersion, s.Profile.AdvertInt, s.Profile.CheckInterval, s.Profile.CheckWeight, w.Failed(t0))
+	fmt.Fprintf(out, "measured failover timeline (profile %s: %s; client polls every 20 ms, %d requests failed):\n",
+		s.Profile.Name, s.Profile.Describe(), w.Failed(t0))
 	tl.Print(out)
 	fmt.Fprintln(out)
 	for _, st := range tl.Steps {

@@ -25,19 +25,19 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "demo" {
-		fmt.Fprintln(stderr, "usage: vipkeeper-lab demo [--bin DIR] [--profile seed|default|fast]")
+		fmt.Fprintln(stderr, "usage: vipkeeper-lab demo [--bin DIR] [--profile seed|seed-handwritten|default|fast]")
 		return 2
 	}
 	fs := flag.NewFlagSet("vipkeeper-lab demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	bin := fs.String("bin", "bin", "directory with vipkeeper-agent, vipkeeper-hostsync and vipctl")
-	profile := fs.String("profile", "seed", "timing profile: seed, default or fast")
+	profile := fs.String("profile", "seed", "timing profile: seed, seed-handwritten (the seed's own keepalived.conf, no agent), default or fast")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	p, ok := map[string]lab.Profile{"seed": lab.ProfileSeed, "default": lab.ProfileDefault, "fast": lab.ProfileFast}[*profile]
+	p, ok := lab.Profiles[*profile]
 	if !ok {
-		fmt.Fprintf(stderr, "vipkeeper-lab: unknown profile %q (seed, default, fast)\n", *profile)
+		fmt.Fprintf(stderr, "vipkeeper-lab: unknown profile %q (seed, seed-handwritten, default, fast)\n", *profile)
 		return 2
 	}
 	if _, err := lab.RunDemo(ctx, lab.DemoOptions{Bin: *bin, Out: stdout, Profile: p}); err != nil {
