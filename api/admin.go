@@ -44,6 +44,8 @@ const (
 	ActionCreateEIP     = "create-eip"     // CreateGroupEIP
 	ActionAssociateEIP  = "associate-eip"  // AssociateEIP
 	ActionDissociateEIP = "dissociate-eip" // DissociateEIP
+	ActionUpdate        = "update"         // GroupUpdate
+	ActionSetPriority   = "set-priority"   // PriorityUpdate
 )
 
 // NetworkCreate registers an IP subnet.
@@ -142,6 +144,38 @@ type GroupCreate struct {
 	NoPreempt    bool         `json:"nopreempt,omitempty"`
 	PreemptDelay vrrp.Seconds `json:"preempt_delay,omitempty"`
 	Checks       []vrrp.Check `json:"checks,omitempty"`
+}
+
+// GroupUpdate changes a live group's VRRP settings: only the fields set
+// (non-nil) change, all in one new revision the members apply live. The
+// result must pass the same rules as at create (vrrp's), else nothing
+// changes.
+type GroupUpdate struct {
+	// VRRPVersion is 2 or 3. Switching to 3 drops the password; switching
+	// to 2 takes AuthPass or generates one.
+	VRRPVersion *int `json:"vrrp_version,omitempty"`
+	// AdvertInt 0 means the default, 1 s.
+	AdvertInt *vrrp.Seconds `json:"advert_int,omitempty"`
+	// NoPreempt true: a higher-priority member does not take the VIP back
+	// (a preempt_delay must then be 0).
+	NoPreempt    *bool         `json:"nopreempt,omitempty"`
+	PreemptDelay *vrrp.Seconds `json:"preempt_delay,omitempty"`
+	// AuthPass is a new VRRPv2 password (1–8 characters).
+	AuthPass *string `json:"auth_pass,omitempty"`
+	// Checks replaces the group's checks; an empty list removes them.
+	Checks *[]vrrp.Check `json:"checks,omitempty"`
+	// Revision, when not 0, is the revision the update was computed from:
+	// the update is refused (409) when the group has changed since.
+	Revision uint64 `json:"revision,omitempty"`
+}
+
+// PriorityUpdate sets one member's VRRP priority. Members may share a
+// priority (VRRP prefers the higher address).
+type PriorityUpdate struct {
+	// Member is the guest's id or name.
+	Member string `json:"member"`
+	// Priority is 1–254.
+	Priority int `json:"priority"`
 }
 
 // GroupMembers names guests (id or name) to join or leave a group.

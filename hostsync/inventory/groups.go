@@ -65,15 +65,8 @@ func (s *Inventory) buildGroup(req api.GroupCreate) (registry.Group, error) {
 	g := registry.Group{ID: id, Name: req.Name, Settings: set, Revision: 1, CreatedAt: s.nowUTC()}
 	// The settings are checked by vrrp's own rules on a probe document, so
 	// a group can never be created with settings its metadata would fail.
-	probe := buildMetadata(g, &registry.VIPBinding{Address: netip.MustParseAddr("192.0.2.10"), VRID: 1},
-		netip.MustParsePrefix("192.0.2.0/24"), []registry.Guest{{ID: "probe", Name: "probe", Address: netip.MustParseAddr("192.0.2.11")}},
-		[]registry.Member{{GuestID: "probe", Priority: 100}}, nil)
-	if err := probe.Validate(); err != nil {
-		var fe *vrrp.FieldError
-		if errors.As(err, &fe) {
-			return registry.Group{}, Invalid(fe.Path, "%s", fe.Msg)
-		}
-		return registry.Group{}, Invalid("", "%v", err)
+	if err := fieldInvalid(probeMetadata(g).Validate()); err != nil {
+		return registry.Group{}, err
 	}
 	return g, nil
 }
@@ -142,12 +135,33 @@ func deleteRoles(tx registry.Tx, group string) error {
 	return nil
 }
 
-// nextPriority is the priority of a new member: one below the lowest
-// present (first member 100, next 99, ...), so priorities are unique and
-// stable; when that would fall below 1, the highest free one.
+// Default priorities of members in join order: firstPriority, then
+// priorityStep lower each, down to lastSpacedPriority.
+//
+// They are spaced because a backup's master-down timer is
+// 3·advert_int + skew, with skew = (256 − priority)/256·advert_int: with
+// neighbouring priorities (100, 99, 98) two backups' timers expire within
+// 1/256 of an advert of each other, 0.4 ms at advert 0.1 s, less than the
+// time the first one's advert takes to reach and stop the other, so both
+// become MASTER for a moment. 20 apart they are 20/256·advert_int apart,
+// 7.8 ms at advert 0.1 s, enough for the first one's advert to arrive.
+// High priorities also keep the skew short: at 250 and advert 1 s a
+// backup waits 23 ms more than 3·advert_int, and a resigning master
+// (priority-0 advert) is replaced after the skew alone.
+const (
+	firstPriority      = 250
+	priorityStep       = 20
+	lastSpacedPriority = 10
+)
+
+// nextPriority is the priority of a new member: priorityStep below the
+// lowest present (250, 230, 210, ... 10 by join order), so a newcomer
+// never outranks the members already there; once that would fall below
+// lastSpacedPriority (a 14th member), the highest free priority. Members'
+// stored priorities never change here (SetPriority changes them).
 func nextPriority(ms []registry.Member) int {
 	if len(ms) == 0 {
-		return 100
+		return firstPriority
 	}
 	used := map[int]bool{}
 	low := 255
@@ -155,8 +169,8 @@ func nextPriority(ms []registry.Member) int {
 		used[m.Priority] = true
 		low = min(low, m.Priority)
 	}
-	if low > 1 {
-		return low - 1
+	if p := low - priorityStep; p >= lastSpacedPriority {
+		return p
 	}
 	for p := 254; p >= 1; p-- {
 		if !used[p] {
@@ -198,6 +212,7 @@ func (s *Inventory) Join(ctx context.Context, ref string, guests []string) (api.
 		return api.GroupView{}, err
 	}
 	s.log.Info("guests joined", "op", "instancegroup-join", "group", g.Name, "guests", guests)
+	s.notify(ctx, Change{Op: "instancegroup-join", Group: g.ID})
 	return s.ShowGroup(ctx, g.ID)
 }
 
@@ -249,9 +264,7 @@ func (s *Inventory) Leave(ctx context.Context, ref string, guests []string) (api
 		return api.GroupView{}, err
 	}
 	s.log.Info("guests left", "op", "instancegroup-leave", "group", g.Name, "guests", guests)
-	if ownerLeft {
-		s.notify(ctx, Change{Op: "instancegroup-leave", Group: g.ID, OwnerGone: true, DataPlane: true})
-	}
+	s.notify(ctx, Change{Op: "instancegroup-leave", Group: g.ID, OwnerGone: ownerLeft, DataPlane: ownerLeft})
 	return s.ShowGroup(ctx, g.ID)
 }
 

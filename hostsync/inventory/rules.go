@@ -130,7 +130,7 @@ func IsRefusal(err error) bool {
 		ErrAddressUnavailable, ErrAddressInUse, ErrNetworkFull, ErrVIPRequired, ErrEIPNeedsVPC,
 		ErrOneEIPPerGroup, ErrEIPInUse, ErrNoEIP, ErrDetachWithEIP, ErrNoVIP, ErrVIPMismatch,
 		ErrGroupHasMembers, ErrGroupHasEIP, ErrAlreadyMember, ErrInOtherGroup, ErrNotMember,
-		ErrTooManyMembers, ErrExists, ErrGuestInGroup, ErrNetworkOverlap,
+		ErrTooManyMembers, ErrExists, ErrGuestInGroup, ErrNetworkOverlap, ErrRevisionChanged,
 	} {
 		if errors.Is(err, r) {
 			return true
