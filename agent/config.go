@@ -20,6 +20,9 @@ import (
 // DefaultConfigPath is where vipkeeper-agent reads its configuration.
 const DefaultConfigPath = "/etc/vipkeeper/agent.toml"
 
+// DefaultTrackDir is track_dir's default, on the /run tmpfs.
+const DefaultTrackDir = "/run/vipkeeper/track"
+
 // Config is the agent's configuration (/etc/vipkeeper/agent.toml).
 type Config struct {
 	// Member is this VM's member name in the group; empty means detect it
@@ -37,6 +40,11 @@ type Config struct {
 	SpoolDir string `toml:"spool_dir"`
 	// Vipctl is the vipctl binary the rendered scripts run.
 	Vipctl string `toml:"vipctl"`
+	// TrackDir holds the track files of the checks the agent runs itself
+	// (on_failure resign), one per check, which keepalived watches. A
+	// directory of the agent's own on a local file system, best a tmpfs
+	// (/run): the agent removes the files of checks no longer run.
+	TrackDir string `toml:"track_dir"`
 	// HistoryLimit bounds the transition history kept in the state database.
 	HistoryLimit int `toml:"history_limit"`
 	// ReconcileInterval is how often the agent compares keepalived's
@@ -159,6 +167,7 @@ func DefaultConfig() Config {
 		StateDir:          "/var/lib/vipkeeper",
 		Socket:            control.DefaultSocket,
 		Vipctl:            "/usr/bin/vipctl",
+		TrackDir:          DefaultTrackDir,
 		HistoryLimit:      1000,
 		ReconcileInterval: 2 * time.Second,
 		ReconcileGrace:    5 * time.Second,
@@ -261,6 +270,7 @@ func (c *Config) Validate() error {
 		{"socket", c.Socket},
 		{"spool_dir", c.SpoolDir},
 		{"vipctl", c.Vipctl},
+		{"track_dir", c.TrackDir},
 		{"keepalived.binary", c.Keepalived.Binary},
 		{"keepalived.config", c.Keepalived.Config},
 		{"keepalived.scripts_dir", c.Keepalived.ScriptsDir},
@@ -398,6 +408,43 @@ func (c *Config) checkPathsApart() error {
 	}
 	if within(k.ScriptsDir, c.StateDir) {
 		return bad("keepalived.scripts_dir", "%q is inside state_dir %q; keep the scripts and the agent's state apart", k.ScriptsDir, c.StateDir)
+	}
+	return c.checkTrackDirApart()
+}
+
+// checkTrackDirApart refuses a track_dir that holds or is anything else:
+// the agent removes the files of checks it no longer runs from it.
+func (c *Config) checkTrackDirApart() error {
+	bad := func(format string, args ...any) error {
+		return config.Errorf(c.path, "track_dir", format, args...)
+	}
+	td, k := c.TrackDir, c.Keepalived
+	if slices.Contains(systemDirs, td) {
+		return bad("%q is a system directory; the agent removes the track files of checks no longer run from it: use a directory of its own such as %s", td, DefaultTrackDir)
+	}
+	for _, p := range []struct{ key, v string }{
+		{"keepalived.config", k.Config},
+		{"keepalived.pid_file", k.PIDFile},
+		{"keepalived.binary", k.Binary},
+		{"keepalived.scripts_dir", k.ScriptsDir},
+		{"vipctl", c.Vipctl},
+		{"socket", c.Socket},
+		{"state_dir", c.StateDir},
+		{"spool_dir", c.SpoolDir},
+		{"metadata.file", c.Metadata.File},
+	} {
+		if p.v != "" && within(p.v, td) {
+			return bad("%q holds %s %q; use a directory of its own such as %s", td, p.key, p.v, DefaultTrackDir)
+		}
+	}
+	for _, p := range []struct{ key, v string }{
+		{"keepalived.scripts_dir", k.ScriptsDir},
+		{"state_dir", c.StateDir},
+		{"spool_dir", c.SpoolDir},
+	} {
+		if within(td, p.v) {
+			return bad("%q is inside %s %q; use a directory of its own such as %s", td, p.key, p.v, DefaultTrackDir)
+		}
 	}
 	return nil
 }

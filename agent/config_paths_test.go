@@ -28,6 +28,15 @@ func TestConfigRefusesDangerousPaths(t *testing.T) {
 		{"spool_dir inside scripts_dir", "spool_dir = \"/etc/keepalived/vipkeeper/spool\"\n", "", "spool_dir"},
 		{"scripts_dir inside state_dir", "", `scripts_dir = "/var/lib/vipkeeper/scripts"`, "keepalived.scripts_dir"},
 		{"config inside scripts_dir", "", "config = \"/etc/keepalived/vipkeeper/conf/keepalived.conf\"", "keepalived.config"},
+		{"track_dir relative", "track_dir = \"run/track\"\n", "", "track_dir"},
+		{"track_dir /run", "track_dir = \"/run\"\n", "", "track_dir"},
+		{"track_dir /etc/keepalived", "track_dir = \"/etc/keepalived\"\n", "", "track_dir"},
+		{"track_dir holds the socket", "track_dir = \"/run/vipkeeper\"\n", "", "track_dir"},
+		{"track_dir holds the metadata file", "track_dir = \"/var/lib/vipkeeper\"\nstate_dir = \"/srv/state\"\n", "", "track_dir"},
+		{"track_dir is scripts_dir", "track_dir = \"/etc/keepalived/vipkeeper\"\n", "", "track_dir"},
+		{"track_dir inside scripts_dir", "track_dir = \"/etc/keepalived/vipkeeper/track\"\n", "", "track_dir"},
+		{"track_dir inside state_dir", "track_dir = \"/var/lib/vipkeeper/stage\"\n", "", "track_dir"},
+		{"track_dir holds the pid file", "track_dir = \"/run/ka\"\n", `pid_file = "/run/ka/keepalived.pid"`, "track_dir"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,8 +52,18 @@ func TestConfigRefusesDangerousPaths(t *testing.T) {
 		})
 	}
 	t.Run("the defaults pass", func(t *testing.T) {
-		if _, err := ParseConfig("", []byte(src)); err != nil {
+		cfg, err := ParseConfig("", []byte(src))
+		if err != nil {
 			t.Fatal(err)
+		}
+		if cfg.TrackDir != "/run/vipkeeper/track" {
+			t.Errorf("track_dir defaults to %q, want /run/vipkeeper/track", cfg.TrackDir)
+		}
+	})
+	t.Run("a track_dir of its own passes", func(t *testing.T) {
+		cfg, err := ParseConfig("", []byte("track_dir = \"/run/keepalived-track\"\n"+src))
+		if err != nil || cfg.TrackDir != "/run/keepalived-track" {
+			t.Fatalf("track_dir: %v, %q", err, cfg.TrackDir)
 		}
 	})
 }
