@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"os"
@@ -126,13 +127,24 @@ func (a *AdminAPI) action(w http.ResponseWriter, r *http.Request) {
 		if a.decode(w, r, &req) {
 			a.answer(w, r)(svc.DissociateEIP(ctx, group))
 		}
+	case api.ActionUpdate:
+		var req api.GroupUpdate
+		if a.decode(w, r, &req) {
+			a.answer(w, r)(svc.UpdateGroup(ctx, group, req))
+		}
+	case api.ActionSetPriority:
+		var req api.PriorityUpdate
+		if a.decode(w, r, &req) {
+			a.answer(w, r)(svc.SetPriority(ctx, group, req.Member, req.Priority))
+		}
 	default:
 		a.fail(w, r, fmt.Errorf("%w: no group action %q", inventory.ErrNotFound, r.PathValue("action")))
 	}
 }
 
-// decode reads the body strictly into v; on failure it answers 400 and
-// returns false. An empty body is an empty object.
+// decode reads the body strictly into v; on failure it answers 400 (415
+// for a body not declared application/json) and returns false. An empty
+// body is an empty object.
 func (a *AdminAPI) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodySize))
 	if err != nil {
@@ -141,6 +153,9 @@ func (a *AdminAPI) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	if len(data) == 0 {
 		data = []byte("{}")
+	} else if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		a.fail(w, r, fmt.Errorf("%w: Content-Type %q: send the request as application/json", ErrUnsupportedMediaType, r.Header.Get("Content-Type")))
+		return false
 	}
 	if err := decodeStrict(data, v); err != nil {
 		a.fail(w, r, err)

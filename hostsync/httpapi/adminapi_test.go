@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,14 +37,28 @@ func adminServer(t *testing.T, svc *service) (*http.Client, string) {
 	return c, sock
 }
 
+// adminCall sends body as JSON (a string as is) and returns the answer.
 func adminCall(t *testing.T, c *http.Client, method, path string, body any) (int, []byte) {
+	t.Helper()
+	return adminCallAs(t, c, method, path, body, "application/json")
+}
+
+// adminCallAs is adminCall with the body declared as contentType.
+func adminCallAs(t *testing.T, c *http.Client, method, path string, body any, contentType string) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
+		b, ok := body.(string)
+		if !ok {
+			j, _ := json.Marshal(body)
+			b = string(j)
+		}
+		rd = strings.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, "http://hostsync"+path, rd)
+	if body != nil && contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +94,7 @@ func TestAdminSocket(t *testing.T) {
 		has          string
 	}{
 		{"POST", api.PathAdminGroups, api.GroupCreate{Name: "nginx"}, 200, `"name":"nginx"`},
-		{"POST", api.PathAdminGroup + "nginx/" + api.ActionJoin, api.GroupMembers{Guests: []string{"nginx-master", "g2"}}, 200, `"priority":99`},
+		{"POST", api.PathAdminGroup + "nginx/" + api.ActionJoin, api.GroupMembers{Guests: []string{"nginx-master", "g2"}}, 200, `"priority":230`},
 		{"POST", api.PathAdminGroup + "nginx/" + api.ActionCreateEIP, api.CreateGroupEIP{}, 409, "a group binds an EIP only after it has a VIP"},
 		{"POST", api.PathAdminGroup + "nginx/" + api.ActionAttachNetwork, api.AttachNetwork{IPAddr: ip("192.0.2.10")}, 200, `"address":"192.0.2.10/24"`},
 		{"POST", api.PathAdminGroup + "nginx/" + api.ActionAttachNetwork, api.AttachNetwork{}, 409, "one VIP per group"},
@@ -173,4 +186,73 @@ func FuzzAdminDecode(f *testing.F) {
 			t.Fatalf("error %q does not wrap inventory.ErrInvalid", err)
 		}
 	})
+}
+
+// TestAdminUpdateAndSetPriority: the update and set-priority actions
+// answer the group at its new revision, refuse invalid values with 400
+// naming the field (the document's path for a check) and change nothing
+// then, and decode strictly.
+func TestAdminUpdateAndSetPriority(t *testing.T) {
+	f := newFixture(t)
+	f.nginx()
+	c, _ := adminServer(t, f.svc)
+	update := api.PathAdminGroup + "nginx/" + api.ActionUpdate
+	setPrio := api.PathAdminGroup + "ig-nginx/" + api.ActionSetPriority
+	steps := []struct {
+		path     string
+		body     any
+		want     int
+		has      string
+		revision uint64 // the group's revision after the step
+	}{
+		{update, `{"vrrp_version":3,"advert_int":0.1}`, 200, `"vrrp_version":3,"advert_int":0.1`, 5},
+		{update, `{"advert_int":0.005}`, 400, `"field":"advert_int"`, 5},
+		{update, `{"checks":[{"name":"chk_http","kind":"http","url":"http://127.0.0.1/","interval":1,"weight":2}]}`, 200, `"checks":[{"name":"chk_http"`, 6},
+		{update, `{"checks":[{"name":"chk_tcp","kind":"tcp","address":"127.0.0.1"}]}`, 400, `"field":"checks[0].address"`, 6},
+		{update, `{"checks":[{"name":"chk_tcp","kind":"tcp","adress":"127.0.0.1:80"}]}`, 400, `"field":"checks[0].adress"`, 6},
+		{update, `{"checks":[]}`, 200, `"preempt":true`, 7},
+		{update, `{"nopreempt":"yes"}`, 400, `"field":"nopreempt"`, 7},
+		{update, `{"vrrp_version":2,"advert_int":1,"revision":6}`, 409, "the group changed since it was read", 7},
+		{update, `{}`, 400, "nothing to change", 7},
+		{api.PathAdminGroup + "apache/" + api.ActionUpdate, `{"advert_int":2}`, 404, "no group with id or name", 7},
+		{setPrio, api.PriorityUpdate{Member: "nginx-slave", Priority: 240}, 200, `"priority":240`, 8},
+		{setPrio, api.PriorityUpdate{Member: "g2", Priority: 255}, 400, `"field":"priority"`, 8},
+		{setPrio, api.PriorityUpdate{Member: "third", Priority: 100}, 409, "guest third is not in group nginx", 8},
+		{setPrio, `{"member":"g2","priority":100,"prio":1}`, 400, `"field":"prio"`, 8},
+	}
+	for i, s := range steps {
+		code, body := adminCall(t, c, "POST", s.path, s.body)
+		if code != s.want || !strings.Contains(string(body), s.has) {
+			t.Fatalf("step %d: POST %s %v: %d %s; want %d with %q", i, s.path, s.body, code, body, s.want, s.has)
+		}
+		v, err := f.svc.ShowGroup(f.ctx, "nginx")
+		if err != nil || v.Revision != s.revision {
+			t.Fatalf("step %d: revision %d (%v), want %d", i, v.Revision, err, s.revision)
+		}
+	}
+}
+
+// TestAdminBodiesNeedJSON: a request body not declared application/json
+// is refused with 415 and changes nothing; a request without a body
+// needs no Content-Type.
+func TestAdminBodiesNeedJSON(t *testing.T) {
+	f := newFixture(t)
+	f.nginx()
+	c, _ := adminServer(t, f.svc)
+	update := api.PathAdminGroup + "nginx/" + api.ActionUpdate
+	for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "application/jsonx"} {
+		code, body := adminCallAs(t, c, "POST", update, `{"advert_int":2}`, ct)
+		if code != http.StatusUnsupportedMediaType || !strings.Contains(string(body), "application/json") {
+			t.Errorf("Content-Type %q: %d %s, want 415", ct, code, body)
+		}
+	}
+	if v, _ := f.svc.ShowGroup(f.ctx, "nginx"); v.Revision != 4 || v.Settings.AdvertInt != 1000 {
+		t.Fatalf("a refused update changed the group: %+v", v)
+	}
+	if code, body := adminCallAs(t, c, "POST", update, `{"advert_int":2}`, "application/json; charset=utf-8"); code != 200 {
+		t.Fatalf("with charset: %d %s", code, body)
+	}
+	if code, body := adminCallAs(t, c, "POST", api.PathAdminGroup+"nginx/"+api.ActionDissociateEIP, nil, ""); code != 200 {
+		t.Fatalf("no body, no Content-Type: %d %s", code, body)
+	}
 }
