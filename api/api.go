@@ -124,6 +124,36 @@ type AgentStatus struct {
 	// Reports are hostsync's answers to the last reported transitions,
 	// oldest first: what was not accepted shows here.
 	Reports []ReportOutcome `json:"reports,omitempty"`
+	// Checks are the health checks the agent runs itself (on_failure
+	// resign), sorted by name.
+	Checks []CheckStatus `json:"checks,omitempty"`
+}
+
+// States of a check the agent runs (CheckStatus.State).
+const (
+	// CheckUnknown: not judged yet (or not enough times for rise/fall);
+	// its track file says failing until the first healthy verdict.
+	CheckUnknown = "unknown"
+	// CheckHealthy: the last verdict was healthy.
+	CheckHealthy = "healthy"
+	// CheckFailing: the last verdict was failing; keepalived sees FAULT.
+	CheckFailing = "failing"
+)
+
+// CheckStatus is one health check the agent runs and what it last found.
+type CheckStatus struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	// OnFailure is the check's policy (vrrp.OnFailureResign, ...).
+	OnFailure string `json:"on_failure"`
+	// State is CheckUnknown, CheckHealthy or CheckFailing, Since when.
+	State string    `json:"state"`
+	Since time.Time `json:"since"`
+	// Reason is why the last judgement failed, e.g. "GET
+	// http://127.0.0.1/: connection refused" ("" when it passed).
+	Reason string `json:"reason,omitempty"`
+	// LastRun is when the check was last judged.
+	LastRun time.Time `json:"last_run,omitzero"`
 }
 
 // Results of a report (ReportOutcome.Result).

@@ -152,6 +152,15 @@ func writeStatus(w io.Writer, st api.AgentStatus) {
 	}
 	row("SOURCE", orDash(st.Source))
 	row("EPOCH", orDash(st.Epoch))
+	// The checks the agent runs itself: state, since when, and why the
+	// last judgement failed.
+	for _, c := range st.Checks {
+		v := fmt.Sprintf("%s since %s (%s, on_failure %s)", c.State, fmtTime(c.Since), c.Kind, c.OnFailure)
+		if c.Reason != "" {
+			v += ": " + strings.ReplaceAll(c.Reason, "\t", " ")
+		}
+		row("CHECK "+c.Name, v)
+	}
 	// hostsync's answers to the last reports, so that one it did not take
 	// (a duplicate, a claim that did not move the VIP) is seen.
 	reports := st.Reports

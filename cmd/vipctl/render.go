@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/vipkeeper/vipkeeper/agent/control"
 	"github.com/vipkeeper/vipkeeper/internal/check"
 	"github.com/vipkeeper/vipkeeper/internal/fsutil"
 	"github.com/vipkeeper/vipkeeper/render"
@@ -108,11 +110,18 @@ func runRender(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
+// agentAskTimeout bounds the backstop's question to the agent: an agent
+// that does not answer within it (dead, hung, stopped) is not trusted.
+const agentAskTimeout = time.Second
+
 // runCheck is `vipctl check KIND [flags] [-- COMMAND ARGS]`, run by the
 // rendered check scripts: exit 0 healthy, 1 unhealthy (one line on
-// stderr), 2 bad usage.
+// stderr), 2 bad usage. With --agent-socket it is the backstop of a check
+// the agent runs itself: when the agent answers on its control socket the
+// agent's track file carries the verdict and the command exits 0 without
+// probing; when it does not, the command judges the check as usual.
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const synopsis = "vipctl check process|http|tcp|exec [flags] [-- COMMAND ARGS...]"
+	const synopsis = "vipctl check process|http|tcp|exec [flags] [--agent-socket PATH] [-- COMMAND ARGS...]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" {
 		fmt.Fprintf(stderr, "vipctl check: a kind is required: %s\n", synopsis)
 		return exitUsage
@@ -141,6 +150,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fs.StringVar(&spec.RestartUnit, "restart-unit", "", "systemd `unit` to restart once when the check fails")
 	timeout := fs.String("timeout", "", "`seconds` for the whole check, restart included (default 2)")
+	agentSocket := fs.String("agent-socket", "", "the agent's control `socket`: exit 0 without probing while the agent answers on it (the agent runs the check), probe when it does not")
 	fs.Usage = usageFunc(fs, synopsis)
 	if code, stop := parseFlags(fs, args[1:], stdout, stderr); stop {
 		return code
@@ -159,6 +169,13 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		spec.Timeout = s.Duration()
 	}
+	if err := spec.Validate(); err != nil {
+		fmt.Fprintf(stderr, "vipctl check: %s\n", oneLine(err))
+		return exitUsage
+	}
+	if *agentSocket != "" && agentAnswers(ctx, *agentSocket) {
+		return exitOK
+	}
 	err := check.Run(ctx, spec)
 	switch {
 	case err == nil:
@@ -170,4 +187,15 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "vipctl check: %s\n", oneLine(err))
 		return exitFailure
 	}
+}
+
+// agentAnswers reports whether the agent on socket answers GET status
+// within agentAskTimeout.
+func agentAnswers(ctx context.Context, socket string) bool {
+	ctx, cancel := context.WithTimeout(ctx, agentAskTimeout)
+	defer cancel()
+	c := control.NewClient(socket, agentAskTimeout)
+	defer c.Close()
+	_, err := c.Status(ctx)
+	return err == nil
 }
