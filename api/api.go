@@ -15,8 +15,19 @@ import (
 const (
 	// PathMetadata answers GET with the caller's group metadata
 	// (vrrp.Metadata), an ETag of the revision, and 304 on If-None-Match.
-	// 403 when the caller is no member of a group with a VIP.
+	// 403 when the caller is no member of a group with a VIP. With
+	// ?wait=DURATION (QueryWait) and If-None-Match naming the current
+	// document, the answer waits until the document changes (200) or the
+	// wait passes (304).
 	PathMetadata = "/v1/metadata"
+	// QueryWait is PathMetadata's parameter asking to wait for a change:
+	// a Go duration ("30s") or whole seconds ("30"), at most the host's
+	// HeaderWait; 400 naming "wait" when it is not one.
+	QueryWait = "wait"
+	// HeaderWait is set on PathMetadata's answers by a host that honours
+	// QueryWait: the longest wait it grants, in whole seconds. A host
+	// without it answers at once whatever the wait asked (poll instead).
+	HeaderWait = "Vipkeeper-Wait"
 	// PathClaims takes POST of a Claim and answers a ClaimResult.
 	PathClaims = "/v1/claims"
 )

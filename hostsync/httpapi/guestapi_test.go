@@ -39,8 +39,8 @@ func TestGuestMetadata(t *testing.T) {
 		t.Fatalf("served metadata does not parse: %v", err)
 	}
 	wantMembers := []vrrp.Member{
-		{Name: "nginx-master", GuestID: "g1", Address: ip("192.0.2.11"), MAC: "52:54:00:00:00:11", Priority: 100},
-		{Name: "nginx-slave", GuestID: "g2", Address: ip("192.0.2.12"), MAC: "52:54:00:00:00:12", Priority: 99},
+		{Name: "nginx-master", GuestID: "g1", Address: ip("192.0.2.11"), MAC: "52:54:00:00:00:11", Priority: 250},
+		{Name: "nginx-slave", GuestID: "g2", Address: ip("192.0.2.12"), MAC: "52:54:00:00:00:12", Priority: 230},
 	}
 	if diff := cmp.Diff(wantMembers, md.Members, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Fatalf("members (-want +got):\n%s", diff)
@@ -66,7 +66,7 @@ func TestGuestMetadata(t *testing.T) {
 	if w.Code != http.StatusOK || w.Header().Get("ETag") == etag {
 		t.Fatalf("after a join: status %d, ETag %q", w.Code, w.Header().Get("ETag"))
 	}
-	if md2, _ := vrrp.Parse(w.Body.Bytes()); md2 == nil || len(md2.Members) != 3 || md2.Members[2].Priority != 98 {
+	if md2, _ := vrrp.Parse(w.Body.Bytes()); md2 == nil || len(md2.Members) != 3 || md2.Members[2].Priority != 210 {
 		t.Fatalf("after a join: %s", w.Body)
 	}
 }

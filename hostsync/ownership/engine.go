@@ -103,6 +103,9 @@ type Engine struct {
 	unreachableAfter time.Duration
 	queueKick        chan struct{} // buffered 1: a claim was queued
 
+	// changes wakes the waiters of Changes.
+	changes *changeBroadcast
+
 	// replayMu serializes ReplayQueue.
 	replayMu sync.Mutex
 
@@ -178,6 +181,7 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Engine, erro
 		queue:            opts.Queue,
 		unreachableAfter: opts.UnreachableAfter,
 		queueKick:        make(chan struct{}, 1),
+		changes:          newChangeBroadcast(),
 		lastMetadata:     map[netip.Addr]cachedMetadata{},
 	}
 	if s.log == nil {
@@ -217,6 +221,7 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Engine, erro
 // re-read, the data plane re-applied. An error leaves the change to the
 // reconcile loop.
 func (s *Engine) Changed(ctx context.Context, c inventory.Change) error {
+	s.noteChange() // committed: waiting guests read their documents again
 	if c.OwnerGone {
 		s.stopAnnounce(c.Group)
 	}

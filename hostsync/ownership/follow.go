@@ -59,8 +59,15 @@ func FollowWatch(ctx context.Context, e *Engine, w registry.Watcher, log *slog.L
 	}()
 	err := w.Watch(ctx, func(changes []registry.Change) {
 		if changes == nil {
+			e.noteChange()
 			signal() // (re-)established: changes may have been missed
 			return
+		}
+		for _, c := range changes {
+			if metadataBuckets[c.Bucket] {
+				e.noteChange() // waiting guests read their documents again
+				break
+			}
 		}
 		for _, c := range changes {
 			if followBuckets[c.Bucket] {
