@@ -129,6 +129,9 @@ func (s *Stack) KeepalivedConf(g *Guest) string {
 	return filepath.Join(s.guestDir(g), "keepalived", "keepalived.conf")
 }
 
+// TrackDir is where g's agent writes its checks' track files.
+func (s *Stack) TrackDir(g *Guest) string { return filepath.Join(s.guestDir(g), "run", "track") }
+
 func (s *Stack) keepalivedPID(g *Guest) string {
 	return filepath.Join(s.guestDir(g), "run", "keepalived.pid")
 }
@@ -313,6 +316,7 @@ state_dir = %q
 socket = %q
 spool_dir = %q
 vipctl = %q
+track_dir = %q
 reconcile_interval = "500ms"
 reconcile_grace = "3s"
 
@@ -329,7 +333,7 @@ config = %q
 scripts_dir = %q
 pid_file = %q
 reload = "signal"
-`, filepath.Join(d, "state"), s.AgentSocket(g), filepath.Join(d, "spool"), s.Binary("vipctl"),
+`, filepath.Join(d, "state"), s.AgentSocket(g), filepath.Join(d, "spool"), s.Binary("vipctl"), s.TrackDir(g),
 		g.Host.Metadata+api.PathMetadata, s.KeepalivedConf(g), filepath.Join(d, "keepalived", "vipkeeper"), s.keepalivedPID(g))
 }
 
