@@ -64,22 +64,36 @@ func (k *PIDFileKeepalived) pid() (int, error) {
 	if err != nil || pid <= 1 {
 		return 0, fmt.Errorf("keepalived: keepalived pid file %s: %q is not a pid", k.PIDFile, strings.TrimSpace(string(data)))
 	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return 0, nil // stale pid file
-	}
-	// Guard against a recycled pid: where /proc tells, it must be keepalived.
-	if comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err == nil {
-		if strings.TrimSpace(string(comm)) != "keepalived" {
-			return 0, nil
-		}
-	}
-	// A zombie has not been reaped by its parent yet but runs no more.
-	if stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-			return 0, nil
-		}
+	if !isKeepalived(pid) {
+		return 0, nil // stale pid file, recycled pid or a zombie
 	}
 	return pid, nil
+}
+
+// isKeepalived reports whether pid is a live keepalived process: it
+// exists, and where /proc tells, its name is keepalived (not a recycled
+// pid) and it is not a zombie (exited, its parent has not reaped it yet).
+func isKeepalived(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	if comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err == nil {
+		if strings.TrimSpace(string(comm)) != "keepalived" {
+			return false
+		}
+	}
+	if stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// MainPID returns the pid the pid file names when it is a live keepalived
+// process, else 0.
+func (k *PIDFileKeepalived) MainPID(context.Context) (int, error) {
+	return k.pid()
 }
 
 // Running reports whether the pid file names a live keepalived process.
@@ -106,6 +120,7 @@ func (k *PIDFileKeepalived) Reload(context.Context) error {
 // systemdConn is the part of go-systemd's D-Bus connection the agent uses.
 type systemdConn interface {
 	GetUnitPropertyContext(ctx context.Context, unit, name string) (*sddbus.Property, error)
+	GetServicePropertyContext(ctx context.Context, service, name string) (*sddbus.Property, error)
 	ReloadUnitContext(ctx context.Context, name, mode string, ch chan<- string) (int, error)
 	Close()
 }
@@ -193,6 +208,29 @@ func (k *SystemdKeepalived) Running(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	return s == "active" || s == "reloading", nil
+}
+
+// MainPID returns the pid of the unit's main process (systemd's MainPID),
+// 0 when the unit has none or it is not a live keepalived (the process
+// has exited and systemd has not noticed yet, or the pid was recycled).
+func (k *SystemdKeepalived) MainPID(ctx context.Context) (int, error) {
+	c, err := k.getConn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	p, err := c.GetServicePropertyContext(ctx, k.Unit, "MainPID")
+	if err != nil {
+		k.dropConn(c)
+		return 0, fmt.Errorf("keepalived: systemd %s MainPID: %w", k.Unit, err)
+	}
+	v, ok := p.Value.Value().(uint32)
+	if !ok {
+		return 0, fmt.Errorf("keepalived: systemd %s MainPID is %s, not a uint32", k.Unit, p.Value.Signature())
+	}
+	if v <= 1 || !isKeepalived(int(v)) {
+		return 0, nil
+	}
+	return int(v), nil
 }
 
 // Reload runs systemd's ReloadUnit and waits for the job.

@@ -102,6 +102,7 @@ type fakeSystemd struct {
 	mu      sync.Mutex
 	load    string
 	active  string
+	mainPID uint32
 	result  string
 	reloads []string
 	closed  bool
@@ -112,6 +113,21 @@ func (f *fakeSystemd) GetUnitPropertyContext(_ context.Context, unit, name strin
 	defer f.mu.Unlock()
 	v := map[string]string{"LoadState": f.load, "ActiveState": f.active}[name]
 	return &sddbus.Property{Name: name, Value: dbus.MakeVariant(v)}, nil
+}
+
+func (f *fakeSystemd) GetServicePropertyContext(_ context.Context, unit, name string) (*sddbus.Property, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if name != "MainPID" {
+		return nil, errors.New("fake systemd: no service property " + name)
+	}
+	return &sddbus.Property{Name: name, Value: dbus.MakeVariant(f.mainPID)}, nil
+}
+
+func (f *fakeSystemd) setMainPID(pid int) {
+	f.mu.Lock()
+	f.mainPID = uint32(pid)
+	f.mu.Unlock()
 }
 
 func (f *fakeSystemd) ReloadUnitContext(_ context.Context, name, mode string, ch chan<- string) (int, error) {

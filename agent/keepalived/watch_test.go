@@ -1,0 +1,319 @@
+package keepalived
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
+)
+
+// startHUPProof runs /bin/sh under the name keepalived, ignoring SIGHUP
+// (as keepalived survives a reload) and waiting on a pipe the test holds;
+// it is killed and reaped when the test ends.
+func startHUPProof(t *testing.T) *exec.Cmd {
+	t.Helper()
+	data, err := os.ReadFile("/bin/sh")
+	if err != nil {
+		testutil.SkipUnprivileged(t, "needs /bin/sh: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "keepalived")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", `trap "" HUP; read x`)
+	cmd.Stdin = r
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		w.Close()
+	})
+	return cmd
+}
+
+// waitResult is one return of Watcher.Wait.
+type waitResult struct {
+	pid int
+	err error
+	at  time.Time
+}
+
+// watching runs w.Wait in a loop until the test ends, sending each
+// return on the first channel and each armed pid on the second.
+func watching(t *testing.T, w *Watcher) (<-chan waitResult, <-chan int) {
+	t.Helper()
+	results := make(chan waitResult, 16)
+	armed := make(chan int, 16)
+	w.Armed = func(pid int) { armed <- pid }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			pid, err := w.Wait(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			results <- waitResult{pid, err, time.Now()}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return results, armed
+}
+
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// none fails if ch has a value now.
+func none[T any](t *testing.T, ch <-chan T, what string) {
+	t.Helper()
+	select {
+	case v := <-ch:
+		t.Fatalf("unexpected %s: %v", what, v)
+	default:
+	}
+}
+
+func TestWatcherPIDFile(t *testing.T) {
+	t.Run("SIGKILL is an exit, SIGHUP is not", func(t *testing.T) {
+		cmd := startHUPProof(t)
+		k := &PIDFileKeepalived{PIDFile: writePID(t, cmd.Process.Pid)}
+		w, err := NewWatcher(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results, armed := watching(t, w)
+		if pid := recv(t, armed, "the watch"); pid != cmd.Process.Pid {
+			t.Fatalf("armed on pid %d, want %d", pid, cmd.Process.Pid)
+		}
+		// A reload keeps the process: no exit, no second watch.
+		if err := k.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if running, _ := k.Running(context.Background()); !running {
+			t.Fatal("the stand-in did not survive SIGHUP")
+		}
+		killed := time.Now()
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		r := recv(t, results, "the exit")
+		if r.err != nil || r.pid != cmd.Process.Pid {
+			t.Fatalf("Wait = %d, %v; want %d, nil", r.pid, r.err, cmd.Process.Pid)
+		}
+		t.Logf("SIGKILL → Wait returned after %s", r.at.Sub(killed))
+		none(t, armed, "second watch (the SIGHUP counted as an exit)")
+		// Not reaped yet (a zombie) or gone: either way no keepalived.
+		if pid, err := w.MainPID(context.Background()); pid != 0 || err != nil {
+			t.Errorf("MainPID after the exit = %d, %v", pid, err)
+		}
+		none(t, results, "second exit")
+	})
+
+	t.Run("a keepalived that starts later is watched through inotify", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "run", "keepalived.pid")
+		if err := os.MkdirAll(filepath.Dir(pidFile), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWatcher(&PIDFileKeepalived{PIDFile: pidFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.inotifyRecheck = time.Hour // only inotify can wake it
+		results, armed := watching(t, w)
+		// A pid file in place (renamed) and one written in place.
+		for _, how := range []string{"rename", "write"} {
+			cmd := startHUPProof(t)
+			data := []byte(strconv.Itoa(cmd.Process.Pid) + "\n")
+			if how == "rename" {
+				tmp := pidFile + ".tmp"
+				if err := os.WriteFile(tmp, data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(tmp, pidFile); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(pidFile, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if pid := recv(t, armed, how+": the watch"); pid != cmd.Process.Pid {
+				t.Fatalf("%s: armed on %d, want %d", how, pid, cmd.Process.Pid)
+			}
+			cmd.Process.Kill()
+			if r := recv(t, results, how+": the exit"); r.err != nil || r.pid != cmd.Process.Pid {
+				t.Fatalf("%s: Wait = %d, %v", how, r.pid, r.err)
+			}
+		}
+	})
+
+	t.Run("a process of another name is not watched", func(t *testing.T) {
+		other := startNamed(t, "notkeepalived")
+		pidFile := writePID(t, other.Process.Pid)
+		w, err := NewWatcher(&PIDFileKeepalived{PIDFile: pidFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.inotifyRecheck = time.Hour
+		results, armed := watching(t, w)
+		cmd := startHUPProof(t)
+		// The next write of the pid file wakes the watcher: had it
+		// watched the other process, it would have armed on it first.
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if pid := recv(t, armed, "the watch"); pid != cmd.Process.Pid {
+			t.Fatalf("armed on %d, want keepalived %d", pid, cmd.Process.Pid)
+		}
+		none(t, results, "exit")
+	})
+}
+
+func TestWatcherSystemd(t *testing.T) {
+	f := &fakeSystemd{load: "loaded", active: "inactive"}
+	k := &SystemdKeepalived{Unit: "keepalived.service", dial: func(context.Context) (systemdConn, error) { return f, nil }}
+	w, err := NewWatcher(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.recheck = 10 * time.Millisecond
+	results, armed := watching(t, w)
+	for i := range 2 { // a start, and a restart after the SIGKILL
+		cmd := startHUPProof(t)
+		f.setMainPID(cmd.Process.Pid)
+		if pid := recv(t, armed, "the watch"); pid != cmd.Process.Pid {
+			t.Fatalf("start %d: armed on %d, want MainPID %d", i, pid, cmd.Process.Pid)
+		}
+		cmd.Process.Kill()
+		if r := recv(t, results, "the exit"); r.err != nil || r.pid != cmd.Process.Pid {
+			t.Fatalf("start %d: Wait = %d, %v", i, r.pid, r.err)
+		}
+		// systemd has not noticed yet: MainPID still names the dead
+		// process, which is no keepalived any more.
+		if pid, err := w.MainPID(context.Background()); pid != 0 || err != nil {
+			t.Errorf("start %d: MainPID of the dead process = %d, %v", i, pid, err)
+		}
+		f.setMainPID(0)
+	}
+}
+
+func TestWatcherFallbacks(t *testing.T) {
+	t.Run("no pidfd_open", func(t *testing.T) {
+		cmd := startHUPProof(t)
+		w, err := NewWatcher(&PIDFileKeepalived{PIDFile: writePID(t, cmd.Process.Pid)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.open = func(int) (int, error) { return -1, unix.ENOSYS }
+		pid, err := w.Wait(context.Background())
+		if !errors.Is(err, ErrNoPidfd) || !errors.Is(err, errors.ErrUnsupported) || !errors.Is(err, unix.ENOSYS) || pid != cmd.Process.Pid {
+			t.Errorf("Wait = %d, %v; want ErrNoPidfd for %d", pid, err, cmd.Process.Pid)
+		}
+	})
+	t.Run("exited before the pidfd was opened", func(t *testing.T) {
+		cmd := startHUPProof(t)
+		w, err := NewWatcher(&PIDFileKeepalived{PIDFile: writePID(t, cmd.Process.Pid)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.open = func(int) (int, error) { return -1, unix.ESRCH }
+		if pid, err := w.Wait(context.Background()); err != nil || pid != cmd.Process.Pid {
+			t.Errorf("Wait = %d, %v; want the exit of %d", pid, err, cmd.Process.Pid)
+		}
+	})
+	t.Run("cannot name the process", func(t *testing.T) {
+		if _, err := NewWatcher(reloadOnly{}); !errors.Is(err, errors.ErrUnsupported) {
+			t.Errorf("NewWatcher = %v, want ErrUnsupported", err)
+		}
+	})
+	t.Run("garbage pid file", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "k.pid")
+		os.WriteFile(p, []byte("abc"), 0o644)
+		w, _ := NewWatcher(&PIDFileKeepalived{PIDFile: p})
+		if _, err := w.Wait(context.Background()); err == nil {
+			t.Error("Wait on a garbage pid file did not fail")
+		}
+	})
+}
+
+type reloadOnly struct{}
+
+func (reloadOnly) Running(context.Context) (bool, error) { return true, nil }
+func (reloadOnly) Reload(context.Context) error          { return nil }
+
+func TestWatcherCancel(t *testing.T) {
+	for _, running := range []bool{true, false} {
+		t.Run("running="+strconv.FormatBool(running), func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "keepalived.pid")
+			w, err := NewWatcher(&PIDFileKeepalived{PIDFile: pidFile})
+			if err != nil {
+				t.Fatal(err)
+			}
+			armed := make(chan int, 1)
+			w.Armed = func(pid int) { armed <- pid }
+			if running {
+				cmd := startHUPProof(t)
+				os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				_, err := w.Wait(ctx)
+				done <- err
+			}()
+			if running {
+				recv(t, armed, "the watch")
+			}
+			cancel()
+			if err := recv(t, done, "Wait to return"); !errors.Is(err, context.Canceled) {
+				t.Errorf("Wait = %v, want context.Canceled", err)
+			}
+		})
+	}
+}
+
+func TestParseInotify(t *testing.T) {
+	rec := func(mask uint32, name string, pad int) []byte {
+		b := make([]byte, unix.SizeofInotifyEvent+len(name)+pad)
+		binary.NativeEndian.PutUint32(b[4:], mask)
+		binary.NativeEndian.PutUint32(b[12:], uint32(len(name)+pad))
+		copy(b[unix.SizeofInotifyEvent:], name)
+		return b
+	}
+	b := append(rec(unix.IN_CLOSE_WRITE, "keepalived.pid", 2), rec(unix.IN_IGNORED, "", 0)...)
+	b = append(b, 1, 2, 3) // a truncated record is dropped
+	got := parseInotify(b)
+	if len(got) != 2 || got[0].name != "keepalived.pid" || got[0].mask != unix.IN_CLOSE_WRITE || got[1].mask != unix.IN_IGNORED {
+		t.Errorf("parseInotify = %+v", got)
+	}
+}
