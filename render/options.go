@@ -17,13 +17,37 @@ const (
 	DefaultVipctl       = "/usr/bin/vipctl"
 	DefaultNotifySocket = "/run/vipkeeper/agent.sock"
 	DefaultSpoolDir     = "/var/lib/vipkeeper/spool"
+	DefaultTrackDir     = "/run/vipkeeper/track"
+	// DefaultBackstopInterval is how often keepalived runs the backstop
+	// vrrp_script of a resign check.
+	DefaultBackstopInterval = vrrp.Seconds(3000)
 )
+
+// MaxBackstopInterval bounds Options.BackstopInterval (keepalived reads a
+// vrrp_script interval as whole seconds).
+const MaxBackstopInterval = vrrp.Seconds(3600 * 1000)
+
+// TrackFile is the track file of the resign check named name in dir: the
+// file the agent writes the check's verdict to ("0" healthy, "1" failing)
+// and keepalived.conf's vrrp_track_file refers to.
+func TrackFile(dir, name string) string { return path.Join(dir, name) }
+
+// EffectiveChecks returns the checks rendered for a member: m's checks with
+// same-named extra (local) checks replacing them in place, followed by the
+// remaining extra checks in order.
+func EffectiveChecks(m *vrrp.Metadata, extra []vrrp.Check) []vrrp.Check {
+	var group []vrrp.Check
+	if m != nil {
+		group = m.Checks
+	}
+	return mergeChecks(group, extra)
+}
 
 // OptionError says which rendering option is wrong and what is allowed.
 // Render returns it (as error) for invalid Options other than ExtraChecks,
 // whose errors are *vrrp.FieldError with the path "local_checks[i]...".
 type OptionError struct {
-	Option string // "self", "interface", "scripts_dir", "vipctl", "notify_socket", "spool_dir"
+	Option string // "self", "interface", "scripts_dir", "vipctl", "notify_socket", "spool_dir", "track_dir", "backstop_interval"
 	Msg    string
 }
 
@@ -52,6 +76,10 @@ func (o Options) withDefaults() Options {
 	def(&o.Vipctl, DefaultVipctl)
 	def(&o.NotifySocket, DefaultNotifySocket)
 	def(&o.SpoolDir, DefaultSpoolDir)
+	def(&o.TrackDir, DefaultTrackDir)
+	if o.BackstopInterval == 0 {
+		o.BackstopInterval = DefaultBackstopInterval
+	}
 	return o
 }
 
@@ -75,10 +103,14 @@ func (o Options) validate(m *vrrp.Metadata) error {
 		{"vipctl", o.Vipctl},
 		{"notify_socket", o.NotifySocket},
 		{"spool_dir", o.SpoolDir},
+		{"track_dir", o.TrackDir},
 	} {
 		if len(p.v) > maxPath || !rePath.MatchString(p.v) || path.Clean(p.v) != p.v {
 			return &OptionError{Option: p.opt, Msg: fmt.Sprintf("%q is not a clean absolute path of at most %d of A-Z a-z 0-9 . _ / @ + : , = ~ -", p.v, maxPath)}
 		}
+	}
+	if b := o.BackstopInterval; b < 1000 || b%1000 != 0 || b > MaxBackstopInterval {
+		return &OptionError{Option: "backstop_interval", Msg: fmt.Sprintf("%s s is not allowed, use whole seconds 1–%s (keepalived's vrrp_script interval)", b, MaxBackstopInterval)}
 	}
 	names := map[string]int{}
 	for i, c := range o.ExtraChecks {

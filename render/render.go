@@ -59,6 +59,14 @@ type Options struct {
 	// SpoolDir is where the notify hook spools events while the agent is down
 	// (default "/var/lib/vipkeeper/spool").
 	SpoolDir string
+	// TrackDir is the absolute directory of the track files of the resign
+	// checks (default "/run/vipkeeper/track"): keepalived.conf refers to
+	// TrackFile(TrackDir, NAME). It is not versioned as the scripts are:
+	// a verdict written there survives every new rendering.
+	TrackDir string
+	// BackstopInterval is how often keepalived runs the backstop
+	// vrrp_script of each resign check (default 3 s, whole seconds 1–3600).
+	BackstopInterval vrrp.Seconds
 	// ExtraChecks are local checks added to the group's; a local check with
 	// the same name as a group check replaces it.
 	ExtraChecks []vrrp.Check
@@ -109,7 +117,7 @@ func Render(m *vrrp.Metadata, opts Options) (*Output, error) {
 		return nil, err
 	}
 	self, _ := m.Member(opts.Self)
-	checks := mergeChecks(m.Checks, opts.ExtraChecks)
+	checks := EffectiveChecks(m, opts.ExtraChecks)
 
 	// The scripts do not depend on where they are installed, so their
 	// version can name the directory keepalived.conf refers to.

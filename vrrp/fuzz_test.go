@@ -43,6 +43,8 @@ func FuzzDecode(f *testing.F) {
 		`{"version":1,"vip":"192.0.2.10/24","group":{"id":"g","name":"g"},"members":[{"name":"a","address":"192.0.2.11","priority":1}]}`,
 		`{"version":1,"advert_int":1e3}`, `{"version":1,"advert_int":-1}`, `{"version":1,"advert_int":0.0001}`,
 		`{"version":1,"checks":[{"name":"c\n}","kind":"exec","command":["/bin/x","$(id)"]}]}`,
+		`{"version":1,"vip":"192.0.2.10/24","group":{"id":"g","name":"g"},"members":[{"name":"a","address":"192.0.2.11","priority":9},{"name":"b","address":"192.0.2.12","priority":9}],"checks":[{"name":"c","kind":"tcp","address":"127.0.0.1:80","on_failure":"resign","interval":0.05,"timeout":0.03}]}`,
+		`{"version":1,"vip":"192.0.2.10/24","group":{"id":"g","name":"g"},"members":[{"name":"a","address":"192.0.2.11","priority":9}],"checks":[{"name":"c","kind":"tcp","address":"127.0.0.1:80","on_failure":"lower_priority","weight":-5,"interval":1.5}]}`,
 		`{"version":1} {"version":1}`, `{"version":1,"unknown":true}`, `{"VERSION":1}`,
 	} {
 		f.Add([]byte(s))

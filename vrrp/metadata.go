@@ -88,15 +88,52 @@ const (
 	CheckExec    CheckKind = "exec"    // a command exits 0
 )
 
-// Check is one health check, rendered as a keepalived vrrp_script.
+// The policies of a failing check (Check.OnFailure).
+const (
+	// OnFailureResign: the agent runs the check and writes its verdict to a
+	// keepalived track_file tracked with weight 0. A failing check puts the
+	// member in FAULT at once; a master leaving for FAULT sends an advert
+	// with priority 0 and the best backup takes over after its skew time
+	// only, (256 − priority)/256 × advert_int (about 0.6 s at advert 1 s,
+	// 0.06 s at VRRPv3 0.1 s). A slow backstop vrrp_script inside
+	// keepalived runs the same check when the agent does not answer.
+	OnFailureResign = "resign"
+	// OnFailureLowerPriority: the check is a keepalived vrrp_script with a
+	// weight, as keepalived setups are usually written: a failing check
+	// changes the member's priority by the weight and nothing else. A
+	// master whose priority drops sends no advert for it, and a backup
+	// discards adverts of a lower priority than its own (RFC 5798), so the
+	// backup takes over only when its master-down timer runs out,
+	// 3 × advert_int + skew (about 3.5 s at advert 1 s).
+	OnFailureLowerPriority = "lower_priority"
+)
+
+// Check is one health check.
+//
+// How a failing check moves the VIP is its OnFailure policy (see
+// OnFailureResign and OnFailureLowerPriority). The two differ in groups
+// of three or more too: with resign every member whose check fails is in
+// FAULT, so when the check fails on every member no member holds the VIP;
+// with lower_priority the member with the highest remaining priority keeps
+// it, failing or not.
 type Check struct {
-	Name     string    `json:"name"`
-	Kind     CheckKind `json:"kind"`
-	Interval Seconds   `json:"interval,omitempty"` // zero means 2 s
-	Timeout  Seconds   `json:"timeout,omitempty"`  // zero means the interval
-	Weight   int       `json:"weight,omitempty"`
-	Fall     int       `json:"fall,omitempty"`
-	Rise     int       `json:"rise,omitempty"`
+	Name string    `json:"name"`
+	Kind CheckKind `json:"kind"`
+	// OnFailure is OnFailureResign or OnFailureLowerPriority; empty means
+	// lower_priority when Weight is set (documents written before the
+	// field existed keep their meaning) and resign otherwise.
+	OnFailure string `json:"on_failure,omitempty"`
+	// Interval between runs; zero means 1 s for a resign check, 2 s for a
+	// lower_priority one. resign allows 0.05–3600 s in steps of 0.01 s,
+	// lower_priority (a keepalived vrrp_script) whole seconds 1–3600.
+	Interval Seconds `json:"interval,omitempty"`
+	// Timeout of one run, same rules as Interval; zero means the interval.
+	Timeout Seconds `json:"timeout,omitempty"`
+	// Weight is keepalived's vrrp_script weight, -253–253: only, and
+	// required, with on_failure lower_priority.
+	Weight int `json:"weight,omitempty"`
+	Fall   int `json:"fall,omitempty"`
+	Rise   int `json:"rise,omitempty"`
 	// Process is the process name (kind process), as in `ps -C`.
 	Process string `json:"process,omitempty"`
 	// URL is probed with GET (kind http).
@@ -241,12 +278,36 @@ func (m *Metadata) PreemptEnabled() bool { return m.Preempt == nil || *m.Preempt
 // InstanceName is the keepalived vrrp_instance name for the group.
 func (m *Metadata) InstanceName() string { return "VI_" + m.Group.Name }
 
-// Effective values of a check.
-func (c Check) EffectiveInterval() Seconds {
-	if c.Interval == 0 {
-		return Seconds(2000)
+// EffectiveOnFailure is OnFailure, or the policy an unset OnFailure
+// means: lower_priority with a weight, else resign.
+func (c Check) EffectiveOnFailure() string {
+	switch {
+	case c.OnFailure != "":
+		return c.OnFailure
+	case c.Weight != 0:
+		return OnFailureLowerPriority
+	default:
+		return OnFailureResign
 	}
-	return c.Interval
+}
+
+// Default check intervals.
+const (
+	DefaultResignInterval        = Seconds(1000)
+	DefaultLowerPriorityInterval = Seconds(2000)
+)
+
+// EffectiveInterval is Interval, or the default of the check's policy:
+// 1 s for resign, 2 s for lower_priority.
+func (c Check) EffectiveInterval() Seconds {
+	switch {
+	case c.Interval != 0:
+		return c.Interval
+	case c.EffectiveOnFailure() == OnFailureResign:
+		return DefaultResignInterval
+	default:
+		return DefaultLowerPriorityInterval
+	}
 }
 
 // EffectiveTimeout is Timeout, or the interval.

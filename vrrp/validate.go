@@ -249,7 +249,6 @@ func (m *Metadata) validateMembers() error {
 	subnet := m.VIP.Masked()
 	names := map[string]int{}
 	addrs := map[netip.Addr]int{}
-	prios := map[int]int{}
 	for i, mem := range m.Members {
 		p := "members[" + strconv.Itoa(i) + "]"
 		if err := matchName(p+".name", mem.Name, reMember, "1–63 of A-Z a-z 0-9 . _ -, starting with a letter or digit"); err != nil {
@@ -286,13 +285,12 @@ func (m *Metadata) validateMembers() error {
 				return fieldErr(p+".mac", "%q is not a MAC address in the form 52:54:00:12:34:56 (lower case)", mem.MAC)
 			}
 		}
+		// Equal priorities are allowed: VRRP breaks a tie by the higher
+		// address (RFC 5798 6.4.3), and a symmetric group with nopreempt
+		// leaves the VIP wherever it is.
 		if mem.Priority < 1 || mem.Priority > 254 {
 			return fieldErr(p+".priority", "%d is out of range, allowed 1–254", mem.Priority)
 		}
-		if j, dup := prios[mem.Priority]; dup {
-			return fieldErr(p+".priority", "%d is already used by members[%d]; priorities must be unique", mem.Priority, j)
-		}
-		prios[mem.Priority] = i
 	}
 	return nil
 }
@@ -321,14 +319,8 @@ func ValidateCheck(p string, c Check) error {
 	if err := matchName(p+".name", c.Name, reCheck, "1–32 of A-Z a-z 0-9 _ -, starting with a letter or _"); err != nil {
 		return err
 	}
-	if c.Interval != 0 && (c.Interval%1000 != 0 || c.Interval > 3600*1000) {
-		return fieldErr(p+".interval", "%s is not allowed, use whole seconds 1–3600", c.Interval)
-	}
-	if c.Timeout != 0 && (c.Timeout%1000 != 0 || c.Timeout > 3600*1000) {
-		return fieldErr(p+".timeout", "%s is not allowed, use whole seconds 1–3600", c.Timeout)
-	}
-	if c.Weight < -253 || c.Weight > 253 {
-		return fieldErr(p+".weight", "%d is out of range, allowed -253–253", c.Weight)
+	if err := validatePolicy(p, c); err != nil {
+		return err
 	}
 	if c.Fall < 0 || c.Fall > 255 {
 		return fieldErr(p+".fall", "%d is out of range, allowed 1–255 (0 means 1)", c.Fall)
@@ -374,6 +366,54 @@ func ValidateCheck(p string, c Check) error {
 	default:
 		return fieldErr(p+".kind", "%q is not supported, allowed process, http, tcp, exec", c.Kind)
 	}
+}
+
+// Interval and timeout bounds per policy. A resign check runs in the
+// agent, which can probe more often than once a second (the floor keeps a
+// check from spinning); a lower_priority check is a keepalived
+// vrrp_script, whose interval and timeout keepalived reads as whole seconds.
+const (
+	minResignSeconds = Seconds(50)
+	resignStep       = Seconds(10)
+	maxCheckSeconds  = Seconds(3600 * 1000)
+)
+
+// validatePolicy checks on_failure, the weight that goes with it and the
+// interval and timeout the policy allows.
+func validatePolicy(p string, c Check) error {
+	switch c.OnFailure {
+	case "", OnFailureResign, OnFailureLowerPriority:
+	default:
+		return fieldErr(p+".on_failure", "%q is not supported, allowed %s or %s", c.OnFailure, OnFailureResign, OnFailureLowerPriority)
+	}
+	if c.Weight < -253 || c.Weight > 253 {
+		return fieldErr(p+".weight", "%d is out of range, allowed -253–253", c.Weight)
+	}
+	policy := c.EffectiveOnFailure()
+	switch {
+	case policy == OnFailureResign && c.Weight != 0:
+		return fieldErr(p+".weight", "%d is set but on_failure is resign; weight applies only with on_failure lower_priority", c.Weight)
+	case policy == OnFailureLowerPriority && c.Weight == 0:
+		return fieldErr(p+".weight", "is required with on_failure lower_priority: the priority change -253–253, not 0")
+	}
+	for _, f := range []struct {
+		name string
+		v    Seconds
+	}{{"interval", c.Interval}, {"timeout", c.Timeout}} {
+		if f.v == 0 {
+			continue
+		}
+		if policy == OnFailureResign {
+			if f.v%resignStep != 0 || f.v < minResignSeconds || f.v > maxCheckSeconds {
+				return fieldErr(p+"."+f.name, "%s is not allowed with on_failure resign, use steps of 0.01 s from 0.05 to 3600", f.v)
+			}
+			continue
+		}
+		if f.v%1000 != 0 || f.v > maxCheckSeconds {
+			return fieldErr(p+"."+f.name, "%s is not allowed with on_failure lower_priority (a keepalived vrrp_script), use whole seconds 1–3600", f.v)
+		}
+	}
+	return nil
 }
 
 func validateURL(p string, c Check) error {

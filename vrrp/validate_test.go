@@ -99,7 +99,12 @@ func TestValidateRules(t *testing.T) {
 		{"priority 0", func(m *Metadata) { m.Members[1].Priority = 0 }, "members[1].priority"},
 		{"priority 255", func(m *Metadata) { m.Members[1].Priority = 255 }, "members[1].priority"},
 		{"priority 300", func(m *Metadata) { m.Members[1].Priority = 300 }, "members[1].priority"},
-		{"priority dup", func(m *Metadata) { m.Members[1].Priority = 100 }, "members[1].priority"},
+		// VRRP breaks a tie by the higher address; symmetric nopreempt
+		// groups rely on equal priorities.
+		{"priority equal", func(m *Metadata) { m.Members[1].Priority = 100 }, ""},
+		{"priority equal nopreempt", func(m *Metadata) { m.Preempt = &f; m.Members[1].Priority = 100 }, ""},
+		{"priority 254", func(m *Metadata) { m.Members[1].Priority = 254 }, ""},
+		{"priority 1", func(m *Metadata) { m.Members[1].Priority = 1 }, ""},
 		{"check name newline", func(m *Metadata) { m.Checks[0].Name = "chk\nx" }, "checks[0].name"},
 		{"check name brace", func(m *Metadata) { m.Checks[0].Name = "chk}" }, "checks[0].name"},
 		{"check name dup", func(m *Metadata) {
@@ -107,10 +112,31 @@ func TestValidateRules(t *testing.T) {
 		}, "checks[1].name"},
 		{"check kind missing", func(m *Metadata) { m.Checks[0].Kind = ""; m.Checks[0].URL = "" }, "checks[0].kind"},
 		{"check kind unknown", func(m *Metadata) { m.Checks[0].Kind = "icmp"; m.Checks[0].URL = "" }, "checks[0].kind"},
-		{"check interval fraction", func(m *Metadata) { m.Checks[0].Interval = 500 }, "checks[0].interval"},
-		{"check timeout fraction", func(m *Metadata) { m.Checks[0].Timeout = 1500 }, "checks[0].timeout"},
+		{"on_failure unknown", func(m *Metadata) { m.Checks[0].OnFailure = "restart" }, "checks[0].on_failure"},
+		{"on_failure upper case", func(m *Metadata) { m.Checks[0].OnFailure = "RESIGN" }, "checks[0].on_failure"},
+		{"on_failure resign", func(m *Metadata) { m.Checks[0].OnFailure = OnFailureResign }, ""},
+		{"resign with weight", func(m *Metadata) { m.Checks[0].OnFailure = OnFailureResign; m.Checks[0].Weight = 2 }, "checks[0].weight"},
+		{"lower_priority without weight", func(m *Metadata) { m.Checks[0].OnFailure = OnFailureLowerPriority }, "checks[0].weight"},
+		{"lower_priority with weight", func(m *Metadata) { m.Checks[0].OnFailure = OnFailureLowerPriority; m.Checks[0].Weight = -20 }, ""},
+		{"weight alone means lower_priority", func(m *Metadata) { m.Checks[0].Weight = 2 }, ""},
 		{"check weight 254", func(m *Metadata) { m.Checks[0].Weight = 254 }, "checks[0].weight"},
 		{"check weight -253", func(m *Metadata) { m.Checks[0].Weight = -253 }, ""},
+		{"check weight -254", func(m *Metadata) { m.Checks[0].Weight = -254 }, "checks[0].weight"},
+		// resign (the default without a weight): 0.05–3600 s in 0.01 s steps.
+		{"resign interval 0.05", func(m *Metadata) { m.Checks[0].Interval = 50 }, ""},
+		{"resign interval 0.5", func(m *Metadata) { m.Checks[0].Interval = 500; m.Checks[0].Timeout = 250 }, ""},
+		{"resign interval 0.04", func(m *Metadata) { m.Checks[0].Interval = 40 }, "checks[0].interval"},
+		{"resign interval 0.055", func(m *Metadata) { m.Checks[0].Interval = 55 }, "checks[0].interval"},
+		{"resign interval 3600", func(m *Metadata) { m.Checks[0].Interval = 3600 * 1000 }, ""},
+		{"resign interval 3600.01", func(m *Metadata) { m.Checks[0].Interval = 3600*1000 + 10 }, "checks[0].interval"},
+		{"resign timeout 0.01", func(m *Metadata) { m.Checks[0].Timeout = 10 }, "checks[0].timeout"},
+		{"resign timeout 1.255", func(m *Metadata) { m.Checks[0].Timeout = 1255 }, "checks[0].timeout"},
+		// lower_priority (a keepalived vrrp_script): whole seconds 1–3600.
+		{"lower_priority interval fraction", func(m *Metadata) { m.Checks[0].Weight = 2; m.Checks[0].Interval = 500 }, "checks[0].interval"},
+		{"lower_priority timeout fraction", func(m *Metadata) { m.Checks[0].Weight = 2; m.Checks[0].Timeout = 1500 }, "checks[0].timeout"},
+		{"lower_priority interval 3600", func(m *Metadata) { m.Checks[0].Weight = 2; m.Checks[0].Interval = 3600 * 1000 }, ""},
+		{"lower_priority interval 3601", func(m *Metadata) { m.Checks[0].Weight = 2; m.Checks[0].Interval = 3601 * 1000 }, "checks[0].interval"},
+		{"lower_priority timeout 1", func(m *Metadata) { m.Checks[0].Weight = 2; m.Checks[0].Timeout = 1000 }, ""},
 		{"check fall", func(m *Metadata) { m.Checks[0].Fall = 256 }, "checks[0].fall"},
 		{"check rise", func(m *Metadata) { m.Checks[0].Rise = -1 }, "checks[0].rise"},
 		{"check restart unit bad", func(m *Metadata) { m.Checks[0].RestartUnit = "nginx; rm -rf /" }, "checks[0].restart_unit"},
@@ -172,6 +198,59 @@ func TestValidateRules(t *testing.T) {
 	}
 }
 
+func TestCheckEffectiveValues(t *testing.T) {
+	tests := []struct {
+		name     string
+		c        Check
+		policy   string
+		interval Seconds
+		timeout  Seconds
+	}{
+		{"bare check resigns", Check{}, OnFailureResign, 1000, 1000},
+		{"weight without on_failure keeps its old meaning", Check{Weight: 2}, OnFailureLowerPriority, 2000, 2000},
+		{"negative weight", Check{Weight: -10}, OnFailureLowerPriority, 2000, 2000},
+		{"explicit resign", Check{OnFailure: OnFailureResign, Interval: 100}, OnFailureResign, 100, 100},
+		{"explicit lower_priority", Check{OnFailure: OnFailureLowerPriority, Weight: 5, Timeout: 1000}, OnFailureLowerPriority, 2000, 1000},
+		{"explicit wins over weight", Check{OnFailure: OnFailureResign, Weight: 2}, OnFailureResign, 1000, 1000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.c.EffectiveOnFailure(); got != tt.policy {
+				t.Errorf("EffectiveOnFailure() = %q, want %q", got, tt.policy)
+			}
+			if got := tt.c.EffectiveInterval(); got != tt.interval {
+				t.Errorf("EffectiveInterval() = %s, want %s", got, tt.interval)
+			}
+			if got := tt.c.EffectiveTimeout(); got != tt.timeout {
+				t.Errorf("EffectiveTimeout() = %s, want %s", got, tt.timeout)
+			}
+		})
+	}
+}
+
+// TestParseBeforeOnFailure: a document written before on_failure existed
+// (the seed's check with "weight": 2) parses as it did and means
+// lower_priority, and it marshals without an on_failure field.
+func TestParseBeforeOnFailure(t *testing.T) {
+	doc := `{"version":1,"group":{"id":"g","name":"g"},"vip":"192.0.2.10/24",
+		"members":[{"name":"a","address":"192.0.2.11","priority":100},{"name":"b","address":"192.0.2.12","priority":100}],
+		"checks":[{"name":"chk","kind":"process","process":"nginx","interval":2,"weight":2}]}`
+	m, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatalf("Parse() = %v", err)
+	}
+	if got := m.Checks[0].EffectiveOnFailure(); got != OnFailureLowerPriority {
+		t.Errorf("EffectiveOnFailure() = %q, want %q", got, OnFailureLowerPriority)
+	}
+	b, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "on_failure") {
+		t.Errorf("Marshal added on_failure:\n%s", b)
+	}
+}
+
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -188,6 +267,8 @@ func TestParse(t *testing.T) {
 		{"bad vip", `{"version":1,"group":{"id":"g","name":"g"},"vip":"192.0.2.10"}`, ErrSyntax, ""},
 		{"advert float", `{"version":1,"advert_int":1e3}`, ErrSyntax, ""},
 		{"invalid field", `{"version":1,"group":{"id":"g","name":"g"},"vip":"192.0.2.10/24","members":[{"name":"a","address":"192.0.2.11","priority":300}]}`, nil, "members[0].priority"},
+		{"on_failure not a string", `{"version":1,"group":{"id":"g","name":"g"},"vip":"192.0.2.10/24","members":[{"name":"a","address":"192.0.2.11","priority":1}],"checks":[{"name":"c","kind":"tcp","address":"127.0.0.1:80","on_failure":1}]}`, ErrSyntax, ""},
+		{"on_failure unknown", `{"version":1,"group":{"id":"g","name":"g"},"vip":"192.0.2.10/24","members":[{"name":"a","address":"192.0.2.11","priority":1}],"checks":[{"name":"c","kind":"tcp","address":"127.0.0.1:80","on_failure":"panic"}]}`, nil, "checks[0].on_failure"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
