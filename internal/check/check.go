@@ -276,7 +276,9 @@ type proc struct {
 	start string
 }
 
-// processes lists the live (not zombie) processes whose comm is exactly name.
+// processes lists the live (not zombie) processes whose comm is exactly
+// name. It reads one file per process, /proc/PID/stat, which holds the
+// comm (in parentheses), the state and the start time.
 func (c *Checker) processes(name string) ([]proc, error) {
 	root := c.procRoot()
 	entries, err := os.ReadDir(root)
@@ -284,17 +286,18 @@ func (c *Checker) processes(name string) ([]proc, error) {
 		return nil, fmt.Errorf("process %s: scan %s: %w", name, root, err)
 	}
 	var out []proc
+	buf := make([]byte, 1024)
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		comm, err := os.ReadFile(filepath.Join(root, e.Name(), "comm"))
-		if err != nil || strings.TrimSuffix(string(comm), "\n") != name {
+		st, ok := readStatInto(filepath.Join(root, e.Name(), "stat"), buf)
+		if !ok || st.comm != name {
 			continue // gone meanwhile, or another process
 		}
-		if st, start, ok := readStat(filepath.Join(root, e.Name(), "stat")); !ok || (st != 'Z' && st != 'X') {
-			out = append(out, proc{pid: pid, start: start})
+		if st.state != 'Z' && st.state != 'X' {
+			out = append(out, proc{pid: pid, start: st.start})
 		}
 	}
 	return out, nil
@@ -314,24 +317,43 @@ func zombie(statPath string) bool {
 	return ok && (st == 'Z' || st == 'X')
 }
 
-// readStat reads the state and the starttime of /proc/PID/stat; ok is
-// false when the file cannot be read or parsed. The fields follow the
-// last ')' (comm may itself hold parentheses): state is field 3 and
-// starttime field 22.
+// readStat reads the state and the start time of /proc/PID/stat; ok is
+// false when the file cannot be read or parsed.
 func readStat(statPath string) (state byte, start string, ok bool) {
-	stat, err := os.ReadFile(statPath)
+	st, ok := readStatInto(statPath, make([]byte, 1024))
+	return st.state, st.start, ok
+}
+
+// stat is what the checks use of /proc/PID/stat.
+type stat struct {
+	comm  string
+	state byte
+	start string
+}
+
+// readStatInto reads /proc/PID/stat using buf. comm is field 2, between
+// the first '(' and the last ')' (comm may itself hold parentheses); the
+// fields after it are state (field 3) and, 19 further, starttime (22).
+func readStatInto(statPath string, buf []byte) (stat, bool) {
+	f, err := os.Open(statPath)
 	if err != nil {
-		return 0, "", false
+		return stat{}, false
 	}
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return 0, "", false
+	n, err := io.ReadFull(f, buf)
+	f.Close()
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return stat{}, false
 	}
-	fields := strings.Fields(string(stat[i+1:]))
-	if len(fields) > 19 {
-		start = fields[19]
+	b := buf[:n]
+	i, j := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if i < 0 || j < i || j+2 >= len(b) {
+		return stat{}, false
 	}
-	return stat[i+2], start, true
+	st := stat{comm: string(b[i+1 : j]), state: b[j+2]}
+	if fields := bytes.Fields(b[j+1:]); len(fields) > 19 {
+		st.start = string(fields[19])
+	}
+	return st, true
 }
 
 // maxBody bounds what is read of an HTTP answer.
