@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -232,6 +233,7 @@ func (tl Timeline) Offset(what string) (time.Duration, bool) {
 
 // The steps of a timeline.
 const (
+	StepCheck      = "check failing on the old master (its agent's status)"
 	StepResign     = "old master left MASTER (its agent's record of keepalived's notify)"
 	StepTransition = "keepalived transition (notify hook on the new master)"
 	StepVIP        = "VIP only on the new master's NIC (netlink, polled every 5 ms)"
@@ -324,9 +326,34 @@ func (s *Stack) MeasureFailover(ctx context.Context, w *Watch, from, to *Guest, 
 }
 
 // oldMasterSteps are what the old master's agent saw after the fault at
-// t0: keepalived leaving MASTER (FAULT when the failing check resigned,
+// t0: its check failing (a check the agent runs: resign policy) and
+// keepalived leaving MASTER (FAULT when the failing check resigned,
 // BACKUP when it lowered the priority), with the note naming the check.
 func (s *Stack) oldMasterSteps(ctx context.Context, from *Guest, t0 time.Time) ([]Step, []string) {
+	var (
+		steps []Step
+		notes []string
+	)
+	if st, err := s.AgentStatus(ctx, from); err == nil && len(st.Checks) > 0 {
+		var failing api.CheckStatus
+		_ = s.poll(ctx, 5*time.Second, "the old master's check failing", func() (bool, error) {
+			st, err := s.AgentStatus(ctx, from)
+			if err != nil {
+				return false, nil
+			}
+			for _, c := range st.Checks {
+				if c.State == api.CheckFailing && !c.Since.Before(t0) {
+					failing = c
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		steps = append(steps, Step{StepCheck, failing.Since})
+		if !failing.Since.IsZero() {
+			notes = append(notes, fmt.Sprintf("%s: check %s (%s, on_failure %s) failing: %s", from.Name, failing.Name, failing.Kind, failing.OnFailure, failing.Reason))
+		}
+	}
 	var left vrrp.Transition
 	_ = s.poll(ctx, 5*time.Second, "the old master's agent recording its leaving MASTER", func() (bool, error) {
 		hist, err := s.AgentHistory(ctx, from)
@@ -341,16 +368,16 @@ func (s *Stack) oldMasterSteps(ctx context.Context, from *Guest, t0 time.Time) (
 		}
 		return false, nil
 	})
+	steps = append(steps, Step{StepResign, left.At})
 	if left.At.IsZero() {
-		return []Step{{StepResign, time.Time{}}}, nil
+		return steps, notes
 	}
-	var notes []string
 	n := fmt.Sprintf("%s: MASTER -> %s (%s)", from.Name, left.To, left.Source)
 	if left.Note != "" {
 		n += ": " + left.Note
 	}
 	notes = append(notes, n)
-	return []Step{{StepResign, left.At}}, notes
+	return steps, notes
 }
 
 // Print writes the timeline as a table of offsets from the fault.
