@@ -47,12 +47,15 @@ test: deps vet lint
 unit:
 	$(GO) test -count=1 -short ./...
 
-# Component benchmarks (200 iterations each), then the end-to-end failover
-# benchmark: 20 failovers per profile in the namespace lab (needs root);
-# its table is printed and written to bench/results/failover.json.
+# Component benchmarks (200 iterations each), then the namespace lab's
+# (needs root): 20 failovers per profile, the seed's hand-written
+# keepalived.conf against vipkeeper's seed and fast profiles, same lab and
+# same fault (bench/results/failover.json; the etcd lab's in
+# failover-etcd.json), and 20 live group changes until keepalived is
+# reloaded with the new revision (bench/results/metadata-apply.json).
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 200x -count 1 $$($(GO) list ./... | grep -v /harness/lab)
-	VIPKEEPER_LAB_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench Failover -benchtime 20x -count 1 -timeout 30m ./harness/lab/
+	VIPKEEPER_LAB_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench 'Failover|MetadataApply' -benchtime 20x -count 1 -timeout 40m ./harness/lab/
 
 # The main job: the seed's nginx scenario in the namespace lab, with the
 # measured failover timeline at the end (needs root).

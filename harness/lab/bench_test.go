@@ -25,9 +25,11 @@ type failoverFigures struct {
 	ClientMs  summary `json:"fault_to_first_client_success_ms"`
 	EIPMs     summary `json:"fault_to_eip_applied_ms"`
 	// Only where the guests run an agent: keepalived's transition (the
-	// notify hook on the new master) → EIP mapping applied, and fault →
-	// the old master leaving MASTER (FAULT for a resign check).
+	// notify hook on the new master) → EIP mapping applied, fault → the
+	// agent's check failing (a check the agent runs), and fault → the old
+	// master leaving MASTER (FAULT for a resign check).
 	ApplyMs *summary `json:"transition_to_eip_applied_ms,omitempty"`
+	CheckMs *summary `json:"fault_to_check_failing_ms,omitempty"`
 	LeftMs  *summary `json:"fault_to_old_master_left_ms,omitempty"`
 }
 
@@ -151,11 +153,11 @@ func printFailoverTable(res failoverResults) {
 		}
 		return fmt.Sprintf("%7.0f / %7.0f ms", s.Median, s.P99)
 	}
-	fmt.Printf("%-16s %3s | %-19s | %-19s | %-19s | %-19s | %-19s\n", "profile", "n",
-		"fault->VIP med/p99", "fault->client", "fault->EIP applied", "transition->EIP", "fault->master left")
+	fmt.Printf("%-16s %3s | %-19s | %-19s | %-19s | %-19s | %-19s | %-19s\n", "profile", "n",
+		"fault->VIP med/p99", "fault->client", "fault->EIP applied", "transition->EIP", "fault->check fails", "fault->master left")
 	for _, f := range res.Profiles {
-		fmt.Printf("%-16s %3d | %s | %s | %s | %s | %s\n", f.Profile, f.Failovers,
-			medP99(&f.VIPMs), medP99(&f.ClientMs), medP99(&f.EIPMs), medP99(f.ApplyMs), medP99(f.LeftMs))
+		fmt.Printf("%-16s %3d | %s | %s | %s | %s | %s | %s\n", f.Profile, f.Failovers,
+			medP99(&f.VIPMs), medP99(&f.ClientMs), medP99(&f.EIPMs), medP99(f.ApplyMs), medP99(f.CheckMs), medP99(f.LeftMs))
 	}
 	if res.RatioVIP > 0 {
 		fmt.Printf("ratio %s / %s of the medians: fault->VIP %.1fx, fault->client %.1fx\n",
@@ -238,7 +240,7 @@ func (fl *failoverLab) run(b *testing.B, n int) failoverFigures {
 	b.Helper()
 	ctx := context.Background()
 	s, master, slave := fl.s, fl.master, fl.slave
-	var vip, client, eip, apply, left []float64
+	var vip, client, eip, apply, check, left []float64
 	for i := 0; i < n; i++ {
 		t0 := time.Now()
 		if err := s.Web(master).Stop(); err != nil {
@@ -273,6 +275,9 @@ func (fl *failoverLab) run(b *testing.B, n int) failoverFigures {
 				fl.fatal(b, fmt.Errorf("%s failover %d: timeline incomplete", fl.p.Name, i))
 			}
 			apply, left = append(apply, ms(ap-tr)), append(left, ms(lf))
+			if c, ok := tl.Offset(StepCheck); ok {
+				check = append(check, ms(c))
+			}
 		} else {
 			// No agent: the EIP followed keepalived's GARP, seen by the
 			// gateway host's hostsync.
@@ -297,6 +302,10 @@ func (fl *failoverLab) run(b *testing.B, n int) failoverFigures {
 	if len(apply) > 0 {
 		a, l := summarize(apply), summarize(left)
 		f.ApplyMs, f.LeftMs = &a, &l
+	}
+	if len(check) > 0 {
+		c := summarize(check)
+		f.CheckMs = &c
 	}
 	return f
 }
