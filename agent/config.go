@@ -82,6 +82,11 @@ type MetadataConfig struct {
 	File         string        `toml:"file"`
 	PollInterval time.Duration `toml:"poll_interval"`
 	Timeout      time.Duration `toml:"timeout"`
+	// Wait is how long one request to hostsync waits for the document to
+	// change (GET ?wait=, when hostsync offers it), so that a change is
+	// applied at once; polling every PollInterval goes on as well. 0
+	// turns waiting off.
+	Wait time.Duration `toml:"wait"`
 }
 
 // ReportConfig tunes how transitions are reported to hostsync.
@@ -144,6 +149,10 @@ type CheckConfig struct {
 	Address      string        `toml:"address"`
 	Command      []string      `toml:"command"`
 	RestartUnit  string        `toml:"restart_unit"`
+	// OnFailure is "resign" (the agent runs the check; the default
+	// without a weight) or "lower_priority" (a keepalived vrrp_script
+	// with the weight; the default with one).
+	OnFailure string `toml:"on_failure"`
 }
 
 // Reload modes.
@@ -175,6 +184,7 @@ func DefaultConfig() Config {
 		Metadata: MetadataConfig{
 			PollInterval: 10 * time.Second,
 			Timeout:      5 * time.Second,
+			Wait:         30 * time.Second,
 		},
 		Report: ReportConfig{
 			Timeout:    5 * time.Second,
@@ -303,6 +313,7 @@ func (c *Config) Validate() error {
 		{"reconcile_grace", c.ReconcileGrace, 0, time.Hour},
 		{"metadata.poll_interval", c.Metadata.PollInterval, 100 * time.Millisecond, 24 * time.Hour},
 		{"metadata.timeout", c.Metadata.Timeout, 100 * time.Millisecond, 5 * time.Minute},
+		{"metadata.wait", c.Metadata.Wait, 0, 10 * time.Minute},
 		{"report.timeout", c.Report.Timeout, 100 * time.Millisecond, 5 * time.Minute},
 		{"report.min_backoff", c.Report.MinBackoff, 10 * time.Millisecond, time.Hour},
 		{"report.max_backoff", c.Report.MaxBackoff, 10 * time.Millisecond, 24 * time.Hour},
@@ -491,6 +502,7 @@ func (cc CheckConfig) toCheck(key string) (vrrp.Check, error) {
 		Interval: iv, Timeout: to, Weight: cc.Weight, Fall: cc.Fall, Rise: cc.Rise,
 		Process: cc.Process, URL: cc.URL, ExpectStatus: cc.ExpectStatus,
 		Address: cc.Address, Command: slices.Clone(cc.Command), RestartUnit: cc.RestartUnit,
+		OnFailure: cc.OnFailure,
 	}, nil
 }
 

@@ -74,6 +74,35 @@ fall = 2
 	}
 }
 
+// TestParseConfigOnFailure: a local check's on_failure is decoded, and a
+// resign check (the default without a weight) may run below a second.
+func TestParseConfigOnFailure(t *testing.T) {
+	cfg, err := ParseConfig("", []byte(minimalConfig+`
+[[checks]]
+name = "fast"
+kind = "tcp"
+address = "127.0.0.1:80"
+interval = "50ms"
+timeout = "50ms"
+[[checks]]
+name = "weighted"
+kind = "tcp"
+address = "127.0.0.1:80"
+on_failure = "lower_priority"
+weight = 2
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.LocalChecks()
+	if got[0].EffectiveOnFailure() != vrrp.OnFailureResign || got[0].Interval != 50 || got[0].Timeout != 50 {
+		t.Errorf("fast: %+v, want resign every 50 ms", got[0])
+	}
+	if got[1].OnFailure != vrrp.OnFailureLowerPriority {
+		t.Errorf("weighted: on_failure %q, want lower_priority", got[1].OnFailure)
+	}
+}
+
 func TestParseConfigErrors(t *testing.T) {
 	const src = "[metadata]\nfile = \"/m.json\"\n"
 	const tcp = "[[checks]]\nname = \"a\"\nkind = \"tcp\"\naddress = \"127.0.0.1:80\"\n"
@@ -108,7 +137,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"history limit", "history_limit = 0\n" + src, "history_limit", false},
 		{"invalid check", src + "[[checks]]\nname = \"a b\"\nkind = \"tcp\"\naddress = \"127.0.0.1:80\"\n", "checks[0].name", false},
 		{"check sub-ms", src + tcp + "interval = \"1.5ms\"\n", "checks[0]", false},
-		{"check half second", src + tcp + "interval = \"1.5s\"\n", "checks[0].interval", false},
+		{"lower_priority check half second", src + tcp + "weight = 2\ninterval = \"1.5s\"\n", "checks[0].interval", false},
+		{"resign check below 50ms", src + tcp + "interval = \"40ms\"\n", "checks[0].interval", false},
+		{"resign check in ms steps", src + tcp + "interval = \"105ms\"\n", "checks[0].interval", false},
+		{"bad on_failure", src + tcp + "on_failure = \"failover\"\n", "checks[0].on_failure", false},
+		{"resign with a weight", src + tcp + "on_failure = \"resign\"\nweight = 2\n", "checks[0].weight", false},
+		{"lower_priority without a weight", src + tcp + "on_failure = \"lower_priority\"\n", "checks[0].weight", false},
 		{"duplicate check", src + tcp + tcp, "checks[1].name", false},
 		{"syntax", "member = \n", "", false},
 		{"duration as bad string", src + "timeout = \"five\"\n", "", false},
