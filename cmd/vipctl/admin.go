@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/vipkeeper/vipkeeper/api"
@@ -92,13 +93,12 @@ var adminCmds = map[string]adminCmd{
 		},
 	},
 	"instancegroup-create": {
-		usage: "[--id ID] [--vrrp-version 2|3] [--advert-int SECONDS] [--unicast] [--nopreempt] [--preempt-delay SECONDS] [--auth-pass-file FILE] [--check-process NAME[:UNIT]] [--check-http URL] [--check-tcp HOST:PORT] [--check-interval SECONDS] [--check-weight N] <name>",
-		help:  "create an instance group with its VRRP settings",
+		usage: "[--id ID] [--vrrp-version 2|3] [--advert-int SECONDS] [--unicast] [--nopreempt] [--preempt-delay SECONDS] [--auth-pass-file FILE] " + checkUsage + " <name>",
+		help:  "create an instance group with its VRRP settings and health checks",
 		min:   1, max: 1,
 		flags: func(fs *flag.FlagSet) func(context.Context, *adminClient, []string) (any, error) {
 			var req api.GroupCreate
-			var procs, urls, tcps listFlag
-			var interval, weight = vrrp.Seconds(2000), 2
+			var checks checkFlags
 			fs.StringVar(&req.ID, "id", "", "group id (default: ig-NAME)")
 			fs.IntVar(&req.VRRPVersion, "vrrp-version", 2, "VRRP version, 2 or 3")
 			secondsVar(fs, &req.AdvertInt, "advert-int", "advertisement interval in seconds (VRRPv3 allows 0.01 steps)")
@@ -106,13 +106,10 @@ var adminCmds = map[string]adminCmd{
 			fs.BoolVar(&req.NoPreempt, "nopreempt", false, "a higher-priority member does not take the VIP back")
 			secondsVar(fs, &req.PreemptDelay, "preempt-delay", "seconds before preempting")
 			var passFile string
-			fs.StringVar(&passFile, "auth-pass-file", "", "file whose first line is the VRRPv2 PASS password, at most 8 characters; /dev/stdin reads it from standard input (default: generated). Never on the command line, where every user sees it")
-			fs.Var(&procs, "check-process", "health check: process NAME runs; NAME:UNIT restarts the systemd UNIT once first (repeatable)")
-			fs.Var(&urls, "check-http", "health check: GET URL answers 200 (repeatable)")
-			fs.Var(&tcps, "check-tcp", "health check: TCP connect to HOST:PORT (repeatable)")
-			secondsVar(fs, &interval, "check-interval", "interval of the health checks in seconds")
-			fs.IntVar(&weight, "check-weight", 2, "priority change of a health check")
+			fs.StringVar(&passFile, "auth-pass-file", "", authPassHelp)
+			checks.register(fs)
 			return func(ctx context.Context, c *adminClient, args []string) (any, error) {
+				checks.parsed(fs)
 				req.Name = args[0]
 				if passFile != "" {
 					pass, err := readSecret(passFile)
@@ -121,13 +118,110 @@ var adminCmds = map[string]adminCmd{
 					}
 					req.AuthPass = pass
 				}
-				checks, err := buildChecks(procs, urls, tcps, interval, weight)
-				if err != nil {
+				if checks.settings() && !checks.kinds() {
+					return nil, usageError{"the --check-* settings and --on-failure need a check: --check-process, --check-http, --check-tcp or --check-exec"}
+				}
+				var err error
+				if req.Checks, err = checks.build(); err != nil {
 					return nil, err
 				}
-				req.Checks = checks
 				var out api.GroupView
 				return &out, c.do(ctx, http.MethodPost, api.PathAdminGroups, req, &out)
+			}
+		},
+	},
+	"instancegroup-update": {
+		usage: "[--vrrp-version 2|3] [--advert-int SECONDS] [--preempt|--nopreempt] [--preempt-delay SECONDS] [--auth-pass-file FILE] " + checkUsage + " [--clear-checks] <group>",
+		help: "change a live group's VRRP settings and health checks in one new revision its members apply. " +
+			"--check-KIND flags replace the group's checks; the --check-* settings and --on-failure alone change every check the group has",
+		min: 1, max: 1,
+		flags: func(fs *flag.FlagSet) func(context.Context, *adminClient, []string) (any, error) {
+			var checks checkFlags
+			var version int
+			var advert, delay vrrp.Seconds
+			var preempt, nopreempt, clear bool
+			var passFile string
+			fs.IntVar(&version, "vrrp-version", 0, "VRRP version, 2 or 3 (to 3 drops the password; to 2 takes --auth-pass-file or generates one)")
+			secondsVar(fs, &advert, "advert-int", "advertisement interval in seconds (VRRPv3 allows 0.01 steps)")
+			fs.BoolVar(&preempt, "preempt", false, "a higher-priority member takes the VIP back")
+			fs.BoolVar(&nopreempt, "nopreempt", false, "a higher-priority member does not take the VIP back (set --preempt-delay 0 with it)")
+			secondsVar(fs, &delay, "preempt-delay", "seconds before preempting")
+			fs.StringVar(&passFile, "auth-pass-file", "", authPassHelp)
+			fs.BoolVar(&clear, "clear-checks", false, "remove every health check of the group")
+			checks.register(fs)
+			return func(ctx context.Context, c *adminClient, args []string) (any, error) {
+				checks.parsed(fs)
+				var req api.GroupUpdate
+				if checks.set["vrrp-version"] {
+					req.VRRPVersion = &version
+				}
+				if checks.set["advert-int"] {
+					req.AdvertInt = &advert
+				}
+				if checks.set["preempt-delay"] {
+					req.PreemptDelay = &delay
+				}
+				switch {
+				case preempt && nopreempt:
+					return nil, usageError{"--preempt and --nopreempt exclude each other"}
+				case checks.set["preempt"]:
+					np := !preempt
+					req.NoPreempt = &np
+				case checks.set["nopreempt"]:
+					req.NoPreempt = &nopreempt
+				}
+				if passFile != "" {
+					pass, err := readSecret(passFile)
+					if err != nil {
+						return nil, usageError{"--auth-pass-file: " + err.Error()}
+					}
+					req.AuthPass = &pass
+				}
+				switch {
+				case clear && (checks.kinds() || checks.settings()):
+					return nil, usageError{"--clear-checks removes every check; give no --check-* flag or --on-failure with it"}
+				case clear:
+					req.Checks = &[]vrrp.Check{}
+				case checks.kinds():
+					built, err := checks.build()
+					if err != nil {
+						return nil, err
+					}
+					req.Checks = &built
+				case checks.settings():
+					// Change the group's checks as they are: read them,
+					// and have hostsync refuse the update if the group
+					// changed in between.
+					var cur api.GroupView
+					if err := c.do(ctx, http.MethodGet, groupPath(args[0], ""), nil, &cur); err != nil {
+						return nil, err
+					}
+					if len(cur.Settings.Checks) == 0 {
+						return nil, usageError{fmt.Sprintf("group %s has no check to change; add one with --check-process, --check-http, --check-tcp or --check-exec", cur.Name)}
+					}
+					changed, err := checks.change(cur.Settings.Checks)
+					if err != nil {
+						return nil, err
+					}
+					req.Checks, req.Revision = &changed, cur.Revision
+				}
+				var out api.GroupView
+				return &out, c.do(ctx, http.MethodPost, groupPath(args[0], api.ActionUpdate), req, &out)
+			}
+		},
+	},
+	"instancegroup-set-priority": {
+		usage: "<group> <member> <priority>",
+		help:  "set one member's VRRP priority (1–254; members may share one) in one new revision",
+		min:   3, max: 3,
+		flags: func(fs *flag.FlagSet) func(context.Context, *adminClient, []string) (any, error) {
+			return func(ctx context.Context, c *adminClient, args []string) (any, error) {
+				p, err := strconv.Atoi(args[2])
+				if err != nil {
+					return nil, usageError{fmt.Sprintf("priority %q is not a number from 1 to 254", args[2])}
+				}
+				var out api.GroupView
+				return &out, c.do(ctx, http.MethodPost, groupPath(args[0], api.ActionSetPriority), api.PriorityUpdate{Member: args[1], Priority: p}, &out)
 			}
 		},
 	},
@@ -332,52 +426,13 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// authPassHelp is the help of --auth-pass-file.
+const authPassHelp = "file whose first line is the VRRPv2 PASS password, at most 8 characters; /dev/stdin reads it from standard input (default: generated). Never on the command line, where every user sees it"
+
 // usageError is invalid input found before asking hostsync.
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
-
-func buildChecks(procs, urls, tcps []string, interval vrrp.Seconds, weight int) ([]vrrp.Check, error) {
-	var checks []vrrp.Check
-	used := map[string]bool{}
-	// name is chk_BASE (chk_nginx, chk_http, ...), numbered when taken.
-	name := func(base string) string {
-		base = "chk_" + strings.Map(func(r rune) rune {
-			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' {
-				return r
-			}
-			return '_'
-		}, base)
-		if len(base) > 28 {
-			base = base[:28]
-		}
-		n := base
-		for i := 2; used[n]; i++ {
-			n = fmt.Sprintf("%s_%d", base, i)
-		}
-		used[n] = true
-		return n
-	}
-	for _, p := range procs {
-		proc, unit, _ := strings.Cut(p, ":")
-		if unit != "" && !strings.Contains(unit, ".") {
-			unit += ".service"
-		}
-		checks = append(checks, vrrp.Check{Name: name(proc), Kind: vrrp.CheckProcess, Process: proc, RestartUnit: unit, Interval: interval, Weight: weight})
-	}
-	for _, u := range urls {
-		checks = append(checks, vrrp.Check{Name: name("http"), Kind: vrrp.CheckHTTP, URL: u, Interval: interval, Weight: weight})
-	}
-	for _, a := range tcps {
-		checks = append(checks, vrrp.Check{Name: name("tcp"), Kind: vrrp.CheckTCP, Address: a, Interval: interval, Weight: weight})
-	}
-	for i, c := range checks {
-		if err := vrrp.ValidateCheck(fmt.Sprintf("checks[%d]", i), c); err != nil {
-			return nil, usageError{err.Error()}
-		}
-	}
-	return checks, nil
-}
 
 // Flag value types.
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
 // printHuman prints an admin answer for people; --json prints it as is.
@@ -119,12 +120,15 @@ func printGroup(w io.Writer, g api.GroupView) {
 	if !s.Preempt {
 		vrrpLine += ", nopreempt"
 	}
+	if s.PreemptDelay != 0 {
+		vrrpLine += fmt.Sprintf(", preempt delay %s s", s.PreemptDelay)
+	}
 	if s.Auth {
 		vrrpLine += ", auth PASS"
 	}
 	fmt.Fprintf(tw, "vrrp\t%s\n", vrrpLine)
 	for _, c := range s.Checks {
-		fmt.Fprintf(tw, "check\t%s (%s)\n", c.Name, c.Kind)
+		fmt.Fprintf(tw, "check\t%s\n", checkLine(c))
 	}
 	tw.Flush()
 	if len(g.Members) == 0 {
@@ -145,4 +149,44 @@ func printGroup(w io.Writer, g api.GroupView) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", m.Name, m.GuestID, m.Address, m.MAC, m.Priority, role, owner)
 	}
 	tw.Flush()
+}
+
+// checkLine says what a check probes, how often, and what its failure
+// does (its on_failure policy).
+func checkLine(c vrrp.Check) string {
+	var what string
+	switch c.Kind {
+	case vrrp.CheckProcess:
+		what = "process " + c.Process
+	case vrrp.CheckHTTP:
+		what = "http " + c.URL
+		if c.ExpectStatus != 0 {
+			what += fmt.Sprintf(" (status %d)", c.ExpectStatus)
+		}
+	case vrrp.CheckTCP:
+		what = "tcp " + c.Address
+	case vrrp.CheckExec:
+		what = "exec " + strings.Join(c.Command, " ")
+	default:
+		what = string(c.Kind)
+	}
+	parts := []string{what}
+	if c.RestartUnit != "" {
+		parts = append(parts, "restart "+c.RestartUnit)
+	}
+	parts = append(parts, fmt.Sprintf("every %s s", c.EffectiveInterval()))
+	if c.Timeout != 0 {
+		parts = append(parts, fmt.Sprintf("timeout %s s", c.Timeout))
+	}
+	if c.Fall > 1 {
+		parts = append(parts, fmt.Sprintf("fall %d", c.Fall))
+	}
+	if c.Rise > 1 {
+		parts = append(parts, fmt.Sprintf("rise %d", c.Rise))
+	}
+	policy := "on failure " + c.EffectiveOnFailure()
+	if c.EffectiveOnFailure() == vrrp.OnFailureLowerPriority {
+		policy += fmt.Sprintf(" (weight %d)", c.Weight)
+	}
+	return c.Name + ": " + strings.Join(append(parts, policy), ", ")
 }

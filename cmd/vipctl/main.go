@@ -42,7 +42,8 @@ Guest commands:
 
 Admin commands (hostsync admin socket):
   network-create, guest-register, eip-create,
-  instancegroup-create, instancegroup-delete, instancegroup-join, instancegroup-leave,
+  instancegroup-create, instancegroup-update, instancegroup-set-priority,
+  instancegroup-delete, instancegroup-join, instancegroup-leave,
   instancegroup-attachnetwork, instancegroup-detachnetwork,
   instancegroup-create-eip, instancegroup-associate-eip, instancegroup-dissociate-eip,
   instancegroup-show, instancegroup-list, hostsync-status

@@ -74,7 +74,10 @@ func secs(s string) *vrrp.Seconds {
 	return &v
 }
 
-var httpCheck = vrrp.Check{Name: "chk_http", Kind: vrrp.CheckHTTP, URL: "http://127.0.0.1/", Interval: 1000, Weight: 2}
+var (
+	httpCheck   = vrrp.Check{Name: "chk_http", Kind: vrrp.CheckHTTP, URL: "http://127.0.0.1/", Interval: 1000, Weight: 2}
+	resignCheck = vrrp.Check{Name: "chk_nginx", Kind: vrrp.CheckProcess, Process: "nginx", OnFailure: vrrp.OnFailureResign, Interval: 50, Timeout: 50, Fall: 2}
+)
 
 // TestUpdateGroupChangesOnlyWhatIsGiven: each update changes exactly the
 // fields it sets, in one new revision, and tells the engine once.
@@ -137,6 +140,11 @@ func TestUpdateGroupChangesOnlyWhatIsGiven(t *testing.T) {
 			name: "checks replaced",
 			req:  api.GroupUpdate{Checks: &[]vrrp.Check{httpCheck}},
 			want: func(s *registry.Settings) { s.Checks = []vrrp.Check{httpCheck} },
+		},
+		{
+			name: "a resign check every 0.05 s",
+			req:  api.GroupUpdate{Checks: &[]vrrp.Check{resignCheck}},
+			want: func(s *registry.Settings) { s.Checks = []vrrp.Check{resignCheck} },
 		},
 		{
 			name:  "checks cleared",
@@ -214,6 +222,11 @@ func TestUpdateGroupRefused(t *testing.T) {
 		{name: "preempt delay too long", req: api.GroupUpdate{PreemptDelay: secs("1001")}, is: inventory.ErrInvalid, field: "preempt_delay"},
 		{name: "bad process name", req: api.GroupUpdate{Checks: &[]vrrp.Check{{Name: "chk", Kind: vrrp.CheckProcess, Process: "ng inx"}}}, is: inventory.ErrInvalid, field: "checks[0].process"},
 		{name: "two checks of one name", req: api.GroupUpdate{Checks: &[]vrrp.Check{httpCheck, httpCheck}}, is: inventory.ErrInvalid, field: "checks[1].name"},
+		{name: "unknown on_failure", req: api.GroupUpdate{Checks: &[]vrrp.Check{{Name: "chk", Kind: vrrp.CheckTCP, Address: "127.0.0.1:80", OnFailure: "failover"}}}, is: inventory.ErrInvalid, field: "checks[0].on_failure"},
+		{name: "resign with a weight", req: api.GroupUpdate{Checks: &[]vrrp.Check{{Name: "chk", Kind: vrrp.CheckTCP, Address: "127.0.0.1:80", OnFailure: vrrp.OnFailureResign, Weight: 2}}}, is: inventory.ErrInvalid, field: "checks[0].weight"},
+		{name: "lower_priority without a weight", req: api.GroupUpdate{Checks: &[]vrrp.Check{{Name: "chk", Kind: vrrp.CheckTCP, Address: "127.0.0.1:80", OnFailure: vrrp.OnFailureLowerPriority}}}, is: inventory.ErrInvalid, field: "checks[0].weight"},
+		{name: "lower_priority below a second", req: api.GroupUpdate{Checks: &[]vrrp.Check{{Name: "chk", Kind: vrrp.CheckTCP, Address: "127.0.0.1:80", Weight: 2, Interval: 500}}}, is: inventory.ErrInvalid, field: "checks[0].interval"},
+		{name: "resign below the floor", req: api.GroupUpdate{Checks: &[]vrrp.Check{{Name: "chk", Kind: vrrp.CheckTCP, Address: "127.0.0.1:80", Interval: 30}}}, is: inventory.ErrInvalid, field: "checks[0].interval"},
 		{name: "stale revision", setup: []api.GroupUpdate{{AdvertInt: secs("2")}}, req: api.GroupUpdate{AdvertInt: secs("3"), Revision: 4}, is: inventory.ErrRevisionChanged},
 		{name: "no such group", group: "apache", req: api.GroupUpdate{AdvertInt: secs("2")}, is: inventory.ErrNotFound},
 	}
