@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vipkeeper/vipkeeper/agent/health"
 	"github.com/vipkeeper/vipkeeper/agent/keepalived"
 	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/agent/state"
@@ -76,6 +77,10 @@ type Agent struct {
 	lastTag string
 	// lastReconcile is when the reconcile loop last ran (unix ns), for the watchdog.
 	lastReconcile atomic.Int64
+	// health runs the checks with on_failure resign and writes their
+	// track files; set by run before any loop starts (nil when the agent
+	// is not running, e.g. an apply loop run alone in a test).
+	health *health.Runner
 
 	mu sync.Mutex // guards everything below
 	// lastReload is when keepalived was last reloaded, and deferUntil when
@@ -219,6 +224,16 @@ func (a *Agent) close() {
 // run drains the spool, serves the control socket and runs every loop
 // until ctx ends.
 func (a *Agent) run(ctx context.Context) error {
+	hr, err := health.New(health.Options{
+		Dir:      a.cfg.TrackDir,
+		Metrics:  a.d.metrics.checkMetrics(),
+		OnChange: a.checkChanged,
+		Log:      a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.health = hr
 	ln, err := listenControl(a.cfg.Socket)
 	if err != nil {
 		return err
@@ -246,6 +261,8 @@ func (a *Agent) run(ctx context.Context) error {
 		metricsAddr = mln.Addr().String()
 		g.Go(func() error { return a.serveMetrics(gctx, mln) })
 	}
+	// The runner stops when gctx ends and writes every track file "1".
+	g.Go(func() error { return hr.Run(gctx) })
 	g.Go(func() error { return a.applyLoop(gctx) })
 	g.Go(func() error { return a.d.link.Watch(gctx, a.linkChanged) })
 	g.Go(func() error { return a.reconcileLoop(gctx) })

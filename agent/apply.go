@@ -15,6 +15,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/agent/keepalived"
 	"github.com/vipkeeper/vipkeeper/agent/metadata"
 	"github.com/vipkeeper/vipkeeper/agent/state"
+	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/internal/fsutil"
 	"github.com/vipkeeper/vipkeeper/render"
 	"github.com/vipkeeper/vipkeeper/vrrp"
@@ -63,6 +64,7 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 		Vipctl:       a.cfg.Vipctl,
 		NotifySocket: a.cfg.Socket,
 		SpoolDir:     a.cfg.SpoolDir,
+		TrackDir:     a.cfg.TrackDir,
 		ExtraChecks:  a.cfg.LocalChecks(),
 		// Each set of scripts in its own directory: keepalived.conf,
 		// written last, switches from one whole set to the next.
@@ -88,6 +90,14 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	if !changed && appliedHash == out.Hash {
 		// Nothing keepalived reads changed (the revision and the EIP are
 		// not rendered): no write, no reload; the revision is recorded.
+		// The installed keepalived.conf tracks these checks' files:
+		// the runner must judge them (after an agent restart it starts
+		// with none).
+		result = ApplyInstallError
+		if err := a.updateChecks(rm, opts); err != nil {
+			return err
+		}
+		a.pruneTrack()
 		if m.Revision != appliedRev {
 			result = ApplyStateError
 			if err := a.store.SetApplied(a.appliedRecord(m, self, out)); err != nil {
@@ -126,7 +136,14 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 		if err := a.validate(ctx, rm, opts); err != nil {
 			return err
 		}
-		result = ApplyInstallError
+	}
+	// The runner takes the new checks before keepalived.conf refers to
+	// them: a new check's track file exists, saying "1", by then.
+	result = ApplyInstallError
+	if err := a.updateChecks(rm, opts); err != nil {
+		return err
+	}
+	if changed {
 		if err := a.install(out); err != nil {
 			return err
 		}
@@ -148,6 +165,7 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	}
 	// Only now that keepalived reads the new set may older sets go.
 	a.prune(out, oldScripts)
+	a.pruneTrack()
 	ap := a.appliedRecord(m, self, out)
 	result = ApplyStateError
 	if err := a.store.SetApplied(ap); err != nil {
@@ -467,6 +485,65 @@ func (a *Agent) removeStaleTemps() {
 			}
 		}
 	}
+}
+
+// updateChecks hands the checks the agent runs itself (on_failure
+// resign) among those rendered for m to the health runner; it returns once
+// every new check's track file exists.
+func (a *Agent) updateChecks(m *vrrp.Metadata, opts render.Options) error {
+	if a.health == nil {
+		return nil
+	}
+	var run []vrrp.Check
+	for _, c := range render.EffectiveChecks(m, opts.ExtraChecks) {
+		if c.EffectiveOnFailure() == vrrp.OnFailureResign {
+			run = append(run, c)
+		}
+	}
+	if err := a.health.Update(run); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+// pruneTrack removes the track files of checks no longer run, once
+// keepalived reads a configuration without them.
+func (a *Agent) pruneTrack() {
+	if a.health == nil {
+		return
+	}
+	if err := a.health.Prune(); err != nil {
+		a.log.Warn("remove old track files", "op", "apply", "err", err)
+	}
+}
+
+// checkChanged is the health runner's change callback: the status and
+// systemd's STATUS= show the checks.
+func (a *Agent) checkChanged(api.CheckStatus) { kick(a.statusChanged) }
+
+// faultNote names why this member's checks put it in FAULT: the failing
+// checks with their reasons ("check web failing: GET
+// http://127.0.0.1/: connection refused"), else those not yet seen
+// healthy; "" when every check is healthy.
+func faultNote(checks []api.CheckStatus) string {
+	var failing, unknown []string
+	for _, c := range checks {
+		switch c.State {
+		case api.CheckFailing:
+			failing = append(failing, "check "+c.Name+" failing: "+c.Reason)
+		case api.CheckUnknown:
+			unknown = append(unknown, c.Name)
+		}
+	}
+	switch {
+	case len(failing) > 0:
+		return strings.Join(failing, "; ")
+	case len(unknown) == 1:
+		return "check " + unknown[0] + " not yet seen healthy"
+	case len(unknown) > 1:
+		return "checks " + strings.Join(unknown, ", ") + " not yet seen healthy"
+	}
+	return ""
 }
 
 // writeFile replaces path atomically through the deps' seam.

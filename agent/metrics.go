@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vipkeeper/vipkeeper/agent/health"
 	"github.com/vipkeeper/vipkeeper/internal/daemon"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
@@ -44,6 +45,8 @@ type Metrics struct {
 	outbox      prometheus.Gauge
 	reports     *prometheus.CounterVec
 	vipPresent  prometheus.Gauge
+	// checks are the per-check metrics of the health runner.
+	checks *health.Metrics
 
 	mu sync.Mutex // guards group
 	// group is the group label of the role series last published.
@@ -84,7 +87,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)
 		}
 	}
+	checks, err := health.NewMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	m.checks = checks
 	return m, nil
+}
+
+// checkMetrics are the health runner's metrics (nil: none).
+func (m *Metrics) checkMetrics() *health.Metrics {
+	if m == nil {
+		return nil
+	}
+	return m.checks
 }
 
 // state publishes the current role of group and whether the VIP is on the

@@ -350,5 +350,5 @@ func TestREADMEDocumentsEveryMetric(t *testing.T) {
 	if _, err := NewMetrics(&r); err != nil {
 		t.Fatal(err)
 	}
-	r.CheckDocumented(t, "../README.md", 6)
+	r.CheckDocumented(t, "../README.md", 9)
 }

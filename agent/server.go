@@ -131,6 +131,9 @@ func (a *Agent) Status() (api.AgentStatus, error) {
 	if a.vip.IsValid() {
 		st.VIP = a.vip.String()
 	}
+	if a.health != nil {
+		st.Checks = a.health.Status()
+	}
 	st.Sentence = sentence(st, a.d.now())
 	return st, nil
 }
@@ -171,6 +174,11 @@ func sentence(st api.AgentStatus, now time.Time) string {
 	}
 	if st.ReportError != "" {
 		s += "; report failing: " + st.ReportError
+	}
+	for _, c := range st.Checks {
+		if c.State == api.CheckFailing {
+			s += "; check " + c.Name + " failing: " + c.Reason
+		}
 	}
 	return s
 }
