@@ -27,13 +27,16 @@ var update = flag.Bool("update", false, "rewrite render/testdata/*.golden from t
 
 // caseOpts is testdata/<case>.opts.json: the member-local rendering inputs.
 type caseOpts struct {
-	Self         string       `json:"self"`
-	Interface    string       `json:"interface"`
-	ScriptsDir   string       `json:"scripts_dir"`
-	Vipctl       string       `json:"vipctl"`
-	NotifySocket string       `json:"notify_socket"`
-	SpoolDir     string       `json:"spool_dir"`
-	LocalChecks  []vrrp.Check `json:"local_checks"`
+	Self         string `json:"self"`
+	Interface    string `json:"interface"`
+	ScriptsDir   string `json:"scripts_dir"`
+	Vipctl       string `json:"vipctl"`
+	NotifySocket string `json:"notify_socket"`
+	SpoolDir     string `json:"spool_dir"`
+	TrackDir     string `json:"track_dir"`
+	// BackstopInterval is in seconds, as in metadata.
+	BackstopInterval vrrp.Seconds `json:"backstop_interval"`
+	LocalChecks      []vrrp.Check `json:"local_checks"`
 	// VersionedScripts is the agent's layout: scripts in a subdirectory
 	// named after their content.
 	VersionedScripts bool `json:"versioned_scripts"`
@@ -85,7 +88,8 @@ func loadCase(t *testing.T, name string) (*vrrp.Metadata, Options) {
 	}
 	return m, Options{
 		Self: co.Self, Interface: co.Interface, ScriptsDir: co.ScriptsDir, Vipctl: co.Vipctl,
-		NotifySocket: co.NotifySocket, SpoolDir: co.SpoolDir, ExtraChecks: co.LocalChecks,
+		NotifySocket: co.NotifySocket, SpoolDir: co.SpoolDir, TrackDir: co.TrackDir,
+		BackstopInterval: co.BackstopInterval, ExtraChecks: co.LocalChecks,
 		VersionedScripts: co.VersionedScripts,
 	}
 }
@@ -306,6 +310,13 @@ func TestKeepalivedConfigTest(t *testing.T) {
 			m, opts := loadCase(t, name)
 			dir := filepath.Join(base, name)
 			opts.ScriptsDir = dir
+			// The track directory exists as the agent makes it: keepalived
+			// drops a track file whose directory is missing (at run time;
+			// --config-test does not look, see TestKeepalivedFollowsTrackFile).
+			opts.TrackDir = filepath.Join(base, name+".track")
+			if err := os.Mkdir(opts.TrackDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
 			out, err := Render(m, opts)
 			if err != nil {
 				t.Fatal(err)
@@ -335,6 +346,9 @@ func TestKeepalivedConfigTest(t *testing.T) {
 			return strings.Replace(c, "    nopreempt\n", "    nopreempt\n    no_such_keyword 1\n", 1)
 		}},
 		{"control-writable-scripts-dir", 0o777, func(c string) string { return c }},
+		{"control-unknown-track-file-keyword", 0o755, func(c string) string {
+			return strings.Replace(c, "    init_file 1\n", "    init_file 1\n    no_such_keyword 1\n", 1)
+		}},
 	}
 	for _, ctl := range controls {
 		t.Run(ctl.name, func(t *testing.T) {

@@ -200,9 +200,11 @@ func wantChecks(group, local []vrrp.Check) []vrrp.Check {
 	return out
 }
 
-// wantArgv is the command a check's script must run.
+// wantArgv is the command a check's script must run: for a resign check
+// always vipctl, deferring to the agent on its control socket.
 func wantArgv(o Options, c vrrp.Check) []string {
-	if c.Kind == vrrp.CheckExec && c.RestartUnit == "" {
+	resign := c.OnFailure == vrrp.OnFailureResign || c.OnFailure == "" && c.Weight == 0
+	if c.Kind == vrrp.CheckExec && c.RestartUnit == "" && !resign {
 		return c.Command
 	}
 	a := []string{o.Vipctl, "check", string(c.Kind)}
@@ -218,6 +220,9 @@ func wantArgv(o Options, c vrrp.Check) []string {
 		a = append(a, "--restart-unit", c.RestartUnit)
 	}
 	a = append(a, "--timeout", c.EffectiveTimeout().String())
+	if resign {
+		a = append(a, "--agent-socket", o.NotifySocket)
+	}
 	if c.Kind == vrrp.CheckExec {
 		a = append(append(a, "--"), c.Command...)
 	}
@@ -262,7 +267,7 @@ var allowedInstanceKeys = map[string]bool{
 	"advert_int": true, "version": true, "nopreempt": true, "preempt_delay": true,
 	"authentication": true, "unicast_src_ip": true, "unicast_peer": true,
 	"garp_master_delay": true, "garp_master_repeat": true, "garp_master_refresh": true,
-	"track_script": true, "virtual_ipaddress": true, "notify": true,
+	"track_script": true, "track_file": true, "virtual_ipaddress": true, "notify": true,
 }
 
 // assertRendered checks the structure of out against m and opts, reading
@@ -290,8 +295,16 @@ func assertRendered(t testing.TB, m *vrrp.Metadata, opts Options, out *Output) {
 	if err != nil {
 		t.Fatalf("keepalived.conf does not parse: %v\n%s", err, out.Config)
 	}
+	// The policy is derived here from the fields, not through
+	// EffectiveOnFailure, so that a mistake there shows.
+	isResign := func(c vrrp.Check) bool {
+		return c.OnFailure == vrrp.OnFailureResign || c.OnFailure == "" && c.Weight == 0
+	}
 	wantTop := []string{"global_defs"}
-	for range checks {
+	for _, c := range checks {
+		if isResign(c) {
+			wantTop = append(wantTop, "track_file")
+		}
 		wantTop = append(wantTop, "vrrp_script")
 	}
 	wantTop = append(wantTop, "vrrp_instance")
@@ -315,8 +328,32 @@ func assertRendered(t testing.TB, m *vrrp.Metadata, opts Options, out *Output) {
 		t.Errorf("script_user %q, want root", got)
 	}
 
+	next := 1
+	var wantFiles []string
 	for i, c := range checks {
-		vs := nodes[1+i]
+		if isResign(c) {
+			tf := nodes[next]
+			next++
+			wantFiles = append(wantFiles, c.Name)
+			if !slices.Equal(tf.Args, []string{c.Name}) {
+				t.Errorf("track_file of check %d is named %q, want %q", i, tf.Args, c.Name)
+			}
+			if diff := cmp.Diff([]string{"file", "weight", "init_file"}, keys(tf.Children)); diff != "" {
+				t.Errorf("track_file %s statements (-want +got):\n%s", c.Name, diff)
+			} else {
+				for k, v := range map[string]string{
+					"file":      `"` + path.Join(opts.TrackDir, c.Name) + `"`,
+					"weight":    "0",
+					"init_file": "1", // failing until the agent's first verdict; no overwrite
+				} {
+					if got := leaf(t, tf, k); !slices.Equal(got, []string{v}) {
+						t.Errorf("track_file %s %s = %q, want %q", c.Name, k, got, v)
+					}
+				}
+			}
+		}
+		vs := nodes[next]
+		next++
 		if !slices.Equal(vs.Args, []string{c.Name}) {
 			t.Errorf("vrrp_script %d is named %q, want %q", i, vs.Args, c.Name)
 		}
@@ -331,6 +368,15 @@ func assertRendered(t testing.TB, m *vrrp.Metadata, opts Options, out *Output) {
 			"weight":   strconv.Itoa(c.Weight),
 			"fall":     strconv.Itoa(max(1, c.Fall)),
 			"rise":     strconv.Itoa(max(1, c.Rise)),
+		}
+		if isResign(c) {
+			// The backstop: whole seconds, never more often than the
+			// check itself, a timeout covering the agent's answer (1 s),
+			// the check's own timeout and a margin; weight 0 = FAULT.
+			ceil := func(ms int64) string { return strconv.FormatInt((ms+999)/1000, 10) }
+			want["interval"] = ceil(max(opts.BackstopInterval.Millis(), c.EffectiveInterval().Millis()))
+			want["timeout"] = ceil(1000 + c.EffectiveTimeout().Millis() + 500)
+			want["fall"], want["rise"] = "1", "1"
 		}
 		for k, v := range want {
 			if got := leaf(t, vs, k); !slices.Equal(got, []string{v}) {
@@ -379,6 +425,18 @@ func assertRendered(t testing.TB, m *vrrp.Metadata, opts Options, out *Output) {
 	}
 	if !slices.Equal(tracked, names) {
 		t.Errorf("track_script %q, want %q", tracked, names)
+	}
+	var trackedFiles []string
+	if tf := child(vi, "track_file"); tf != nil {
+		for _, n := range tf.Children {
+			trackedFiles = append(trackedFiles, n.Key)
+			if !slices.Equal(n.Args, []string{"weight", "0"}) {
+				t.Errorf("track_file %s in vrrp_instance has %q, want weight 0", n.Key, n.Args)
+			}
+		}
+	}
+	if !slices.Equal(trackedFiles, wantFiles) {
+		t.Errorf("vrrp_instance track_file %q, want %q", trackedFiles, wantFiles)
 	}
 	if auth := child(vi, "authentication"); (auth != nil) != (m.Auth != nil) {
 		t.Errorf("authentication block present %v, want %v", auth != nil, m.Auth != nil)

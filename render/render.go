@@ -3,6 +3,33 @@
 // notify hook script. Rendering is deterministic (same input, same bytes) and
 // injection-proof: every name or string from metadata is validated by vrrp
 // and quoted where it lands, so it cannot add keepalived syntax or shell code.
+//
+// A check renders according to its policy (vrrp.Check.EffectiveOnFailure):
+//
+//   - resign (the default): the agent runs the check and writes its verdict
+//     to the track file TrackFile(Options.TrackDir, NAME), "0" healthy, "1"
+//     failing. keepalived.conf declares it as `track_file NAME { file ...
+//     weight 0 init_file 1 }` and the instance tracks it with weight 0, so
+//     a failing check puts the member in FAULT as soon as the file changes
+//     (keepalived watches it with inotify). A master entering FAULT sends an
+//     advert with priority 0 and the best backup takes over after its skew
+//     time, (256 − priority)/256 × advert_int. init_file creates a missing
+//     file as "1" (failing until the agent's first verdict) and never
+//     overwrites one, so a reload keeps the current verdict; the directory
+//     is not versioned and must exist (keepalived drops a track file whose
+//     directory is missing). A backstop `vrrp_script NAME` (weight 0,
+//     every Options.BackstopInterval) runs the same check through
+//     `vipctl check ... --agent-socket SOCKET`, which exits 0 while the
+//     agent answers and probes itself when the agent is dead or hung.
+//   - lower_priority: the check is a `vrrp_script NAME` with its weight, run
+//     by keepalived, as the seed's configuration did. A failing check only
+//     changes the priority; the master sends no advert for it and backups
+//     discard adverts below their own priority, so the VIP moves when the
+//     best backup's master-down timer runs out, 3 × advert_int + skew.
+//
+// In groups of three or more the policies differ when the check fails on
+// every member: with resign all are in FAULT and no member holds the VIP;
+// with lower_priority the member with the highest priority keeps it.
 package render
 
 import (
@@ -174,6 +201,31 @@ func initialState(m *vrrp.Metadata, self vrrp.Member) vrrp.Role {
 	return vrrp.RoleMaster
 }
 
+// backstopAgentWait is how long the backstop's `vipctl check
+// --agent-socket` waits for the agent's answer before probing itself.
+const backstopAgentWait = vrrp.Seconds(1000)
+
+// backstopMargin covers starting vipctl and the agent's answer arriving
+// late, so that keepalived never kills a backstop that would have passed.
+const backstopMargin = vrrp.Seconds(500)
+
+// backstopInterval is Options.BackstopInterval, or the check's own
+// interval rounded up to whole seconds when that is longer: a backstop
+// never probes more often than the agent would.
+func backstopInterval(opts Options, c vrrp.Check) vrrp.Seconds {
+	return max(opts.BackstopInterval, ceilSeconds(c.EffectiveInterval()))
+}
+
+// backstopTimeout is keepalived's timeout of a backstop run, in whole
+// seconds (keepalived reads no fractions there): the wait for the agent,
+// then the check's own timeout (a restart included), and a margin.
+func backstopTimeout(c vrrp.Check) vrrp.Seconds {
+	return ceilSeconds(backstopAgentWait + c.EffectiveTimeout() + backstopMargin)
+}
+
+// ceilSeconds rounds s up to whole seconds.
+func ceilSeconds(s vrrp.Seconds) vrrp.Seconds { return (s + 999) / 1000 * 1000 }
+
 // confWriter writes keepalived.conf lines with four-space indentation.
 type confWriter struct {
 	b     strings.Builder
@@ -210,16 +262,39 @@ func renderConfig(m *vrrp.Metadata, scriptsDir string, opts Options, self vrrp.M
 	w.line("script_user", "root")
 	w.close()
 
+	var scripts, files []string // names in track_script and track_file
 	for _, c := range checks {
 		w.line()
-		w.open("vrrp_script", c.Name)
-		w.line("script", quoted(path.Join(scriptsDir, CheckScriptName(c.Name))))
-		w.line("interval", c.EffectiveInterval().String())
-		w.line("timeout", c.EffectiveTimeout().String())
-		w.line("weight", strconv.Itoa(c.Weight))
-		w.line("fall", strconv.Itoa(max(c.Fall, 1)))
-		w.line("rise", strconv.Itoa(max(c.Rise, 1)))
+		script := quoted(path.Join(scriptsDir, CheckScriptName(c.Name)))
+		if c.EffectiveOnFailure() == vrrp.OnFailureLowerPriority {
+			w.open("vrrp_script", c.Name)
+			w.line("script", script)
+			w.line("interval", c.EffectiveInterval().String())
+			w.line("timeout", c.EffectiveTimeout().String())
+			w.line("weight", strconv.Itoa(c.Weight))
+			w.line("fall", strconv.Itoa(max(c.Fall, 1)))
+			w.line("rise", strconv.Itoa(max(c.Rise, 1)))
+			w.close()
+			scripts = append(scripts, c.Name)
+			continue
+		}
+		w.line("# Check " + c.Name + " (on_failure resign): the agent writes its verdict here, 0 healthy, 1 failing = FAULT.")
+		w.open("track_file", c.Name)
+		w.line("file", quoted(TrackFile(opts.TrackDir, c.Name)))
+		w.line("weight", "0")
+		w.line("init_file", "1")
 		w.close()
+		w.line("# Backstop of " + c.Name + ": exits 0 while the agent answers, else runs the check; failing = FAULT.")
+		w.open("vrrp_script", c.Name)
+		w.line("script", script)
+		w.line("interval", backstopInterval(opts, c).String())
+		w.line("timeout", backstopTimeout(c).String())
+		w.line("weight", "0")
+		w.line("fall", "1")
+		w.line("rise", "1")
+		w.close()
+		scripts = append(scripts, c.Name)
+		files = append(files, c.Name)
 	}
 
 	w.line()
@@ -268,10 +343,17 @@ func renderConfig(m *vrrp.Metadata, scriptsDir string, opts Options, self vrrp.M
 			w.line("garp_master_refresh", strconv.Itoa(g.MasterRefresh))
 		}
 	}
-	if len(checks) > 0 {
+	if len(scripts) > 0 {
 		w.open("track_script")
-		for _, c := range checks {
-			w.line(c.Name)
+		for _, name := range scripts {
+			w.line(name)
+		}
+		w.close()
+	}
+	if len(files) > 0 {
+		w.open("track_file")
+		for _, name := range files {
+			w.line(name, "weight", "0")
 		}
 		w.close()
 	}
