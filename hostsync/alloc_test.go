@@ -94,7 +94,7 @@ func TestConcurrentClaimsForOneGroup(t *testing.T) {
 	wg.Wait()
 	o := f.owner("ig-nginx")
 	if o.GuestID != "g1" {
-		t.Fatalf("owner = %q, want g1 (priority 100 wins every split brain)", o.GuestID)
+		t.Fatalf("owner = %q, want g1 (the first member's priority 250 wins every split brain)", o.GuestID)
 	}
 	st, err := f.svc.Status(f.ctx)
 	if err != nil {

@@ -100,8 +100,8 @@ func TestRules(t *testing.T) {
 			do: join("web", "g1", "g2"),
 			checkOK: func(t *testing.T, f *fixture) {
 				v, _ := f.svc.ShowGroup(f.ctx, "web")
-				if len(v.Members) != 2 || v.Members[0].Priority != 100 || v.Members[1].Priority != 99 {
-					t.Fatalf("members = %+v, want priorities 100, 99 in join order", v.Members)
+				if len(v.Members) != 2 || v.Members[0].Priority != 250 || v.Members[1].Priority != 230 {
+					t.Fatalf("members = %+v, want priorities 250, 230 in join order", v.Members)
 				}
 			},
 		},
@@ -675,7 +675,7 @@ func TestPrioritiesStableAndUnique(t *testing.T) {
 	for _, m := range v.Members {
 		got[m.GuestID] = m.Priority
 	}
-	want := map[string]int{"g1": 100, "g5": 98, "g2": 97}
+	want := map[string]int{"g1": 250, "g5": 210, "g2": 190}
 	for id, p := range want {
 		if got[id] != p {
 			t.Errorf("priority of %s = %d, want %d (all: %v)", id, got[id], p, got)

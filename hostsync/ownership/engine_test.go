@@ -169,7 +169,7 @@ func TestSplitBrain(t *testing.T) {
 			}
 			st, _ := f.svc.Status(f.ctx)
 			if st.SplitBrains != 1 || st.LastSplitBrain == nil || st.LastSplitBrain.Winner != "nginx-master" ||
-				!strings.Contains(st.LastSplitBrain.Reason, "priority 100 over 99") {
+				!strings.Contains(st.LastSplitBrain.Reason, "priority 250 over 230") {
 				t.Fatalf("status = %+v", st)
 			}
 			if !strings.Contains(st.Sentence, "1 split brain") {
