@@ -1,6 +1,7 @@
 // Package metadata is where vipkeeper-agent gets the group's raw VIP
 // metadata document: Source, with HTTPSource (hostsync's guest API, ETag,
-// no redirects followed) and FileSource (a file written by cloud-init,
+// no redirects followed, waiting for a change where hostsync offers it:
+// Waiter) and FileSource (a file written by cloud-init,
 // tagged by content hash). It owns the size limit (vrrp.MaxDocumentSize)
 // and the sentinels ErrNotModified, ErrMetadataTooLarge and
 // ErrMetadataRedirect; decoding and validation are package vrrp's.
@@ -15,8 +16,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/vrrp"
@@ -46,17 +51,69 @@ type Source interface {
 	String() string
 }
 
-// HTTPSource fetches metadata from hostsync's guest API with If-None-Match.
+// Waiter is a Source that can wait for its document to change, so that a
+// change reaches the agent at once instead of at the next poll.
+type Waiter interface {
+	// MaxWait is the longest wait the source grants, as it said in its
+	// last answer; 0 when it does not wait (an older hostsync): poll.
+	MaxWait() time.Duration
+	// Wait waits up to d for the document to differ from the one tagged
+	// tag and returns the tag of the new one; ErrNotModified when d
+	// passed without a change. It may be called while Fetch runs.
+	Wait(ctx context.Context, tag string, d time.Duration) (newTag string, err error)
+}
+
+// HTTPSource fetches metadata from hostsync's guest API with If-None-Match,
+// and waits for a change (api.QueryWait) when hostsync offers it
+// (api.HeaderWait).
 type HTTPSource struct {
 	URL    string
 	Client *http.Client
+
+	// maxWait is the api.HeaderWait of the last answer, in nanoseconds.
+	maxWait atomic.Int64
 }
+
+var _ Waiter = (*HTTPSource)(nil)
 
 func (s *HTTPSource) String() string { return s.URL }
 
 // Fetch GETs the document; 304 is ErrNotModified.
 func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
+	return s.get(ctx, prevTag, 0)
+}
+
+// MaxWait is the longest wait hostsync said it grants (api.HeaderWait in
+// its last answer to Fetch or Wait); 0 before the first answer and from
+// a hostsync that does not wait.
+func (s *HTTPSource) MaxWait() time.Duration { return time.Duration(s.maxWait.Load()) }
+
+// Wait GETs the document with api.QueryWait d and If-None-Match tag: hostsync
+// answers when the document changes or d passes (304: ErrNotModified).
+// The client's timeout is stretched by d. The document itself is left to
+// the next Fetch.
+func (s *HTTPSource) Wait(ctx context.Context, tag string, d time.Duration) (string, error) {
+	if tag == "" || d <= 0 {
+		return "", fmt.Errorf("metadata: wait for a change needs a tag and a positive wait")
+	}
+	_, newTag, err := s.get(ctx, tag, d)
+	return newTag, err
+}
+
+// get GETs the document, waiting up to wait for a change when wait > 0.
+func (s *HTTPSource) get(ctx context.Context, prevTag string, wait time.Duration) ([]byte, string, error) {
+	u := s.URL
+	if wait > 0 {
+		pu, err := url.Parse(s.URL)
+		if err != nil {
+			return nil, "", fmt.Errorf("metadata: metadata request: %w", err)
+		}
+		q := pu.Query()
+		q.Set(api.QueryWait, wait.String())
+		pu.RawQuery = q.Encode()
+		u = pu.String()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, "", fmt.Errorf("metadata: metadata request: %w", err)
 	}
@@ -69,6 +126,9 @@ func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string,
 		client = s.Client
 	}
 	c := *client
+	if wait > 0 && c.Timeout > 0 {
+		c.Timeout += wait
+	}
 	c.CheckRedirect = func(r *http.Request, _ []*http.Request) error {
 		return fmt.Errorf("%w: %s answered with a redirect to %s; set metadata.url to hostsync's guest API itself", ErrMetadataRedirect, s.URL, r.URL.Redacted())
 	}
@@ -77,6 +137,7 @@ func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string,
 		return nil, "", fmt.Errorf("metadata: fetch metadata: %w", err)
 	}
 	defer resp.Body.Close()
+	s.noteMaxWait(resp.Header.Get(api.HeaderWait))
 	if resp.StatusCode == http.StatusNotModified {
 		return nil, prevTag, ErrNotModified
 	}
@@ -106,6 +167,16 @@ func (s *HTTPSource) Fetch(ctx context.Context, prevTag string) ([]byte, string,
 		tag = contentTag(data)
 	}
 	return data, tag, nil
+}
+
+// noteMaxWait records an answer's api.HeaderWait (whole seconds); absent
+// or malformed is 0: no waiting.
+func (s *HTTPSource) noteMaxWait(v string) {
+	var d time.Duration
+	if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+		d = time.Duration(n) * time.Second
+	}
+	s.maxWait.Store(int64(d))
 }
 
 // FileSource reads metadata from a file (written by cloud-init).

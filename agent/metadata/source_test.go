@@ -94,3 +94,71 @@ func TestHTTPSourceErrors(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestHTTPSourceWait: MaxWait is what the last answer said
+// (api.HeaderWait; 0 without it); Wait asks hostsync to wait (the wait
+// parameter, If-None-Match), outlives the client's timeout by the wait,
+// and tells a change (the new tag) from a wait that passed
+// (ErrNotModified).
+func TestHTTPSourceWait(t *testing.T) {
+	var (
+		header atomic.Value // the api.HeaderWait to answer ("" none)
+		rev    atomic.Int32
+		asked  atomic.Value // the last request's wait parameter
+	)
+	header.Store("60")
+	rev.Store(1)
+	hold := 300 * time.Millisecond // how long a wait is held before its answer
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := header.Load().(string); h != "" {
+			w.Header().Set(api.HeaderWait, h)
+		}
+		asked.Store(r.URL.Query().Get(api.QueryWait))
+		tag := `"` + strconv.Itoa(int(rev.Load())) + `"`
+		if r.URL.Query().Has(api.QueryWait) {
+			time.Sleep(hold)
+			if r.URL.Query().Get("change") != "" {
+				rev.Add(1)
+			}
+			tag = `"` + strconv.Itoa(int(rev.Load())) + `"`
+		}
+		w.Header().Set("ETag", tag)
+		if r.Header.Get("If-None-Match") == tag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Write([]byte(`{"version": 1}`))
+	}))
+	defer srv.Close()
+	client := &http.Client{Timeout: 100 * time.Millisecond}
+	s := &HTTPSource{URL: srv.URL + api.PathMetadata, Client: client}
+	if d := s.MaxWait(); d != 0 {
+		t.Fatalf("MaxWait before any answer: %v", d)
+	}
+	_, tag, err := s.Fetch(t.Context(), "")
+	if err != nil || tag != `"1"` || s.MaxWait() != time.Minute {
+		t.Fatalf("Fetch: tag %q, %v, MaxWait %v; want \"1\" and a minute", tag, err, s.MaxWait())
+	}
+
+	got, err := s.Wait(t.Context(), tag, 30*time.Second)
+	if !errors.Is(err, ErrNotModified) || got != tag {
+		t.Fatalf("Wait without a change: %q, %v; want ErrNotModified", got, err)
+	}
+	if a := asked.Load(); a != "30s" {
+		t.Errorf("wait parameter %q, want 30s", a)
+	}
+
+	s.URL += "?change=1"
+	got, err = s.Wait(t.Context(), tag, 30*time.Second)
+	if err != nil || got != `"2"` {
+		t.Fatalf("Wait with a change: %q, %v; want the new tag \"2\"", got, err)
+	}
+
+	header.Store("")
+	if _, _, err := s.Fetch(t.Context(), got); !errors.Is(err, ErrNotModified) || s.MaxWait() != 0 {
+		t.Fatalf("an answer without %s: %v, MaxWait %v; want 0", api.HeaderWait, err, s.MaxWait())
+	}
+	if _, err := s.Wait(t.Context(), "", time.Second); err == nil {
+		t.Error("Wait without a tag: no error")
+	}
+}
