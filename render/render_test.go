@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -241,6 +242,140 @@ func TestLocalChecksMerge(t *testing.T) {
 	assertRendered(t, m, opts, out)
 }
 
+func TestTrackFileAndEffectiveChecks(t *testing.T) {
+	if got, want := TrackFile("/run/vipkeeper/track", "chk_web"), "/run/vipkeeper/track/chk_web"; got != want {
+		t.Errorf("TrackFile = %q, want %q", got, want)
+	}
+	m := doc()
+	m.Checks = append(m.Checks, vrrp.Check{Name: "chk_api", Kind: vrrp.CheckTCP, Address: "127.0.0.1:8080"})
+	local := []vrrp.Check{
+		{Name: "chk_disk", Kind: vrrp.CheckExec, Command: []string{"/usr/bin/true"}},
+		{Name: "chk_api", Kind: vrrp.CheckHTTP, URL: "http://127.0.0.1:8080/"},
+	}
+	if diff := cmp.Diff(wantChecks(m.Checks, local), EffectiveChecks(m, local)); diff != "" {
+		t.Errorf("EffectiveChecks (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(local, EffectiveChecks(nil, local)); diff != "" {
+		t.Errorf("EffectiveChecks(nil, local) (-want +got):\n%s", diff)
+	}
+	// The checks Render uses are EffectiveChecks': one script each.
+	out, err := Render(m, Options{Self: "web-a", ExtraChecks: local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(out.Scripts), len(EffectiveChecks(m, local))+1; got != want {
+		t.Errorf("%d scripts, want %d (one per effective check and notify.sh)", got, want)
+	}
+}
+
+// TestLowerPriorityRendersAsBefore: a weighted check renders the same
+// bytes whether its document predates on_failure or says lower_priority.
+func TestLowerPriorityRendersAsBefore(t *testing.T) {
+	legacy, err := Render(doc(), Options{Self: "web-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := doc()
+	m.Checks[0].OnFailure = vrrp.OnFailureLowerPriority
+	explicit, err := Render(m, Options{Self: "web-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(legacy, explicit); diff != "" {
+		t.Errorf("explicit lower_priority renders differently (-legacy +explicit):\n%s", diff)
+	}
+	for _, absent := range []string{"track_file", "agent-socket"} {
+		for _, f := range legacy.Files() {
+			if bytes.Contains(f.Data, []byte(absent)) {
+				t.Errorf("%s of a lower_priority check mentions %s", f.Name, absent)
+			}
+		}
+	}
+}
+
+// TestBackstopTiming pins keepalived's interval and timeout of the
+// backstop: whole seconds, never more often than the check itself, a
+// timeout covering the agent's answer (1 s), the check's own timeout and
+// half a second.
+func TestBackstopTiming(t *testing.T) {
+	tests := []struct {
+		name               string
+		interval, timeout  vrrp.Seconds
+		backstop           vrrp.Seconds
+		wantInt, wantTmout string
+	}{
+		{"defaults", 0, 0, 0, "3", "3"},
+		{"sub-second check", 200, 0, 0, "3", "2"},
+		{"timeout below interval", 500, 300, 0, "3", "2"},
+		{"timeout 1.5", 0, 1500, 0, "3", "3"},
+		{"slow check", 10000, 8000, 0, "10", "10"},
+		{"check interval rounded up", 3010, 0, 0, "4", "5"},
+		{"longest", 3600 * 1000, 3600 * 1000, 0, "3600", "3602"},
+		{"backstop 1 s", 50, 0, 1000, "1", "2"},
+		{"backstop longer than the check", 2000, 0, 10000, "10", "4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := doc()
+			m.Checks[0] = vrrp.Check{Name: "chk_web", Kind: vrrp.CheckTCP, Address: "127.0.0.1:80", Interval: tt.interval, Timeout: tt.timeout}
+			opts := Options{Self: "web-a", BackstopInterval: tt.backstop}
+			out, err := Render(m, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertRendered(t, m, opts, out)
+			nodes, err := parseConf(out.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vs := nodes[2]
+			if vs.Key != "vrrp_script" {
+				t.Fatalf("third block is %s, want the backstop vrrp_script", vs.Key)
+			}
+			if got := leaf(t, vs, "interval"); !slices.Equal(got, []string{tt.wantInt}) {
+				t.Errorf("interval %q, want %s", got, tt.wantInt)
+			}
+			if got := leaf(t, vs, "timeout"); !slices.Equal(got, []string{tt.wantTmout}) {
+				t.Errorf("timeout %q, want %s", got, tt.wantTmout)
+			}
+		})
+	}
+}
+
+// TestTrackDirNotVersioned: the track files stay where they are when the
+// scripts move to a new versioned directory, so a verdict survives every
+// rendering; the track directory does not change the scripts' version.
+func TestTrackDirNotVersioned(t *testing.T) {
+	m := doc()
+	m.Checks[0] = vrrp.Check{Name: "chk_web", Kind: vrrp.CheckHTTP, URL: "http://127.0.0.1/"}
+	a, err := Render(m, Options{Self: "web-a", VersionedScripts: true, TrackDir: "/run/vk/track"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Checks[0].URL = "http://127.0.0.1/healthz"
+	b, err := Render(m, Options{Self: "web-a", VersionedScripts: true, TrackDir: "/run/vk/track"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ScriptsVersion == b.ScriptsVersion {
+		t.Fatal("a script change kept the scripts' version")
+	}
+	want := `file "/run/vk/track/chk_web"`
+	for _, out := range []*Output{a, b} {
+		if !bytes.Contains(out.Config, []byte(want)) {
+			t.Errorf("config (scripts %s) lacks %s:\n%s", out.ScriptsVersion, want, out.Config)
+		}
+	}
+	c, err := Render(m, Options{Self: "web-a", VersionedScripts: true, TrackDir: "/run/other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ScriptsVersion != b.ScriptsVersion || bytes.Equal(c.Config, b.Config) {
+		t.Errorf("track dir change: scripts version %s → %s (want unchanged), config changed %v (want changed)",
+			b.ScriptsVersion, c.ScriptsVersion, !bytes.Equal(c.Config, b.Config))
+	}
+}
+
 // TestShellQuote checks the quoting against the test's splitter and
 // against a real /bin/sh.
 func TestShellQuote(t *testing.T) {
@@ -296,6 +431,7 @@ func TestInjection(t *testing.T) {
 			tc{"vipctl " + e, func(m *vrrp.Metadata, o *Options) { o.Vipctl = "/usr/bin/v" + e }, "vipctl"},
 			tc{"notify_socket " + e, func(m *vrrp.Metadata, o *Options) { o.NotifySocket = "/run/s" + e }, "notify_socket"},
 			tc{"spool_dir " + e, func(m *vrrp.Metadata, o *Options) { o.SpoolDir = "/var/s" + e }, "spool_dir"},
+			tc{"track_dir " + e, func(m *vrrp.Metadata, o *Options) { o.TrackDir = "/run/t" + e }, "track_dir"},
 			tc{"local check name " + e, func(m *vrrp.Metadata, o *Options) {
 				o.ExtraChecks = []vrrp.Check{{Name: "chk" + e, Kind: vrrp.CheckTCP, Address: "127.0.0.1:1"}}
 			}, "local_checks[0].name"},
@@ -331,6 +467,13 @@ func TestInjection(t *testing.T) {
 		tc{"scripts_dir trailing slash", func(m *vrrp.Metadata, o *Options) { o.ScriptsDir = "/etc/k/" }, "scripts_dir"},
 		tc{"scripts_dir $ substitution", func(m *vrrp.Metadata, o *Options) { o.ScriptsDir = "/etc/$_PWD" }, "scripts_dir"},
 		tc{"scripts_dir too long", func(m *vrrp.Metadata, o *Options) { o.ScriptsDir = "/" + strings.Repeat("a", maxPath) }, "scripts_dir"},
+		tc{"track_dir relative", func(m *vrrp.Metadata, o *Options) { o.TrackDir = "run/track" }, "track_dir"},
+		tc{"track_dir unclean", func(m *vrrp.Metadata, o *Options) { o.TrackDir = "/run/a/../track" }, "track_dir"},
+		tc{"track_dir trailing slash", func(m *vrrp.Metadata, o *Options) { o.TrackDir = "/run/track/" }, "track_dir"},
+		tc{"backstop_interval fraction", func(m *vrrp.Metadata, o *Options) { o.BackstopInterval = 1500 }, "backstop_interval"},
+		tc{"backstop_interval below a second", func(m *vrrp.Metadata, o *Options) { o.BackstopInterval = 500 }, "backstop_interval"},
+		tc{"backstop_interval above an hour", func(m *vrrp.Metadata, o *Options) { o.BackstopInterval = 3601 * 1000 }, "backstop_interval"},
+		tc{"backstop_interval an hour", func(m *vrrp.Metadata, o *Options) { o.BackstopInterval = 3600 * 1000 }, ""},
 		tc{"interface too long", func(m *vrrp.Metadata, o *Options) { o.Interface = "eth0123456789012" }, "interface"},
 		tc{"self not a member", func(m *vrrp.Metadata, o *Options) { o.Self = "web-z" }, "self"},
 		tc{"self empty", func(m *vrrp.Metadata, o *Options) { o.Self = "" }, "self"},
@@ -453,7 +596,11 @@ func FuzzRender(f *testing.F) {
 		if flags&4 != 0 {
 			c.RestartUnit = process + ".service"
 		}
-		m.Checks = []vrrp.Check{c, {Name: chk + "_x", Kind: vrrp.CheckExec, Command: []string{"/bin/" + arg2, arg1}, RestartUnit: pick(flags&8 != 0, "u.service")}}
+		second := vrrp.Check{Name: chk + "_x", Kind: vrrp.CheckExec, Command: []string{"/bin/" + arg2, arg1}, RestartUnit: pick(flags&8 != 0, "u.service")}
+		if flags&0x80 != 0 {
+			second.OnFailure, second.Weight = vrrp.OnFailureLowerPriority, -1
+		}
+		m.Checks = []vrrp.Check{c, second}
 		if m.Validate() != nil {
 			return
 		}
