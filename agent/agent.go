@@ -299,18 +299,36 @@ func kick(ch chan struct{}) {
 	}
 }
 
-// applyLoop polls the source and serves refresh requests.
+// applyLoop polls the source, applies at once when the metadata watcher
+// (watch.go, its own goroutine, stopped and waited for on return) saw
+// the document change, and serves refresh requests.
 func (a *Agent) applyLoop(ctx context.Context) error {
+	changed := make(chan struct{}, 1) // kicked by the watcher
+	applied := make(chan string, 1)   // the newest applied tag, for the watcher
+	wctx, stopWatch := context.WithCancel(ctx)
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		a.watchMetadata(wctx, applied, changed)
+	}()
+	defer func() { stopWatch(); <-watching }()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	offered := ""
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			a.applyAndNote(ctx, false)
+		case <-changed:
+			a.applyAndNote(ctx, false)
 		case reply := <-a.refresh:
 			reply <- a.applyAndNote(ctx, true)
+		}
+		if a.lastTag != offered {
+			offered = a.lastTag
+			offerTag(applied, offered)
 		}
 		t.Reset(a.nextApply())
 	}
