@@ -58,7 +58,9 @@ func runRender(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	iface := fs.String("interface", render.DefaultInterface, "`NIC` keepalived runs VRRP on")
 	scriptsDir := fs.String("scripts-dir", render.DefaultScriptsDir, "`directory` the scripts are installed into, as keepalived.conf refers to them")
 	vipctl := fs.String("vipctl", render.DefaultVipctl, "`path` of vipctl that the scripts run")
-	fs.Usage = usageFunc(fs, "vipctl render --metadata FILE --self MEMBER --out DIR [--interface eth0] [--scripts-dir DIR] [--vipctl PATH]")
+	agentSocket := fs.String("agent-socket", render.DefaultNotifySocket, "the agent's control `socket` the notify hook and the backstops of resign checks talk to")
+	trackDir := fs.String("track-dir", render.DefaultTrackDir, "`directory` of the track files of resign checks, as keepalived.conf refers to them")
+	fs.Usage = usageFunc(fs, "vipctl render --metadata FILE --self MEMBER --out DIR [--interface eth0] [--scripts-dir DIR] [--vipctl PATH] [--agent-socket PATH] [--track-dir DIR]")
 	if code, stop := parseFlags(fs, args, stdout, stderr); stop {
 		return code
 	}
@@ -85,7 +87,10 @@ func runRender(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		return fail(exitUsage, "%s", oneLine(err))
 	}
-	res, err := render.Render(m, render.Options{Self: *self, Interface: *iface, ScriptsDir: *scriptsDir, Vipctl: *vipctl})
+	res, err := render.Render(m, render.Options{
+		Self: *self, Interface: *iface, ScriptsDir: *scriptsDir, Vipctl: *vipctl,
+		NotifySocket: *agentSocket, TrackDir: *trackDir,
+	})
 	if err != nil {
 		return fail(exitUsage, "%s", oneLine(err))
 	}
