@@ -80,7 +80,7 @@ type Agent struct {
 	// health runs the checks with on_failure resign and writes their
 	// track files; set by run before any loop starts (nil when the agent
 	// is not running, e.g. an apply loop run alone in a test).
-	health *health.Runner
+	health atomic.Pointer[health.Runner]
 
 	mu sync.Mutex // guards everything below
 	// lastReload is when keepalived was last reloaded, and deferUntil when
@@ -233,7 +233,7 @@ func (a *Agent) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	a.health = hr
+	a.health.Store(hr)
 	ln, err := listenControl(a.cfg.Socket)
 	if err != nil {
 		return err

@@ -491,7 +491,8 @@ func (a *Agent) removeStaleTemps() {
 // resign) among those rendered for m to the health runner; it returns once
 // every new check's track file exists.
 func (a *Agent) updateChecks(m *vrrp.Metadata, opts render.Options) error {
-	if a.health == nil {
+	hr := a.health.Load()
+	if hr == nil {
 		return nil
 	}
 	var run []vrrp.Check
@@ -500,7 +501,7 @@ func (a *Agent) updateChecks(m *vrrp.Metadata, opts render.Options) error {
 			run = append(run, c)
 		}
 	}
-	if err := a.health.Update(run); err != nil {
+	if err := hr.Update(run); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
@@ -509,10 +510,11 @@ func (a *Agent) updateChecks(m *vrrp.Metadata, opts render.Options) error {
 // pruneTrack removes the track files of checks no longer run, once
 // keepalived reads a configuration without them.
 func (a *Agent) pruneTrack() {
-	if a.health == nil {
+	hr := a.health.Load()
+	if hr == nil {
 		return
 	}
-	if err := a.health.Prune(); err != nil {
+	if err := hr.Prune(); err != nil {
 		a.log.Warn("remove old track files", "op", "apply", "err", err)
 	}
 }

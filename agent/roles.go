@@ -97,10 +97,10 @@ func (a *Agent) instanceLocked() string {
 // recordLocked stores a transition from the current role; a.mu is held.
 func (a *Agent) recordLocked(t vrrp.Transition, spool string) (vrrp.Transition, notifyOutcome, error) {
 	t.From, t.Member, t.Group = a.role, a.self, a.group
-	if t.To == vrrp.RoleFault && t.Note == "" && spool == "" && a.health != nil {
+	if hr := a.health.Load(); t.To == vrrp.RoleFault && t.Note == "" && spool == "" && hr != nil {
 		// keepalived's FAULT says nothing of why: the agent's own checks
 		// (their track files) are the usual cause.
-		t.Note = faultNote(a.health.Status())
+		t.Note = faultNote(hr.Status())
 	}
 	t.Recorded = time.Now()
 	rec, dup, err := a.store.Record(t, spool)

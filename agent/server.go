@@ -131,8 +131,8 @@ func (a *Agent) Status() (api.AgentStatus, error) {
 	if a.vip.IsValid() {
 		st.VIP = a.vip.String()
 	}
-	if a.health != nil {
-		st.Checks = a.health.Status()
+	if hr := a.health.Load(); hr != nil {
+		st.Checks = hr.Status()
 	}
 	st.Sentence = sentence(st, a.d.now())
 	return st, nil
