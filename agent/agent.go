@@ -266,6 +266,7 @@ func (a *Agent) run(ctx context.Context) error {
 	g.Go(func() error { return a.applyLoop(gctx) })
 	g.Go(func() error { return a.d.link.Watch(gctx, a.linkChanged) })
 	g.Go(func() error { return a.reconcileLoop(gctx) })
+	g.Go(func() error { return a.kaDeathLoop(gctx) })
 	if a.reportURL != "" {
 		g.Go(func() error { return a.reportLoop(gctx) })
 	} else {

@@ -207,6 +207,20 @@ func (a *Agent) reconcile(ctx context.Context) {
 	if rerr != nil {
 		a.log.Warn("cannot tell whether keepalived runs", "op", "reconcile", "err", rerr)
 	}
+	a.reconcileAs(running, rerr, 0)
+}
+
+// reconcileExited is reconcile once keepalived's main process (pid) was
+// seen exiting and no keepalived runs since (kadeath.go): the exit is
+// certain, so a VIP left on the interface is removed at once, without
+// the second look half an interval later.
+func (a *Agent) reconcileExited(pid int) {
+	a.reconcileAs(false, nil, pid)
+}
+
+// reconcileAs is reconcile with keepalived's liveness known; exited is
+// the pid of a keepalived whose exit is certain, 0 when none.
+func (a *Agent) reconcileAs(running bool, rerr error, exited int) {
 	now := a.d.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -227,6 +241,13 @@ func (a *Agent) reconcile(ctx context.Context) {
 	}
 	if rerr == nil && !running {
 		a.mismatchSince, a.mismatchRecorded = time.Time{}, false
+		if exited != 0 {
+			if a.stoppedSince.IsZero() {
+				a.stoppedSince = now
+			}
+			a.keepalivedGoneLocked(present && perr == nil, now, exited)
+			return
+		}
 		if a.stoppedSince.IsZero() {
 			a.stoppedSince = now
 			return
@@ -234,7 +255,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 		if now.Sub(a.stoppedSince) < a.cfg.ReconcileInterval/2 {
 			return
 		}
-		a.keepalivedGoneLocked(present && perr == nil, now)
+		a.keepalivedGoneLocked(present && perr == nil, now, 0)
 		return
 	}
 	a.stoppedSince = time.Time{}
@@ -264,18 +285,34 @@ func (a *Agent) reconcile(ctx context.Context) {
 }
 
 // keepalivedGoneLocked handles keepalived not running: remove a stale VIP
-// and record STOP. a.mu is held.
-func (a *Agent) keepalivedGoneLocked(present bool, now time.Time) {
+// and record STOP. exited is the pid of a keepalived whose exit was seen
+// (the notes say so), 0 when keepalived was found not running twice.
+// a.mu is held.
+func (a *Agent) keepalivedGoneLocked(present bool, now time.Time, exited int) {
+	// A keepalived that stops cleanly removes its VIP itself: one left
+	// behind by a keepalived seen exiting was most likely killed.
+	gone, goneVIP := "keepalived is not running", "keepalived is not running; "
+	if exited != 0 {
+		gone, goneVIP = "keepalived exited", "keepalived exited (killed?): "
+	}
 	if present {
 		addr := a.vipAddrLocked()
 		t := vrrp.Transition{To: vrrp.RoleStop, At: now, Source: SourceReconcile}
-		if err := a.d.link.RemoveAddr(addr); err != nil {
-			a.log.Error("remove stale VIP", "op", "reconcile", "vip", a.vip.String(), "iface", a.cfg.Interface, "err", err)
+		err := a.d.link.RemoveAddr(addr)
+		if err != nil {
+			// keepalived's VRRP process outlives a main process killed
+			// alone for a moment and removes the VIP itself: gone is gone.
+			if still, herr := hasAddr(a.d.link, addr); herr == nil && !still {
+				err = nil
+			}
+		}
+		if err != nil {
+			a.log.Error("remove stale VIP", "op", "reconcile", "vip", a.vip.String(), "iface", a.cfg.Interface, "pid", exited, "err", err)
 			t.VIPPresent = true
-			t.Note = fmt.Sprintf("keepalived is not running; the VIP %s is still on %s: removing it failed: %v", a.vip, a.cfg.Interface, err)
+			t.Note = fmt.Sprintf("%sthe VIP %s is still on %s: removing it failed: %v", goneVIP, a.vip, a.cfg.Interface, err)
 		} else {
-			a.log.Warn("keepalived is not running: removed the stale VIP", "op", "reconcile", "vip", a.vip.String(), "iface", a.cfg.Interface)
-			t.Note = fmt.Sprintf("keepalived is not running; removed the stale VIP %s from %s", a.vip, a.cfg.Interface)
+			a.log.Warn(gone+": removed the stale VIP", "op", "reconcile", "vip", a.vip.String(), "iface", a.cfg.Interface, "pid", exited)
+			t.Note = fmt.Sprintf("%sremoved the stale VIP %s from %s", goneVIP, a.vip, a.cfg.Interface)
 		}
 		if a.role == vrrp.RoleStop && t.VIPPresent && a.lastAt.After(now.Add(-time.Minute)) {
 			return // removal keeps failing: recorded within the last minute already
@@ -288,7 +325,7 @@ func (a *Agent) keepalivedGoneLocked(present bool, now time.Time) {
 	if a.role == vrrp.RoleStop {
 		return
 	}
-	_, _, err := a.recordLocked(vrrp.Transition{To: vrrp.RoleStop, At: now, Source: SourceReconcile, Note: "keepalived is not running"}, "")
+	_, _, err := a.recordLocked(vrrp.Transition{To: vrrp.RoleStop, At: now, Source: SourceReconcile, Note: gone}, "")
 	if err != nil {
 		a.log.Error("record keepalived stop", "op", "reconcile", "err", err)
 	}

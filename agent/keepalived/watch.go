@@ -89,7 +89,9 @@ func (w *Watcher) MainPID(ctx context.Context) (int, error) {
 }
 
 // Wait blocks until the keepalived main process that runs now, or the
-// next one to start, exits, and returns its pid. It returns ctx's error
+// next one to start, exits, and returns its pid: with a nil error, the
+// kernel said that process has exited (its pidfd polled readable, or it
+// was gone or recycled when Wait opened it). It returns ctx's error
 // when ctx ends; ErrNoPidfd (with the pid of the running keepalived) where
 // pidfds are not available; and MainPID's error when the source cannot
 // tell whether keepalived runs (the caller retries). A process that exits
@@ -178,7 +180,25 @@ func (w *Watcher) waitExit(ctx context.Context, pid int) error {
 		}
 		return fmt.Errorf("keepalived: wait for keepalived (pid %d): %w", pid, err)
 	}
+	// readable ends the wait on a poll error too: only POLLIN says the
+	// process has exited, which the caller may act on as certain.
+	exited := false
+	if err := rc.Control(func(fd uintptr) { exited = pollIn(int(fd)) }); err != nil || !exited {
+		return fmt.Errorf("keepalived: pidfd of keepalived (pid %d) woke without an exit", pid)
+	}
 	return nil
+}
+
+// pollIn reports whether fd polls POLLIN now.
+func pollIn(fd int) bool {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n > 0 && pfd[0].Revents&unix.POLLIN != 0
+	}
 }
 
 // readable reports whether fd polls readable now.

@@ -1,6 +1,7 @@
 package keepalived
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -34,12 +35,20 @@ func startHUPProof(t *testing.T) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", `trap "" HUP; read x`)
+	cmd := exec.Command(bin, "-c", `trap "" HUP; echo ready; read x`)
 	cmd.Stdin = r
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
+	// SIGHUP is ignored once the shell says so.
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		t.Fatalf("stand-in keepalived: %v", err)
+	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
