@@ -61,10 +61,11 @@ func (c *child) kill() {
 	})
 }
 
-// noticeLatency starts a process, waits until WaitExit watches it, kills
-// it (SIGKILL, not reaped: a crashed service's process) and returns how
-// long WaitExit took to return after the kill, and how it watched.
-func noticeLatency(tb testing.TB, c *Checker) (time.Duration, string) {
+// noticeLatency starts a process, waits until WaitExit watches it and
+// then delay more, kills it (SIGKILL, not reaped: a crashed service's
+// process) and returns how long WaitExit took to return after the kill,
+// and how it watched.
+func noticeLatency(tb testing.TB, c *Checker, delay time.Duration) (time.Duration, string) {
 	tb.Helper()
 	name := uniqueName(tb)
 	ch := startNamed(tb, name)
@@ -91,6 +92,7 @@ func noticeLatency(tb testing.TB, c *Checker) (time.Duration, string) {
 	case r := <-done:
 		tb.Fatalf("WaitExit returned (%s, %v) before the process was killed", r.how, r.err)
 	}
+	time.Sleep(delay) // where in a poll interval the fault falls
 	killed := time.Now()
 	if err := ch.cmd.Process.Signal(unix.SIGKILL); err != nil {
 		tb.Fatal(err)
@@ -119,7 +121,7 @@ func TestWaitExitRealChild(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &Checker{pidfdOpen: tt.open, Log: testLogger(t)}
-			lat, how := noticeLatency(t, c)
+			lat, how := noticeLatency(t, c, 0)
 			if how != tt.want {
 				t.Fatalf("watched by %s, want %s", how, tt.want)
 			}
@@ -231,7 +233,8 @@ func TestWaitExitPollFakeProc(t *testing.T) {
 }
 
 // BenchmarkWaitExit measures how long after a SIGKILL WaitExit notices the
-// exit: notice-µs is the mean, p50-µs and max-µs the median and worst.
+// exit: notice-µs is the mean, p50-µs and max-µs the median and worst. The
+// kills fall evenly over a poll interval after the watch starts.
 func BenchmarkWaitExit(b *testing.B) {
 	for _, bb := range []struct {
 		name string
@@ -242,9 +245,9 @@ func BenchmarkWaitExit(b *testing.B) {
 	} {
 		b.Run(bb.name, func(b *testing.B) {
 			var lats []time.Duration
-			for b.Loop() {
+			for i := 0; b.Loop(); i++ {
 				c := &Checker{pidfdOpen: bb.open}
-				lat, _ := noticeLatency(b, c)
+				lat, _ := noticeLatency(b, c, time.Duration(i%10)*DefaultExitPoll/10)
 				lats = append(lats, lat)
 			}
 			sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
