@@ -16,12 +16,15 @@ const waitRetry = time.Second
 // watchMetadata waits for the metadata document to change where the
 // source can (metadata.Waiter: a hostsync that says api.HeaderWait) and
 // kicks changed when it did; the apply loop then fetches and applies as
-// on its poll timer. Each wait names the newest document seen: the last
-// one applied (received on applied) or the one a wait returned, so that
-// a change held back by keepalived.min_reload_interval, or one that failed
-// to apply, does not wake it again. Without waiting (a file, an older
-// hostsync, metadata.wait = 0, nothing applied yet) the apply loop's
-// polling alone goes on. It returns when ctx ends.
+// on its poll timer. The first wait names the first document applied
+// (received on applied), each later one the document the previous wait
+// returned: the newest seen, so that a change held back by
+// keepalived.min_reload_interval, or one that failed to apply, does not
+// wake it again (the apply loop's timer comes back to those). The
+// applied tags that follow are not taken: they are never newer than what
+// the watcher saw, or else its next wait is answered at once. Without
+// waiting (a file, an older hostsync, metadata.wait = 0, nothing applied
+// yet) the apply loop's polling alone goes on. It returns when ctx ends.
 func (a *Agent) watchMetadata(ctx context.Context, applied <-chan string, changed chan struct{}) {
 	w, ok := a.d.source.(metadata.Waiter)
 	if !ok || a.cfg.Metadata.Wait <= 0 {
@@ -30,16 +33,19 @@ func (a *Agent) watchMetadata(ctx context.Context, applied <-chan string, change
 	timer := time.NewTimer(0)
 	timer.Stop()
 	defer timer.Stop()
-	// pause waits d, or less when a newly applied tag arrives; false when
-	// ctx ended.
-	var tag string
+	var tag string // the newest document seen
+	// pause waits d, or less when the apply loop applied a new document
+	// (MaxWait may have changed with its fetch); false when ctx ended.
 	pause := func(d time.Duration) bool {
 		timer.Reset(d)
 		select {
 		case <-ctx.Done():
 			return false
-		case tag = <-applied:
+		case t := <-applied:
 			timer.Stop()
+			if tag == "" {
+				tag = t
+			}
 		case <-timer.C:
 		}
 		return true
@@ -47,9 +53,11 @@ func (a *Agent) watchMetadata(ctx context.Context, applied <-chan string, change
 	var retry time.Duration
 	waiting := false // the last wait worked (for the logs)
 	for {
-		select {
-		case tag = <-applied:
-		default:
+		if tag == "" {
+			select {
+			case tag = <-applied:
+			default:
+			}
 		}
 		limit := w.MaxWait()
 		if tag == "" || limit <= 0 {

@@ -205,6 +205,9 @@ func TestWatchAppliesAtOnce(t *testing.T) {
 		if reloads != 4 {
 			t.Errorf("%d reloads for 4 revisions", reloads)
 		}
+		if fetches, _ := src.counts(); fetches != 4 {
+			t.Errorf("%d fetches for 4 revisions, want one each", fetches)
+		}
 	})
 }
 
@@ -451,6 +454,9 @@ func BenchmarkAdminChangeToApply(b *testing.B) {
 	defer func() { cancel(); <-done }()
 	waitFor(b, "the first revision applied", func() bool { return a.appliedRevision() > 0 })
 	waitFor(b, "hostsync's wait", func() bool { return hs.MaxWait() > 0 })
+	src.mu.Lock()
+	fetches := len(src.starts)
+	src.mu.Unlock()
 	var toStart, toReload []float64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -466,6 +472,10 @@ func BenchmarkAdminChangeToApply(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
+	src.mu.Lock()
+	fetches = len(src.starts) - fetches
+	src.mu.Unlock()
+	b.ReportMetric(float64(fetches)/float64(b.N), "fetches/change")
 	pct := func(v []float64, p float64) float64 {
 		v = slices.Clone(v)
 		slices.Sort(v)
