@@ -277,51 +277,74 @@ func TestKeepalivedDeath(t *testing.T) {
 // TestLabKeepalivedKilled kills keepalived (SIGKILL, the whole process
 // group) on the MASTER of a two-guest lab and measures, from netlink
 // events in both namespaces, how long the dead master's VIP stays on its
-// eth0 and when the backup adds it.
+// eth0 and when the backup adds it: VRRPv2 with a 1 s advert, and VRRPv3
+// with 0.1 s.
 func TestLabKeepalivedKilled(t *testing.T) {
-	l := newLab(t, "lab-1", "lab-2")
-	g1, g2 := l.guests[0], l.guests[1]
-	l.hs.setMeta(t, l.metadata(1))
-	for _, g := range l.guests {
-		l.startAgent(g)
-	}
-	for _, g := range l.guests {
-		waitUntil(t, 30*time.Second, g.name+" to apply", func() bool { return g.status(t).Ready })
-	}
-	for _, g := range l.guests {
-		l.startKeepalived(g)
-	}
-	var removal, takeover []time.Duration
-	for round := range 3 {
-		l.waitOwner(t, g1, 30*time.Second)
-		rm := subscribeAddrs(t, g1.ns)
-		add := subscribeAddrs(t, g2.ns)
-		at := time.Now()
-		g1.ka.kill()
-		gone := rm.wait(t, l.vip.Addr(), false)
-		taken := add.wait(t, l.vip.Addr(), true)
-		removal = append(removal, gone.Sub(at))
-		takeover = append(takeover, taken.Sub(at))
-		t.Logf("round %d: SIGKILL → VIP gone from lab-1 after %s; on lab-2 after %s (two holders: %s)",
-			round, gone.Sub(at), taken.Sub(at), max(gone.Sub(taken), 0))
-		stop := l.waitTransition(t, g1, vrrp.RoleStop, at, 10*time.Second)
-		if !strings.HasPrefix(stop.Note, "keepalived exited (killed?): removed the stale VIP 192.0.2.10/24 from eth0") || stop.VIPPresent {
-			t.Errorf("round %d: STOP = %+v, want the exit watch's removal", round, stop)
-		}
-		if gone.After(taken) {
-			t.Errorf("round %d: the VIP left lab-1 %s after lab-2 took it", round, gone.Sub(taken))
-		}
-		l.startKeepalived(g1) // the higher priority preempts again
-	}
-	if data, err := os.ReadFile(filepath.Join(g1.dir, "agent.log")); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			if strings.Contains(line, `"op":"kadeath"`) || strings.Contains(line, "stale VIP") {
-				t.Logf("lab-1 agent: %s", line)
+	for _, p := range []struct {
+		name    string
+		version int
+		advert  vrrp.Seconds
+	}{{"v2 advert 1s", 2, 1000}, {"v3 advert 0.1s", 3, 100}} {
+		t.Run(p.name, func(t *testing.T) {
+			l := newLab(t, "lab-1", "lab-2")
+			g1, g2 := l.guests[0], l.guests[1]
+			m := l.metadata(1)
+			m.VRRPVersion, m.AdvertInt = p.version, p.advert
+			if p.version == 3 {
+				m.Auth = nil // VRRPv3 has no authentication
 			}
-		}
+			l.hs.setMeta(t, m)
+			for _, g := range l.guests {
+				l.startAgent(g)
+			}
+			for _, g := range l.guests {
+				waitUntil(t, 30*time.Second, g.name+" to apply", func() bool { return g.status(t).Ready })
+			}
+			for _, g := range l.guests {
+				l.startKeepalived(g)
+			}
+			var removal, takeover []time.Duration
+			for round := range 3 {
+				l.waitOwner(t, g1, 30*time.Second)
+				rm := subscribeAddrs(t, g1.ns)
+				add := subscribeAddrs(t, g2.ns)
+				at := time.Now()
+				g1.ka.kill()
+				gone := rm.wait(t, l.vip.Addr(), false)
+				taken := add.wait(t, l.vip.Addr(), true)
+				removal = append(removal, gone.Sub(at))
+				takeover = append(takeover, taken.Sub(at))
+				t.Logf("round %d: SIGKILL → VIP gone from lab-1 after %s; on lab-2 after %s (two holders: %s)",
+					round, gone.Sub(at), taken.Sub(at), max(gone.Sub(taken), 0))
+				stop := l.waitTransition(t, g1, vrrp.RoleStop, at, 10*time.Second)
+				if !strings.HasPrefix(stop.Note, "keepalived exited (killed?): removed the stale VIP 192.0.2.10/24 from eth0") || stop.VIPPresent {
+					t.Errorf("round %d: STOP = %+v, want the exit watch's removal", round, stop)
+				}
+				if gone.After(taken) {
+					t.Errorf("round %d: the VIP left lab-1 %s after lab-2 took it", round, gone.Sub(taken))
+				}
+				// keepalived refuses to start while its VRRP process's pid
+				// file names a process (the killed one, until reaped).
+				vrrpPID := filepath.Join(filepath.Dir(g1.pidFile), "vrrp.pid")
+				waitUntil(t, 10*time.Second, "the killed VRRP process reaped", func() bool {
+					data, err := os.ReadFile(vrrpPID)
+					pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+					return err != nil || pid <= 0 || syscall.Kill(pid, 0) == syscall.ESRCH
+				})
+				l.startKeepalived(g1) // the higher priority preempts again
+			}
+			if data, err := os.ReadFile(filepath.Join(g1.dir, "agent.log")); err == nil {
+				for _, line := range strings.Split(string(data), "\n") {
+					if strings.Contains(line, `"op":"kadeath"`) || strings.Contains(line, "stale VIP") {
+						t.Logf("lab-1 agent: %s", line)
+					}
+				}
+			}
+			sort.Slice(removal, func(i, j int) bool { return removal[i] < removal[j] })
+			t.Logf("VIP removal after SIGKILL: min %s, median %s, max %s; backup takeover: %v",
+				removal[0], removal[len(removal)/2], removal[len(removal)-1], takeover)
+		})
 	}
-	sort.Slice(removal, func(i, j int) bool { return removal[i] < removal[j] })
-	t.Logf("VIP removal after SIGKILL: min %s, median %s, max %s; backup takeover: %v", removal[0], removal[len(removal)/2], removal[len(removal)-1], takeover)
 }
 
 // addrEvents are a namespace's address changes, each with when it was read.
