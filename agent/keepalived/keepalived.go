@@ -1,8 +1,9 @@
 // Package keepalived drives the local keepalived daemon for
 // vipkeeper-agent: whether it runs and how to reload it, through its pid
 // file and SIGHUP (PIDFileKeepalived) or systemd over D-Bus
-// (SystemdKeepalived), and `keepalived --config-test` of a rendered
-// configuration (ConfigTester). Which one the agent uses is the agent's
+// (SystemdKeepalived), the exit of its main process as it happens
+// (Watcher: a pidfd on the pid those name), and `keepalived --config-test`
+// of a rendered configuration (ConfigTester). Which one the agent uses is the agent's
 // choice (its keepalived.reload setting).
 package keepalived
 
