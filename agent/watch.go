@@ -51,7 +51,9 @@ func (a *Agent) watchMetadata(ctx context.Context, applied <-chan string, change
 		return true
 	}
 	var retry time.Duration
-	waiting := false // the last wait worked (for the logs)
+	// state is what the logs last said: "", "waiting", "polling" or
+	// "failing"; each change of it is logged once.
+	state := ""
 	for {
 		if tag == "" {
 			select {
@@ -61,9 +63,9 @@ func (a *Agent) watchMetadata(ctx context.Context, applied <-chan string, change
 		}
 		limit := w.MaxWait()
 		if tag == "" || limit <= 0 {
-			if waiting {
-				a.log.Info("hostsync no longer waits for metadata changes: polling", "op", "watch", "poll_interval", a.cfg.Metadata.PollInterval)
-				waiting = false
+			if tag != "" && state != "polling" {
+				a.log.Info("hostsync does not wait for metadata changes: polling", "op", "watch", "poll_interval", a.cfg.Metadata.PollInterval)
+				state = "polling"
 			}
 			// Look again after the apply loop's next fetch.
 			if !pause(a.cfg.Metadata.PollInterval) {
@@ -72,6 +74,10 @@ func (a *Agent) watchMetadata(ctx context.Context, applied <-chan string, change
 			continue
 		}
 		d := min(a.cfg.Metadata.Wait, limit)
+		if state == "" || state == "polling" {
+			a.log.Info("waiting for metadata changes", "op", "watch", "wait", d)
+			state = "waiting"
+		}
 		start := a.d.now()
 		newTag, err := w.Wait(ctx, tag, d)
 		if ctx.Err() != nil {
@@ -83,24 +89,26 @@ func (a *Agent) watchMetadata(ctx context.Context, applied <-chan string, change
 			tag = newTag
 			kick(changed)
 		case errors.Is(err, metadata.ErrNotModified) && a.d.now().Sub(start) >= d/2:
-			// The wait passed without a change.
+			err = nil // the wait passed without a change
 		case errors.Is(err, metadata.ErrNotModified):
 			// Answered early: hostsync did not wait (too many waits
 			// from this address).
-			err = errors.New("agent: hostsync answered a wait at once")
+			err = errors.New("agent: hostsync answered a wait for a metadata change at once")
 		}
-		if err == nil || errors.Is(err, metadata.ErrNotModified) {
-			if !waiting {
-				a.log.Info("waiting for metadata changes", "op", "watch", "wait", d)
-				waiting = true
+		if err == nil {
+			if state == "failing" {
+				a.log.Info("waiting for metadata changes again", "op", "watch", "wait", d)
+				state = "waiting"
 			}
 			retry = 0
 			continue
 		}
 		retry = min(max(2*retry, waitRetry), max(a.cfg.Metadata.PollInterval, waitRetry))
-		if waiting || retry == waitRetry {
+		if state != "failing" {
 			a.log.Warn("waiting for metadata changes failed: polling meanwhile", "op", "watch", "retry_in", retry, "err", err)
-			waiting = false
+			state = "failing"
+		} else {
+			a.log.Debug("waiting for metadata changes failed", "op", "watch", "retry_in", retry, "err", err)
 		}
 		if !pause(retry) {
 			return

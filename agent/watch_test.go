@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -33,6 +34,10 @@ type waitSource struct {
 	maxWait time.Duration
 	fetches int
 	waits   int
+	// fail makes Wait fail with it; early makes it answer
+	// ErrNotModified at once (a hostsync over its bound of waits).
+	fail  error
+	early bool
 }
 
 func newWaitSource(doc []byte, rev uint64, maxWait time.Duration) *waitSource {
@@ -75,7 +80,14 @@ func (s *waitSource) Wait(ctx context.Context, tag string, d time.Duration) (str
 		s.mu.Lock()
 		s.waits++
 		cur, next, spinning := s.tagLocked(), s.next, s.waits > maxFakeWaits
+		fail, early := s.fail, s.early
 		s.mu.Unlock()
+		if fail != nil {
+			return "", fail
+		}
+		if early && cur == tag {
+			return tag, metadata.ErrNotModified
+		}
 		if spinning {
 			// A watcher asking in a loop is parked, so that the test
 			// fails on the count instead of hanging.
@@ -209,6 +221,46 @@ func TestWatchAppliesAtOnce(t *testing.T) {
 			t.Errorf("%d fetches for 4 revisions, want one each", fetches)
 		}
 	})
+}
+
+// TestWatchBacksOff: a wait that fails, or that hostsync answers at once,
+// is asked again after 1 s, then 2 s, 4 s, ... (never in a loop); once
+// waits work again, a change is applied at once.
+func TestWatchBacksOff(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fail  error
+		early bool
+	}{
+		{"error", errors.New("metadata: fetch metadata: connection refused"), false},
+		{"answered at once", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := newWaitSource(watchDoc(t, 1), 1, time.Minute)
+				src.fail, src.early = tc.fail, tc.early
+				a := newLoopAgent(t, src, &timedKeepalived{}, nil)
+				runApplyLoop(t, a)
+				synctest.Wait()
+				time.Sleep(10 * time.Second)
+				synctest.Wait()
+				// At 0, 1, 3 and 7 s.
+				if _, waits := src.counts(); waits != 4 {
+					t.Fatalf("%d waits in 10 s of failures, want 4 (backing off from 1 s)", waits)
+				}
+
+				src.mu.Lock()
+				src.fail, src.early = nil, false
+				src.mu.Unlock()
+				time.Sleep(5 * time.Second) // the next wait, at 15 s
+				src.set(watchDoc(t, 2), 2)
+				synctest.Wait()
+				if rev := a.appliedRevision(); rev != 2 {
+					t.Fatalf("revision %d applied after waits work again, want 2", rev)
+				}
+			})
+		})
+	}
 }
 
 // TestWatchFallsBackToPolling: a source that does not wait (an older
