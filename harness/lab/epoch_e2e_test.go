@@ -76,9 +76,10 @@ func TestAgentDBDeletedDuringFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// During the failover: the new master's agent is down and its
-	// database deleted; keepalived's notify goes to the spool.
-	if err := s.Agent(sl).Stop(5 * time.Second); err != nil {
+	// During the failover: the new master's agent died (SIGKILL: its
+	// track files keep saying healthy) and its database is deleted;
+	// keepalived's notify goes to the spool.
+	if err := s.KillAgent(sl); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(filepath.Join(s.guestDir(sl), "state", "agent.db")); err != nil {

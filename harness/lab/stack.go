@@ -390,6 +390,21 @@ func (s *Stack) StartAgent(ctx context.Context, g *Guest) error {
 	})
 }
 
+// KillAgent ends g's agent with SIGKILL and waits for it: an agent that
+// died, whose track files keep their last verdict (a clean stop writes
+// them failing, and keepalived then keeps the member out of the election).
+func (s *Stack) KillAgent(g *Guest) error {
+	p := s.agents[g.Name]
+	if p == nil || p.Exited() {
+		return errors.New("lab: agent of " + g.Name + " is not running")
+	}
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	_ = p.Wait()
+	return nil
+}
+
 // Agent is g's agent process; nil when the profile runs none.
 func (s *Stack) Agent(g *Guest) *Proc { return s.agents[g.Name] }
 
