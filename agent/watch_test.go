@@ -82,17 +82,17 @@ func (s *waitSource) Wait(ctx context.Context, tag string, d time.Duration) (str
 		cur, next, spinning := s.tagLocked(), s.next, s.waits > maxFakeWaits
 		fail, early := s.fail, s.early
 		s.mu.Unlock()
-		if fail != nil {
-			return "", fail
-		}
-		if early && cur == tag {
-			return tag, metadata.ErrNotModified
-		}
 		if spinning {
 			// A watcher asking in a loop is parked, so that the test
 			// fails on the count instead of hanging.
 			<-ctx.Done()
 			return "", ctx.Err()
+		}
+		if fail != nil {
+			return "", fail
+		}
+		if early && cur == tag {
+			return tag, metadata.ErrNotModified
 		}
 		if cur != tag {
 			return cur, nil
