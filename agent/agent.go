@@ -137,7 +137,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if cfg.Metadata.URL != "" {
 		d.source = &metadata.HTTPSource{URL: cfg.Metadata.URL, Client: &http.Client{
 			Timeout:   cfg.Metadata.Timeout,
-			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute},
+			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
 		}}
 	} else {
 		d.source = &metadata.FileSource{Path: cfg.Metadata.File}
