@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/netns"
@@ -231,6 +234,79 @@ backend = "nftables"
 		}
 	})
 
+	step("nginx killed on the master: restart_unit brings it back and the VIP never leaves", func(t *testing.T) {
+		// The check (process nginx, restart_unit nginx.service) sees
+		// nginx's exit, restarts the unit once and judges it again before
+		// failing: a service that comes back causes no failover. The VIP's
+		// place is sampled every 10 ms through netlink in both guests'
+		// namespaces, from the kill until a backstop run (every 3 s) and
+		// more after nginx is back.
+		// systemd itself does not restart nginx: the restart is the check's.
+		if got := strings.TrimSpace(run(t, ctx, master.c, "systemctl", "show", "--property=Restart", "--value", "nginx.service")); got != "no" {
+			t.Fatalf("nginx.service has Restart=%s; the test needs systemd to leave it down", got)
+		}
+		before := strings.TrimSpace(run(t, ctx, master.c, "systemctl", "show", "--property=MainPID", "--value", "nginx.service"))
+		hm, err := netns.Handle(l.NS(master.ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hm.Close()
+		hs, err := netns.Handle(l.NS(slave.ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hs.Close()
+		stop := make(chan struct{})
+		var (
+			samples int
+			wrong   []string
+			sampled sync.WaitGroup
+		)
+		start := time.Now()
+		sampled.Go(func() {
+			tk := time.NewTicker(10 * time.Millisecond)
+			defer tk.Stop()
+			for {
+				on, err1 := vipOn(hm)
+				off, err2 := vipOn(hs)
+				samples++
+				if err := errors.Join(err1, err2); err != nil || !on || off {
+					wrong = append(wrong, fmt.Sprintf("+%s master %v slave %v %v", time.Since(start).Round(time.Millisecond), on, off, err))
+				}
+				select {
+				case <-stop:
+					return
+				case <-tk.C:
+				}
+			}
+		})
+		run(t, ctx, master.c, "systemctl", "kill", "--signal=SIGKILL", "nginx.service")
+		var after string
+		poll(t, ctx, shortWait, "nginx restarted on the master", func() (bool, string, error) {
+			p, err := master.c.Show(ctx, "nginx.service", "ActiveState", "MainPID")
+			if err != nil {
+				return false, "", err
+			}
+			after = p["MainPID"]
+			return p["ActiveState"] == "active" && after != "0" && after != before, fmt.Sprint(p), nil
+		})
+		back := time.Since(start)
+		// A backstop run and more with nginx back.
+		time.Sleep(4 * time.Second)
+		close(stop)
+		sampled.Wait()
+		t.Logf("nginx SIGKILLed, restarted by the agent after %s (MainPID %s -> %s); %d samples every 10 ms",
+			back.Round(time.Millisecond), before, after, samples)
+		if len(wrong) > 0 {
+			t.Errorf("the VIP was not on the master alone in %d of %d samples: %v", len(wrong), samples, wrong)
+		}
+		for _, tr := range history(t, ctx, master.c) {
+			if tr.At.After(start) {
+				t.Errorf("the master's agent recorded %s -> %s after the kill: %+v", tr.From, tr.To, tr)
+			}
+		}
+	})
+
 	step("nginx fails on the master: the VIP and the EIP move to the slave", func(t *testing.T) {
 		start := time.Now()
 		// nginx stops and cannot be restarted: the check's restart fails,
@@ -306,4 +382,23 @@ func get(ctx context.Context, c *http.Client, url string) (string, error) {
 		return "", fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	return strings.TrimSpace(string(body)), nil
+}
+
+// vipOn reports whether eth0 in the namespace of h carries the VIP
+// 192.0.2.10.
+func vipOn(h *netlink.Handle) (bool, error) {
+	link, err := h.LinkByName("eth0")
+	if err != nil {
+		return false, err
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(net.IPv4(192, 0, 2, 10)) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
