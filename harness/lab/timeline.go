@@ -234,7 +234,7 @@ func (tl Timeline) Offset(what string) (time.Duration, bool) {
 // The steps of a timeline.
 const (
 	StepCheck      = "check failing on the old master (its agent's status)"
-	StepResign     = "old master left MASTER (its agent's record of keepalived's notify)"
+	StepResign     = "old master left MASTER, FAULT when its check resigns (keepalived's notify, recorded by its agent)"
 	StepTransition = "keepalived transition (notify hook on the new master)"
 	StepVIP        = "VIP only on the new master's NIC (netlink, polled every 5 ms)"
 	StepRecorded   = "agent recorded the transition"
