@@ -15,22 +15,19 @@ import (
 )
 
 // Watch records, from the moment it starts, the gratuitous ARP seen on a
-// host's bridge and the answers the client gets through the EIP, so a
-// failover's timeline can be measured from the outside.
+// host's bridge, the VIP's holders (netlink address events in every
+// guest) and the answers the client gets through the EIP, so a failover's
+// timeline can be measured from the outside.
 type Watch struct {
 	s      *Stack
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	holderLog *HolderLog // the VIP's holders from address events
+
 	mu      sync.Mutex // guards the fields below
 	garps   []garpSeen
 	answers []answer
-	holders []holderSeen
-}
-
-type holderSeen struct {
-	at    time.Time
-	names []string
 }
 
 type garpSeen struct {
@@ -43,8 +40,8 @@ type answer struct {
 	name string    // who answered; "" on failure
 }
 
-// StartWatch listens for GARP on host h's bridge and polls the client
-// through the EIP every interval.
+// StartWatch listens for GARP on host h's bridge, records the VIP's
+// holders and polls the client through the EIP every interval.
 func (s *Stack) StartWatch(h *Host, interval time.Duration) (*Watch, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watch{s: s, cancel: cancel}
@@ -61,32 +58,14 @@ func (s *Stack) StartWatch(h *Host, interval time.Duration) (*Watch, error) {
 		cancel()
 		return nil, err
 	}
-	w.wg.Add(3)
-	go func() {
-		defer w.wg.Done()
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		var last []string
-		for {
-			if hs, err := s.VIPHolders(); err == nil {
-				var names []string
-				for _, g := range hs {
-					names = append(names, g.Name)
-				}
-				if !slices.Equal(names, last) {
-					w.mu.Lock()
-					w.holders = append(w.holders, holderSeen{at: time.Now(), names: names})
-					w.mu.Unlock()
-					last = names
-				}
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	hl, err := s.RecordHolders()
+	if err != nil {
+		closer.Close()
+		cancel()
+		return nil, err
+	}
+	w.holderLog = hl
+	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
 		defer closer.Close()
@@ -136,6 +115,7 @@ func (s *Stack) StartWatch(h *Host, interval time.Duration) (*Watch, error) {
 func (w *Watch) Stop() {
 	w.cancel()
 	w.wg.Wait()
+	w.holderLog.Stop()
 }
 
 // FirstGARP is the first GARP for the VIP with mac seen at or after t.
@@ -164,18 +144,23 @@ func (w *Watch) GARPs(mac string, t time.Time) []time.Time {
 	return at
 }
 
-// FirstSoleHolder is when name was first seen as the only guest with the
-// VIP on its NIC at or after t (polled every 5 ms through netlink).
+// FirstSoleHolder is when name was first the only guest with the VIP on
+// its NIC at or after t (from netlink address events).
 func (w *Watch) FirstSoleHolder(name string, t time.Time) (time.Time, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, h := range w.holders {
-		if !h.at.Before(t) && len(h.names) == 1 && h.names[0] == name {
-			return h.at, true
+	spans, err := w.holderLog.Spans(t, time.Now())
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, sp := range spans {
+		if len(sp.Holders) == 1 && sp.Holders[0] == name {
+			return sp.From, true
 		}
 	}
 	return time.Time{}, false
 }
+
+// Holders is the watch's HolderLog.
+func (w *Watch) Holders() *HolderLog { return w.holderLog }
 
 // FirstAnswer is when the earliest request sent at or after t that was
 // answered by name was sent (its answer came within the request timeout
@@ -217,8 +202,12 @@ type Timeline struct {
 	Fault    time.Time
 	Steps    []Step
 	// Notes are what the agents said about the steps (the failing check
-	// and its reason), printed under the table.
+	// and its reason) and how the gateway host learnt the move, printed
+	// under the table.
 	Notes []string
+	// Move is the gateway host's move that applied the EIP (zero when
+	// none was seen).
+	Move api.Move
 }
 
 // Offset is the step's time after the fault; ok is false when unobserved.
@@ -236,7 +225,7 @@ const (
 	StepCheck      = "check failing on the old master (its agent's status)"
 	StepResign     = "old master left MASTER, FAULT when its check resigns (keepalived's notify, recorded by its agent)"
 	StepTransition = "keepalived transition (notify hook on the new master)"
-	StepVIP        = "VIP only on the new master's NIC (netlink, polled every 5 ms)"
+	StepVIP        = "VIP only on the new master's NIC (netlink address events)"
 	StepRecorded   = "agent recorded the transition"
 	StepClaim      = "hostsync received the claim"
 	StepGARP       = "GARP for the VIP seen on the bridge"
@@ -310,8 +299,13 @@ func (s *Stack) MeasureFailover(ctx context.Context, w *Watch, from, to *Guest, 
 			}
 			if h == s.GatewayHost && !mv.Applied.IsZero() && (appliedAt.IsZero() || mv.Applied.Before(appliedAt)) {
 				appliedAt = mv.Applied
+				tl.Move = mv
 			}
 		}
+	}
+	if mv := tl.Move; !mv.Applied.IsZero() {
+		tl.Notes = append(tl.Notes, fmt.Sprintf("%s (gateway): move %s -> %s learnt from %s: received +%s, recorded +%s, GARP sent +%s, applied +%s",
+			s.GatewayHost.ID, mv.From, mv.To, mv.Source, fmtMS(mv.Received.Sub(t0)), fmtMS(mv.Recorded.Sub(t0)), fmtMS(mv.Announced.Sub(t0)), fmtMS(mv.Applied.Sub(t0))))
 	}
 	garpAt, _ := w.FirstGARP(to.MAC, t0)
 	clientAt, _ := w.FirstAnswer(to.Name, t0)
