@@ -1,11 +1,9 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -43,61 +41,6 @@ func (k *procKeepalived) MainPID(ctx context.Context) (int, error) {
 	return pid, err
 }
 
-// standIn is a process named keepalived that survives SIGHUP (a reload),
-// as keepalived does: /bin/sh copied under that name.
-type standIn struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startStandIn(t *testing.T) *standIn {
-	t.Helper()
-	data, err := os.ReadFile("/bin/sh")
-	if err != nil {
-		testutil.SkipUnprivileged(t, "needs /bin/sh: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "keepalived")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", `trap "" HUP; echo ready; read x`)
-	cmd.Stdin = r
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
-	// SIGHUP is ignored once the shell says so.
-	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
-		t.Fatalf("stand-in keepalived: %v", err)
-	}
-	s := &standIn{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		close(s.done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-s.done
-		w.Close()
-	})
-	return s
-}
-
-func (s *standIn) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // kaDeathHarness runs the test agent on a pid file keepalived: a stand-in
 // process, the group applied, MASTER with the VIP on the fake link, and
 // the reconcile loop slowed to an hour so that only the exit watch can
@@ -106,7 +49,7 @@ type kaDeathHarness struct {
 	*testAgent
 	pidFile string
 	ka      *procKeepalived
-	proc    *standIn
+	proc    *testutil.StandIn
 }
 
 func startKADeath(t *testing.T) *kaDeathHarness {
@@ -129,28 +72,29 @@ func startKADeath(t *testing.T) *kaDeathHarness {
 	return h
 }
 
-// startKeepalived starts a stand-in and writes its pid file.
-func (h *kaDeathHarness) startKeepalived(t *testing.T) *standIn {
+// startKeepalived starts a stand-in (a process named keepalived that
+// survives SIGHUP, as keepalived does) and writes its pid file.
+func (h *kaDeathHarness) startKeepalived(t *testing.T) *testutil.StandIn {
 	t.Helper()
-	p := startStandIn(t)
-	if err := os.WriteFile(h.pidFile, []byte(strconv.Itoa(p.cmd.Process.Pid)+"\n"), 0o644); err != nil {
+	p := testutil.StartStandIn(t, "keepalived")
+	if err := os.WriteFile(h.pidFile, []byte(strconv.Itoa(p.Pid())+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
 // watched waits until the watcher was told p's pid.
-func (h *kaDeathHarness) watched(t *testing.T, p *standIn) {
+func (h *kaDeathHarness) watched(t *testing.T, p *testutil.StandIn) {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
 		select {
 		case pid := <-h.ka.named:
-			if pid == p.cmd.Process.Pid {
+			if pid == p.Pid() {
 				return
 			}
 		case <-deadline:
-			t.Fatalf("the watcher was not told keepalived's pid %d", p.cmd.Process.Pid)
+			t.Fatalf("the watcher was not told keepalived's pid %d", p.Pid())
 		}
 	}
 }
@@ -175,7 +119,7 @@ func TestKeepalivedDeath(t *testing.T) {
 		if err := h.ka.Reload(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		h.proc.signal(t, syscall.SIGKILL)
+		h.proc.Signal(t, syscall.SIGKILL)
 		waitFor(t, "STOP recorded", func() bool { return h.status().Role == vrrp.RoleStop })
 		if got := h.link.removedAddrs(); !slices.Equal(got, []netip.Addr{testVIP}) {
 			t.Errorf("removed %v, want the VIP once", got)
@@ -210,8 +154,8 @@ func TestKeepalivedDeath(t *testing.T) {
 				if hookFirst {
 					h.hook("INSTANCE", "VI_web", "STOP", "100")
 				}
-				h.proc.signal(t, syscall.SIGTERM)
-				<-h.proc.done
+				h.proc.Signal(t, syscall.SIGTERM)
+				<-h.proc.Done
 				if !hookFirst {
 					waitFor(t, "STOP recorded", func() bool { return h.status().Role == vrrp.RoleStop })
 					h.hook("INSTANCE", "VI_web", "STOP", "100")
@@ -240,7 +184,7 @@ func TestKeepalivedDeath(t *testing.T) {
 	t.Run("restarted before the exit is handled: judged by the ordinary reconcile", func(t *testing.T) {
 		h := startKADeath(t)
 		next := h.startKeepalived(t) // the pid file names the new keepalived
-		h.proc.signal(t, syscall.SIGKILL)
+		h.proc.Signal(t, syscall.SIGKILL)
 		// Told twice: when the exit is handled (a keepalived runs), then
 		// by the next watch, once the handling is over.
 		h.watched(t, next)
@@ -252,7 +196,7 @@ func TestKeepalivedDeath(t *testing.T) {
 			t.Errorf("STOP recorded while a keepalived runs: %+v", stops)
 		}
 		// The new one is watched: its death removes the VIP.
-		next.signal(t, syscall.SIGKILL)
+		next.Signal(t, syscall.SIGKILL)
 		waitFor(t, "STOP recorded", func() bool { return h.status().Role == vrrp.RoleStop })
 		if got := h.link.removedAddrs(); !slices.Equal(got, []netip.Addr{testVIP}) {
 			t.Errorf("removed %v, want the VIP once", got)
@@ -264,7 +208,7 @@ func TestKeepalivedDeath(t *testing.T) {
 		h.link.mu.Lock()
 		h.link.failRm = syscall.EPERM
 		h.link.mu.Unlock()
-		h.proc.signal(t, syscall.SIGKILL)
+		h.proc.Signal(t, syscall.SIGKILL)
 		waitFor(t, "STOP recorded", func() bool { return h.status().Role == vrrp.RoleStop })
 		stops := h.stops(t)
 		if len(stops) != 1 || !stops[0].VIPPresent ||

@@ -8,17 +8,19 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vipkeeper/vipkeeper/internal/pidfd"
 )
 
 // ErrNoPidfd is returned (wrapped) by Watcher.Wait where keepalived's
-// process cannot be watched through a pidfd: pidfd_open(2) is missing
-// (Linux before 5.3) or refused (a seccomp filter), or the poller cannot
-// wait on a pidfd. The caller must notice keepalived's exit another way
-// (the agent's reconcile loop). It matches errors.ErrUnsupported.
+// process cannot be watched through a pidfd: pidfd.Open failed other than
+// for a process gone, most often with pidfd.ErrUnsupported (pidfd_open(2)
+// missing before Linux 5.3 or refused by a seccomp filter, or a pidfd the
+// poller cannot wait on). The caller must notice keepalived's exit another
+// way (the agent's reconcile loop). It matches errors.ErrUnsupported.
 var ErrNoPidfd = fmt.Errorf("keepalived: cannot watch keepalived's process through a pidfd: %w", errors.ErrUnsupported)
 
 // MainProcess is a Keepalived that can name its main process.
@@ -66,8 +68,8 @@ type Watcher struct {
 	// recheck and inotifyRecheck are the re-check intervals without and
 	// with inotify; tests change them.
 	recheck, inotifyRecheck time.Duration
-	// open is pidfd_open(2); tests replace it.
-	open func(pid int) (int, error)
+	// open is pidfd.Open; tests replace it.
+	open func(pid int) (*pidfd.FD, error)
 }
 
 // NewWatcher returns a Watcher of k's main process; an error matching
@@ -141,78 +143,38 @@ func (w *Watcher) sleep(ctx context.Context, dir *dirWatch) error {
 func (w *Watcher) waitExit(ctx context.Context, pid int) error {
 	open := w.open
 	if open == nil {
-		open = func(pid int) (int, error) { return unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK) }
+		open = pidfd.Open
 	}
 	fd, err := open(pid)
-	if errors.Is(err, unix.ESRCH) {
+	if errors.Is(err, pidfd.ErrNoProcess) {
 		return nil // exited (and reaped) since MainPID named it
 	}
+	// Any other error, pidfd.ErrUnsupported or not, leaves the exit to
+	// the caller's other means.
 	if err != nil {
-		return fmt.Errorf("%w: pidfd_open %d: %w", ErrNoPidfd, pid, err)
+		return fmt.Errorf("%w: %w", ErrNoPidfd, err)
 	}
-	f := os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid))
-	defer f.Close()
-	// A pidfd in Go's poller can be waited for with a deadline, which is
-	// how ctx cancels the wait; one that is not cannot be cancelled.
-	if err := f.SetReadDeadline(time.Time{}); err != nil {
-		return fmt.Errorf("%w: pidfd %d: %w", ErrNoPidfd, pid, err)
-	}
+	defer fd.Close()
 	// Between MainPID and pidfd_open the process may have exited and its
 	// pid been recycled: the pidfd then names another process.
 	if !isKeepalived(pid) {
 		return nil
 	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("%w: pidfd %d: %w", ErrNoPidfd, pid, err)
-	}
 	if w.Armed != nil {
 		w.Armed(pid)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	// Read waits in the poller until the function says done; a pidfd
-	// becomes readable when its process exits.
-	err = rc.Read(func(fd uintptr) bool { return readable(int(fd)) })
-	if err != nil {
+	if _, err := pidfd.Wait(ctx, fd); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return fmt.Errorf("keepalived: wait for keepalived (pid %d): %w", pid, err)
 	}
-	// readable ends the wait on a poll error too: only POLLIN says the
-	// process has exited, which the caller may act on as certain.
-	exited := false
-	if err := rc.Control(func(fd uintptr) { exited = pollIn(int(fd)) }); err != nil || !exited {
+	// Wait ends on a poll error too: only POLLIN says the process has
+	// exited, which the caller may act on as certain.
+	if !fd.Exited() {
 		return fmt.Errorf("keepalived: pidfd of keepalived (pid %d) woke without an exit", pid)
 	}
 	return nil
-}
-
-// pollIn reports whether fd polls POLLIN now.
-func pollIn(fd int) bool {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(pfd, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return err == nil && n > 0 && pfd[0].Revents&unix.POLLIN != 0
-	}
-}
-
-// readable reports whether fd polls readable now.
-func readable(fd int) bool {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(pfd, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		// An unexpected error ends the wait: the caller looks at
-		// keepalived again rather than wait blind.
-		return err != nil || n > 0 && pfd[0].Revents != 0
-	}
 }
 
 // dirWatch is an inotify watch of the pid file's directory.

@@ -1,12 +1,11 @@
 package keepalived
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -16,45 +15,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/internal/pidfd"
 )
 
-// startHUPProof runs /bin/sh under the name keepalived, ignoring SIGHUP
-// (as keepalived survives a reload) and waiting on a pipe the test holds;
-// it is killed and reaped when the test ends.
-func startHUPProof(t *testing.T) *exec.Cmd {
+// startHUPProof starts a process named keepalived that survives SIGHUP
+// (a reload), as keepalived does; it is killed and reaped when the test
+// ends.
+func startHUPProof(t *testing.T) *testutil.StandIn {
 	t.Helper()
-	data, err := os.ReadFile("/bin/sh")
-	if err != nil {
-		testutil.SkipUnprivileged(t, "needs /bin/sh: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "keepalived")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", `trap "" HUP; echo ready; read x`)
-	cmd.Stdin = r
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
-	// SIGHUP is ignored once the shell says so.
-	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
-		t.Fatalf("stand-in keepalived: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		w.Close()
-	})
-	return cmd
+	return testutil.StartStandIn(t, "keepalived")
 }
 
 // waitResult is one return of Watcher.Wait.
@@ -116,15 +85,15 @@ func none[T any](t *testing.T, ch <-chan T, what string) {
 
 func TestWatcherPIDFile(t *testing.T) {
 	t.Run("SIGKILL is an exit, SIGHUP is not", func(t *testing.T) {
-		cmd := startHUPProof(t)
-		k := &PIDFileKeepalived{PIDFile: writePID(t, cmd.Process.Pid)}
+		ka := startHUPProof(t)
+		k := &PIDFileKeepalived{PIDFile: writePID(t, ka.Pid())}
 		w, err := NewWatcher(k)
 		if err != nil {
 			t.Fatal(err)
 		}
 		results, armed := watching(t, w)
-		if pid := recv(t, armed, "the watch"); pid != cmd.Process.Pid {
-			t.Fatalf("armed on pid %d, want %d", pid, cmd.Process.Pid)
+		if pid := recv(t, armed, "the watch"); pid != ka.Pid() {
+			t.Fatalf("armed on pid %d, want %d", pid, ka.Pid())
 		}
 		// A reload keeps the process: no exit, no second watch.
 		if err := k.Reload(context.Background()); err != nil {
@@ -134,12 +103,12 @@ func TestWatcherPIDFile(t *testing.T) {
 			t.Fatal("the stand-in did not survive SIGHUP")
 		}
 		killed := time.Now()
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		if err := ka.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		r := recv(t, results, "the exit")
-		if r.err != nil || r.pid != cmd.Process.Pid {
-			t.Fatalf("Wait = %d, %v; want %d, nil", r.pid, r.err, cmd.Process.Pid)
+		if r.err != nil || r.pid != ka.Pid() {
+			t.Fatalf("Wait = %d, %v; want %d, nil", r.pid, r.err, ka.Pid())
 		}
 		t.Logf("SIGKILL → Wait returned after %s", r.at.Sub(killed))
 		none(t, armed, "second watch (the SIGHUP counted as an exit)")
@@ -163,8 +132,8 @@ func TestWatcherPIDFile(t *testing.T) {
 		results, armed := watching(t, w)
 		// A pid file in place (renamed) and one written in place.
 		for _, how := range []string{"rename", "write"} {
-			cmd := startHUPProof(t)
-			data := []byte(strconv.Itoa(cmd.Process.Pid) + "\n")
+			ka := startHUPProof(t)
+			data := []byte(strconv.Itoa(ka.Pid()) + "\n")
 			if how == "rename" {
 				tmp := pidFile + ".tmp"
 				if err := os.WriteFile(tmp, data, 0o644); err != nil {
@@ -176,11 +145,11 @@ func TestWatcherPIDFile(t *testing.T) {
 			} else if err := os.WriteFile(pidFile, data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if pid := recv(t, armed, how+": the watch"); pid != cmd.Process.Pid {
-				t.Fatalf("%s: armed on %d, want %d", how, pid, cmd.Process.Pid)
+			if pid := recv(t, armed, how+": the watch"); pid != ka.Pid() {
+				t.Fatalf("%s: armed on %d, want %d", how, pid, ka.Pid())
 			}
-			cmd.Process.Kill()
-			if r := recv(t, results, how+": the exit"); r.err != nil || r.pid != cmd.Process.Pid {
+			ka.Cmd.Process.Kill()
+			if r := recv(t, results, how+": the exit"); r.err != nil || r.pid != ka.Pid() {
 				t.Fatalf("%s: Wait = %d, %v", how, r.pid, r.err)
 			}
 		}
@@ -195,14 +164,14 @@ func TestWatcherPIDFile(t *testing.T) {
 		}
 		w.inotifyRecheck = time.Hour
 		results, armed := watching(t, w)
-		cmd := startHUPProof(t)
+		ka := startHUPProof(t)
 		// The next write of the pid file wakes the watcher: had it
 		// watched the other process, it would have armed on it first.
-		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(ka.Pid())), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if pid := recv(t, armed, "the watch"); pid != cmd.Process.Pid {
-			t.Fatalf("armed on %d, want keepalived %d", pid, cmd.Process.Pid)
+		if pid := recv(t, armed, "the watch"); pid != ka.Pid() {
+			t.Fatalf("armed on %d, want keepalived %d", pid, ka.Pid())
 		}
 		none(t, results, "exit")
 	})
@@ -218,13 +187,13 @@ func TestWatcherSystemd(t *testing.T) {
 	w.recheck = 10 * time.Millisecond
 	results, armed := watching(t, w)
 	for i := range 2 { // a start, and a restart after the SIGKILL
-		cmd := startHUPProof(t)
-		f.setMainPID(cmd.Process.Pid)
-		if pid := recv(t, armed, "the watch"); pid != cmd.Process.Pid {
-			t.Fatalf("start %d: armed on %d, want MainPID %d", i, pid, cmd.Process.Pid)
+		ka := startHUPProof(t)
+		f.setMainPID(ka.Pid())
+		if pid := recv(t, armed, "the watch"); pid != ka.Pid() {
+			t.Fatalf("start %d: armed on %d, want MainPID %d", i, pid, ka.Pid())
 		}
-		cmd.Process.Kill()
-		if r := recv(t, results, "the exit"); r.err != nil || r.pid != cmd.Process.Pid {
+		ka.Cmd.Process.Kill()
+		if r := recv(t, results, "the exit"); r.err != nil || r.pid != ka.Pid() {
 			t.Fatalf("start %d: Wait = %d, %v", i, r.pid, r.err)
 		}
 		// systemd has not noticed yet: MainPID still names the dead
@@ -237,27 +206,46 @@ func TestWatcherSystemd(t *testing.T) {
 }
 
 func TestWatcherFallbacks(t *testing.T) {
-	t.Run("no pidfd_open", func(t *testing.T) {
-		cmd := startHUPProof(t)
-		w, err := NewWatcher(&PIDFileKeepalived{PIDFile: writePID(t, cmd.Process.Pid)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.open = func(int) (int, error) { return -1, unix.ENOSYS }
-		pid, err := w.Wait(context.Background())
-		if !errors.Is(err, ErrNoPidfd) || !errors.Is(err, errors.ErrUnsupported) || !errors.Is(err, unix.ENOSYS) || pid != cmd.Process.Pid {
-			t.Errorf("Wait = %d, %v; want ErrNoPidfd for %d", pid, err, cmd.Process.Pid)
-		}
-	})
+	// pidfd.Open's errors where pidfds cannot be used, and where this
+	// one cannot be opened: the watcher gives up on pidfds for both.
+	for _, tt := range []struct {
+		name  string
+		errno error
+		unsup bool
+	}{
+		{"no pidfd_open", unix.ENOSYS, true},
+		{"too many open files", unix.EMFILE, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ka := startHUPProof(t)
+			w, err := NewWatcher(&PIDFileKeepalived{PIDFile: writePID(t, ka.Pid())})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.open = func(pid int) (*pidfd.FD, error) {
+				if tt.unsup {
+					return nil, fmt.Errorf("%w: pidfd_open %d: %w", pidfd.ErrUnsupported, pid, tt.errno)
+				}
+				return nil, fmt.Errorf("pidfd: pidfd_open %d: %w", pid, tt.errno)
+			}
+			pid, err := w.Wait(context.Background())
+			if !errors.Is(err, ErrNoPidfd) || !errors.Is(err, errors.ErrUnsupported) || !errors.Is(err, tt.errno) ||
+				errors.Is(err, pidfd.ErrUnsupported) != tt.unsup || pid != ka.Pid() {
+				t.Errorf("Wait = %d, %v; want ErrNoPidfd for %d", pid, err, ka.Pid())
+			}
+		})
+	}
 	t.Run("exited before the pidfd was opened", func(t *testing.T) {
-		cmd := startHUPProof(t)
-		w, err := NewWatcher(&PIDFileKeepalived{PIDFile: writePID(t, cmd.Process.Pid)})
+		ka := startHUPProof(t)
+		w, err := NewWatcher(&PIDFileKeepalived{PIDFile: writePID(t, ka.Pid())})
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.open = func(int) (int, error) { return -1, unix.ESRCH }
-		if pid, err := w.Wait(context.Background()); err != nil || pid != cmd.Process.Pid {
-			t.Errorf("Wait = %d, %v; want the exit of %d", pid, err, cmd.Process.Pid)
+		w.open = func(pid int) (*pidfd.FD, error) {
+			return nil, fmt.Errorf("%w: pidfd_open %d: %w", pidfd.ErrNoProcess, pid, unix.ESRCH)
+		}
+		if pid, err := w.Wait(context.Background()); err != nil || pid != ka.Pid() {
+			t.Errorf("Wait = %d, %v; want the exit of %d", pid, err, ka.Pid())
 		}
 	})
 	t.Run("cannot name the process", func(t *testing.T) {
@@ -291,8 +279,8 @@ func TestWatcherCancel(t *testing.T) {
 			armed := make(chan int, 1)
 			w.Armed = func(pid int) { armed <- pid }
 			if running {
-				cmd := startHUPProof(t)
-				os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+				ka := startHUPProof(t)
+				os.WriteFile(pidFile, []byte(strconv.Itoa(ka.Pid())), 0o644)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/internal/pidfd"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -103,9 +104,9 @@ type Checker struct {
 	// Log receives the restart decisions; nil discards them.
 	Log *slog.Logger
 
-	// pidfdOpen opens a non-blocking pidfd (nil: pidfd_open(2)); tests
-	// replace it to take the polling path.
-	pidfdOpen func(pid int) (int, error)
+	// pidfdOpen opens a pidfd (nil: pidfd.Open); tests replace it to
+	// take the polling path.
+	pidfdOpen func(pid int) (*pidfd.FD, error)
 	// watching, when set, is told how WaitExit watches and how many
 	// processes, once it waits.
 	watching func(how string, n int)

@@ -8,11 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/vipkeeper/vipkeeper/internal/pidfd"
 )
 
 // DefaultExitPoll is how often WaitExit looks at the watched processes
@@ -67,7 +65,7 @@ var errExited = errors.New("check: process exited")
 
 // pidfdWatch holds one pidfd per watched process, each in Go's poller.
 type pidfdWatch struct {
-	files []*os.File
+	fds []*pidfd.FD
 }
 
 // openPidfds opens a pidfd for each of procs. It returns errExited when
@@ -76,27 +74,22 @@ type pidfdWatch struct {
 func (c *Checker) openPidfds(name string, procs []proc) (*pidfdWatch, error) {
 	open := c.pidfdOpen
 	if open == nil {
-		open = func(pid int) (int, error) { return unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK) }
+		open = pidfd.Open
 	}
 	w := &pidfdWatch{}
 	for _, p := range procs {
 		fd, err := open(p.pid)
-		if errors.Is(err, unix.ESRCH) {
+		if errors.Is(err, pidfd.ErrNoProcess) {
 			w.close()
 			return nil, errExited
 		}
+		// Any other error, pidfd.ErrUnsupported or not, has the caller
+		// poll instead.
 		if err != nil {
 			w.close()
-			return nil, fmt.Errorf("check: pidfd_open %d: %w", p.pid, err)
+			return nil, fmt.Errorf("check: %w", err)
 		}
-		f := os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(p.pid))
-		w.files = append(w.files, f)
-		// A pidfd in Go's poller can wait with a deadline; one that is
-		// not (no epoll support) cannot be cancelled: poll instead.
-		if err := f.SetReadDeadline(time.Time{}); err != nil {
-			w.close()
-			return nil, fmt.Errorf("check: pidfd %d: %w", p.pid, err)
-		}
+		w.fds = append(w.fds, fd)
 		// The pid may have been reused between the scan and the open:
 		// the pidfd is the process of that pid now, which must still be
 		// the one scanned.
@@ -109,57 +102,19 @@ func (c *Checker) openPidfds(name string, procs []proc) (*pidfdWatch, error) {
 }
 
 // wait returns nil when one of the processes has exited, or ctx's error.
+// A pidfd that wakes on an error condition rather than an exit counts as
+// an exit: the caller judges the check again rather than wait blind.
 func (w *pidfdWatch) wait(ctx context.Context) error {
-	conns := make([]syscall.RawConn, 0, len(w.files))
-	for _, f := range w.files {
-		rc, err := f.SyscallConn()
-		if err != nil {
-			return fmt.Errorf("check: %s: %w", f.Name(), err)
-		}
-		conns = append(conns, rc)
+	_, err := pidfd.Wait(ctx, w.fds...)
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("check: %w", err)
 	}
-	exited := make(chan struct{}, len(w.files))
-	var wg sync.WaitGroup
-	for _, rc := range conns {
-		wg.Go(func() {
-			// Read waits in the poller until the function says done; a
-			// pidfd is readable once its process has exited.
-			err := rc.Read(func(fd uintptr) bool { return readable(int(fd)) })
-			if err == nil {
-				exited <- struct{}{}
-			}
-		})
-	}
-	var err error
-	select {
-	case <-exited:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	for _, f := range w.files {
-		_ = f.SetReadDeadline(time.Now()) // wakes the other waiters
-	}
-	wg.Wait()
 	return err
 }
 
 func (w *pidfdWatch) close() {
-	for _, f := range w.files {
-		f.Close()
-	}
-}
-
-// readable reports whether fd polls readable now.
-func readable(fd int) bool {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(pfd, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		// An error other than EINTR (none is expected) ends the wait:
-		// the caller judges the check again rather than wait blind.
-		return err != nil || n > 0 && pfd[0].Revents != 0
+	for _, fd := range w.fds {
+		fd.Close()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
+	"github.com/vipkeeper/vipkeeper/internal/pidfd"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -59,6 +61,14 @@ func (c *child) kill() {
 		_ = c.cmd.Process.Kill()
 		_ = c.cmd.Wait()
 	})
+}
+
+// refuse is pidfd.Open where pidfd_open(2) fails with errno (ENOSYS:
+// an old kernel; EPERM: a seccomp filter).
+func refuse(errno error) func(int) (*pidfd.FD, error) {
+	return func(pid int) (*pidfd.FD, error) {
+		return nil, fmt.Errorf("%w: pidfd_open %d: %w", pidfd.ErrUnsupported, pid, errno)
+	}
 }
 
 // noticeLatency starts a process, waits until WaitExit watches it and
@@ -111,13 +121,16 @@ func noticeLatency(tb testing.TB, c *Checker, delay time.Duration) (time.Duratio
 func TestWaitExitRealChild(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
-		open   func(int) (int, error)
+		open   func(int) (*pidfd.FD, error)
 		want   string
 		reason string
 	}{
 		{"pidfd", nil, WatchPidfd, ""},
-		{"poll on ENOSYS", func(int) (int, error) { return -1, unix.ENOSYS }, WatchPoll, "old kernel"},
-		{"poll on EPERM", func(int) (int, error) { return -1, unix.EPERM }, WatchPoll, "seccomp"},
+		{"poll on ENOSYS", refuse(unix.ENOSYS), WatchPoll, "old kernel"},
+		{"poll on EPERM", refuse(unix.EPERM), WatchPoll, "seccomp"},
+		{"poll on EMFILE", func(pid int) (*pidfd.FD, error) {
+			return nil, fmt.Errorf("pidfd: pidfd_open %d: %w", pid, unix.EMFILE)
+		}, WatchPoll, "no pidfd to spare"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &Checker{pidfdOpen: tt.open, Log: testLogger(t)}
@@ -163,7 +176,7 @@ func TestWaitExitNoneRunning(t *testing.T) {
 
 // TestWaitExitCancelled: ctx ending stops the wait while the process runs.
 func TestWaitExitCancelled(t *testing.T) {
-	for _, open := range []func(int) (int, error){nil, func(int) (int, error) { return -1, unix.ENOSYS }} {
+	for _, open := range []func(int) (*pidfd.FD, error){nil, refuse(unix.ENOSYS)} {
 		name := uniqueName(t)
 		ch := startNamed(t, name)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -238,10 +251,10 @@ func TestWaitExitPollFakeProc(t *testing.T) {
 func BenchmarkWaitExit(b *testing.B) {
 	for _, bb := range []struct {
 		name string
-		open func(int) (int, error)
+		open func(int) (*pidfd.FD, error)
 	}{
 		{"pidfd", nil},
-		{"poll", func(int) (int, error) { return -1, unix.ENOSYS }},
+		{"poll", refuse(unix.ENOSYS)},
 	} {
 		b.Run(bb.name, func(b *testing.B) {
 			var lats []time.Duration
