@@ -55,10 +55,11 @@ func (p Profile) Describe() string {
 	if policy == "" {
 		policy = "resign"
 	}
+	every := "every " + interval + " s"
 	if interval == "" {
-		interval = "default"
+		every = "at vipkeeper's default interval"
 	}
-	s := fmt.Sprintf("vipkeeper: VRRPv%d, advert_int %s s, check every %s s, on_failure %s", p.VRRPVersion, p.AdvertInt, interval, policy)
+	s := fmt.Sprintf("vipkeeper: VRRPv%d, advert_int %s s, check %s, on_failure %s", p.VRRPVersion, p.AdvertInt, every, policy)
 	if p.CheckWeight != 0 {
 		s += fmt.Sprintf(" weight %d", p.CheckWeight)
 	}
