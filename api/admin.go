@@ -241,6 +241,10 @@ type GroupView struct {
 	EIP      *EIPView      `json:"eip,omitempty"`
 	Owner    *OwnerView    `json:"owner,omitempty"`
 	Settings GroupSettings `json:"settings"`
+	// Warnings are settings that are valid but probably not meant, such
+	// as a lower_priority check whose weight cannot move the VIP
+	// (vrrp.WeightWarnings).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // MemberView is one member of a group.

@@ -149,6 +149,9 @@ func printGroup(w io.Writer, g api.GroupView) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", m.Name, m.GuestID, m.Address, m.MAC, m.Priority, role, owner)
 	}
 	tw.Flush()
+	for _, warn := range g.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
 }
 
 // checkLine says what a check probes, how often, and what its failure

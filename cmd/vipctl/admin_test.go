@@ -112,6 +112,16 @@ func TestAdminSeedFlow(t *testing.T) {
 	if v.Members[0].Priority != 250 || v.Members[1].Priority != 230 {
 		t.Fatalf("priorities by join order %d, %d; want 250, 230", v.Members[0].Priority, v.Members[1].Priority)
 	}
+
+	// The seed's weight 2 cannot move the VIP between the spaced default
+	// priorities: the group's view says so until they are closer.
+	code, out, _ = adminCtl(t, sock, "instancegroup-update", "--check-weight", "2", "nginx")
+	if want := "warning: lower_priority checks [chk_nginx] change a priority by at most 2, but the highest member is 20 above the next (250 over 230)"; code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("instancegroup-update --check-weight 2: exit %d\n%s\nwant %q", code, out, want)
+	}
+	if code, out, _ = adminCtl(t, sock, "instancegroup-set-priority", "nginx", "nginx-slave", "249"); code != 0 || strings.Contains(out, "warning") || !strings.Contains(out, "249") {
+		t.Fatalf("instancegroup-set-priority 249: exit %d\n%s\nwant priority 249 and no warning", code, out)
+	}
 }
 
 func TestAdminUnreachable(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
 // Names and ids end up in keepalived.conf and the metadata; these are
@@ -177,6 +178,11 @@ func groupView(tx registry.Tx, g registry.Group) (api.GroupView, error) {
 		}
 		v.Members = append(v.Members, mv)
 	}
+	prios := make([]int, len(v.Members))
+	for i, m := range v.Members {
+		prios[i] = m.Priority
+	}
+	v.Warnings = vrrp.WeightWarnings(set.Checks, prios)
 	if g.VIP != nil {
 		n, err := getNetwork(tx, g.VIP.NetworkID)
 		if err != nil {
