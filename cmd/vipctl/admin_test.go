@@ -270,7 +270,9 @@ func TestAdminUpdate(t *testing.T) {
 		{[]string{"--vrrp-version", "3"}, 0, "v3, advert 2 s\n", "", func(v api.GroupView) bool { return !v.Settings.Auth && v.Settings.VRRPVersion == 3 }},
 		{[]string{"--advert-int", "0.1"}, 0, "v3, advert 0.1 s", "", nil},
 		{[]string{"--vrrp-version", "2"}, 2, "", "advert_int", nil},
-		{[]string{"--vrrp-version", "2", "--advert-int", "1"}, 0, "v2, advert 1 s, auth PASS", "", func(v api.GroupView) bool { return v.Settings.Auth }},
+		{[]string{"--vrrp-version", "2", "--advert-int", "1"}, 2, "", "change vrrp_version and advert_int in two updates", nil},
+		{[]string{"--advert-int", "1"}, 0, "v3, advert 1 s", "", nil},
+		{[]string{"--vrrp-version", "2"}, 0, "v2, advert 1 s, auth PASS", "", func(v api.GroupView) bool { return v.Settings.Auth }},
 		{[]string{}, 2, "", "nothing to change", nil},
 	}
 	for _, s := range steps {

@@ -205,7 +205,7 @@ func TestAdminUpdateAndSetPriority(t *testing.T) {
 		has      string
 		revision uint64 // the group's revision after the step
 	}{
-		{update, `{"vrrp_version":3,"advert_int":0.1}`, 200, `"vrrp_version":3,"advert_int":0.1`, 5},
+		{update, `{"vrrp_version":3}`, 200, `"vrrp_version":3,"advert_int":1`, 5},
 		{update, `{"advert_int":0.005}`, 400, `"field":"advert_int"`, 5},
 		{update, `{"checks":[{"name":"chk_http","kind":"http","url":"http://127.0.0.1/","interval":1,"weight":2}]}`, 200, `"checks":[{"name":"chk_http"`, 6},
 		{update, `{"checks":[{"name":"chk_tcp","kind":"tcp","address":"127.0.0.1"}]}`, 400, `"field":"checks[0].address"`, 6},
@@ -214,6 +214,7 @@ func TestAdminUpdateAndSetPriority(t *testing.T) {
 		{update, `{"nopreempt":"yes"}`, 400, `"field":"nopreempt"`, 7},
 		{update, `{"vrrp_version":2,"advert_int":1,"revision":6}`, 409, "the group changed since it was read", 7},
 		{update, `{}`, 400, "nothing to change", 7},
+		{update, `{"vrrp_version":2,"advert_int":2}`, 400, `"field":"advert_int"`, 7},
 		{api.PathAdminGroup + "apache/" + api.ActionUpdate, `{"advert_int":2}`, 404, "no group with id or name", 7},
 		{setPrio, api.PriorityUpdate{Member: "nginx-slave", Priority: 240}, 200, `"priority":240`, 8},
 		{setPrio, api.PriorityUpdate{Member: "g2", Priority: 255}, 400, `"field":"priority"`, 8},

@@ -41,10 +41,14 @@ func (s *Inventory) UpdateGroup(ctx context.Context, ref string, req api.GroupUp
 		if req.Revision != 0 && req.Revision != g.Revision {
 			return refuse(ErrRevisionChanged, "group %s is at revision %d, the update was made from revision %d; read it again", g.Name, g.Revision, req.Revision)
 		}
+		old := g
 		if err := applyUpdate(&g.Settings, req); err != nil {
 			return err
 		}
 		if err := checkSettings(tx, g); err != nil {
+			return err
+		}
+		if err := checkStepwise(old, req); err != nil {
 			return err
 		}
 		g.Revision++
@@ -56,6 +60,30 @@ func (s *Inventory) UpdateGroup(ctx context.Context, ref string, req api.GroupUp
 	s.log.Info("group updated", "op", "instancegroup-update", "group", g.Name, "revision", g.Revision)
 	s.notify(ctx, Change{Op: "instancegroup-update", Group: g.ID})
 	return s.ShowGroup(ctx, g.ID)
+}
+
+// checkStepwise refuses, for a group of two or more members, an update that
+// changes the VRRP version and the advert interval at once. keepalived
+// drops adverts of another version, so while the members apply the new
+// revision one after the other (a few hundred milliseconds) a backup
+// already on the new version hears no master; with the new, shorter advert
+// interval its master-down timer (3 × advert_int + skew, 0.3 s at 0.1 s)
+// can run out before the master has applied, and it takes the VIP beside
+// the master. One change at a time keeps the members' timers long enough:
+// the version first (at the old advert interval), then the interval (a
+// VRRPv3 backup follows the master's).
+func checkStepwise(g registry.Group, req api.GroupUpdate) error {
+	if len(g.Members) < 2 || req.VRRPVersion == nil || req.AdvertInt == nil {
+		return nil
+	}
+	oldVer := g.Settings.VRRPVersion
+	if oldVer == 0 {
+		oldVer = 2
+	}
+	if *req.VRRPVersion == oldVer || *req.AdvertInt == g.Settings.AdvertInt {
+		return nil
+	}
+	return Invalid("advert_int", "change vrrp_version and advert_int in two updates (to VRRPv3 the version first, to VRRPv2 the advert first): changed together, a member already on VRRPv%d does not hear the others and may take the VIP beside the master before they apply", *req.VRRPVersion)
 }
 
 // applyUpdate sets the fields req sets.

@@ -97,9 +97,15 @@ func TestUpdateGroupChangesOnlyWhatIsGiven(t *testing.T) {
 			want: func(s *registry.Settings) { s.AdvertInt = 2000 },
 		},
 		{
-			name: "to VRRPv3 with a sub-second advert drops the password",
-			req:  api.GroupUpdate{VRRPVersion: ptr(3), AdvertInt: secs("0.1")},
-			want: func(s *registry.Settings) { s.VRRPVersion, s.AdvertInt, s.AuthPass = 3, 100, "" },
+			name: "to VRRPv3 drops the password",
+			req:  api.GroupUpdate{VRRPVersion: ptr(3)},
+			want: func(s *registry.Settings) { s.VRRPVersion, s.AuthPass = 3, "" },
+		},
+		{
+			name:  "then a sub-second advert",
+			setup: []api.GroupUpdate{{VRRPVersion: ptr(3)}},
+			req:   api.GroupUpdate{AdvertInt: secs("0.1")},
+			want:  func(s *registry.Settings) { s.AdvertInt = 100 },
 		},
 		{
 			name:  "back to VRRPv2 generates a password",
@@ -213,7 +219,8 @@ func TestUpdateGroupRefused(t *testing.T) {
 		{name: "nothing to change", req: api.GroupUpdate{Revision: 5}, is: inventory.ErrInvalid, field: ""},
 		{name: "VRRPv2 advert below a second", req: api.GroupUpdate{AdvertInt: secs("0.5")}, is: inventory.ErrInvalid, field: "advert_int"},
 		{name: "VRRPv3 advert not in 0.01 steps", req: api.GroupUpdate{VRRPVersion: ptr(3), AdvertInt: secs("0.005")}, is: inventory.ErrInvalid, field: "advert_int"},
-		{name: "to VRRPv2 keeping a sub-second advert", setup: []api.GroupUpdate{{VRRPVersion: ptr(3), AdvertInt: secs("0.1")}}, req: api.GroupUpdate{VRRPVersion: ptr(2)}, is: inventory.ErrInvalid, field: "advert_int"},
+		{name: "to VRRPv2 keeping a sub-second advert", setup: []api.GroupUpdate{{VRRPVersion: ptr(3)}, {AdvertInt: secs("0.1")}}, req: api.GroupUpdate{VRRPVersion: ptr(2)}, is: inventory.ErrInvalid, field: "advert_int"},
+		{name: "version and advert changed at once", req: api.GroupUpdate{VRRPVersion: ptr(3), AdvertInt: secs("0.1")}, is: inventory.ErrInvalid, field: "advert_int"},
 		{name: "version 4", req: api.GroupUpdate{VRRPVersion: ptr(4)}, is: inventory.ErrInvalid, field: "vrrp_version"},
 		{name: "password with VRRPv3", req: api.GroupUpdate{VRRPVersion: ptr(3), AuthPass: ptr("secret")}, is: inventory.ErrInvalid, field: "auth_pass"},
 		{name: "password too long", req: api.GroupUpdate{AuthPass: ptr("123456789")}, is: inventory.ErrInvalid, field: "auth_pass"},
