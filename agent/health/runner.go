@@ -119,10 +119,21 @@ type entry struct {
 	done   chan struct{}
 }
 
-// New makes a runner; no check runs until Update.
+// New makes a runner and creates the track directory; no check runs until
+// Update. The directory must exist before keepalived starts: keepalived
+// drops a track_file whose directory is missing (logging "does not exist -
+// removing") and would then never see a verdict, so the agent, which
+// keepalived's unit is ordered after, creates it first thing, even before
+// its first metadata apply (keepalived's init_file then creates missing
+// files failing).
 func New(opts Options) (*Runner, error) {
 	if !filepath.IsAbs(opts.Dir) {
 		return nil, fmt.Errorf("health: track directory %q is not an absolute path", opts.Dir)
+	}
+	// keepalived and operators read the directory; the files say nothing
+	// secret.
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("health: track directory: %w", err)
 	}
 	r := &Runner{
 		dir:           filepath.Clean(opts.Dir),

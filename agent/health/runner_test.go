@@ -500,6 +500,27 @@ func TestUpdateRefuses(t *testing.T) {
 	}
 }
 
+// TestNewCreatesTrackDir: the track directory exists as soon as the runner
+// does, before any check or metadata: keepalived drops a track_file whose
+// directory is missing.
+func TestNewCreatesTrackDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run", "track")
+	if _, err := New(Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() {
+		t.Fatalf("track directory after New: %v, %v; want a directory", fi, err)
+	}
+	blocked := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{Dir: filepath.Join(blocked, "track")}); err == nil {
+		t.Error("New accepted a track directory it cannot create")
+	}
+}
+
 // TestProcessExitNoticed runs a process check on a real process with an
 // interval of an hour: only the pidfd watch can notice its exit. It logs
 // the time from SIGKILL to the track file saying "1".
