@@ -81,6 +81,11 @@ type Agent struct {
 	// track files; set by run before any loop starts (nil when the agent
 	// is not running, e.g. an apply loop run alone in a test).
 	health atomic.Pointer[health.Runner]
+	// trackDirMissing is set when the track directory did not exist as
+	// the agent started: a keepalived already running then dropped its
+	// track files, and the first apply reloads it even when nothing
+	// changed. Owned by the apply loop after run sets it.
+	trackDirMissing bool
 
 	mu sync.Mutex // guards everything below
 	// lastReload is when keepalived was last reloaded, and deferUntil when
@@ -224,6 +229,9 @@ func (a *Agent) close() {
 // run drains the spool, serves the control socket and runs every loop
 // until ctx ends.
 func (a *Agent) run(ctx context.Context) error {
+	if _, err := os.Stat(a.cfg.TrackDir); errors.Is(err, os.ErrNotExist) {
+		a.trackDirMissing = true
+	}
 	hr, err := health.New(health.Options{
 		Dir:      a.cfg.TrackDir,
 		Metrics:  a.d.metrics.checkMetrics(),

@@ -98,6 +98,10 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 			return err
 		}
 		a.pruneTrack()
+		if err := a.reloadForTrackDir(ctx); err != nil {
+			result = ApplyReloadError
+			return err
+		}
 		if m.Revision != appliedRev {
 			result = ApplyStateError
 			if err := a.store.SetApplied(a.appliedRecord(m, self, out)); err != nil {
@@ -158,6 +162,7 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	} else if err != nil {
 		a.log.Info("keepalived not running; it reads the new files when it starts", "op", "reload")
 	} else {
+		a.trackDirMissing = false
 		a.mu.Lock()
 		a.lastReload = a.d.now()
 		a.mu.Unlock()
@@ -504,6 +509,31 @@ func (a *Agent) updateChecks(m *vrrp.Metadata, opts render.Options) error {
 	if err := hr.Update(run); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	return nil
+}
+
+// reloadForTrackDir reloads a running keepalived once when the track
+// directory was missing as the agent started: keepalived drops a
+// track_file whose directory does not exist ("does not exist - removing"),
+// so a keepalived started before the agent (by hand, or an agent started
+// late) would never see a verdict until its next reload.
+func (a *Agent) reloadForTrackDir(ctx context.Context) error {
+	if !a.trackDirMissing || a.cfg.Keepalived.Reload == ReloadNone {
+		return nil
+	}
+	a.trackDirMissing = false
+	err := a.d.keepalived.Reload(ctx)
+	switch {
+	case errors.Is(err, keepalived.ErrNotRunning):
+		return nil // it reads the track files when it starts
+	case err != nil:
+		a.trackDirMissing = true
+		return fmt.Errorf("agent: reload keepalived for the new track directory %s: %w", a.cfg.TrackDir, err)
+	}
+	a.mu.Lock()
+	a.lastReload = a.d.now()
+	a.mu.Unlock()
+	a.log.Info("keepalived reloaded: the track directory was missing when it started", "op", "reload", "track_dir", a.cfg.TrackDir)
 	return nil
 }
 

@@ -192,3 +192,42 @@ func TestAgentChecksAcrossRevisions(t *testing.T) {
 		t.Errorf("the dropped check's track file is still there: %v", err)
 	}
 }
+
+// TestMissingTrackDirReloadsOnce: an agent that finds its track directory
+// missing at start (keepalived, running already, dropped its track files)
+// creates it and reloads keepalived once on the first apply, even though
+// nothing it renders changed; a restart with the directory present does
+// not reload.
+func TestMissingTrackDirReloadsOnce(t *testing.T) {
+	ln := testutil.AcceptingListener(t)
+	track := filepath.Join(t.TempDir(), "track")
+	h := startTestAgent(t, metaJSON(t, resignMeta(1, ln.Addr().String())), trackIn(track))
+	h.refresh()
+	if fi, err := os.Stat(track); err != nil || !fi.IsDir() {
+		t.Fatalf("track directory: %v", err)
+	}
+	base := h.ka.reloadCount()
+
+	// Same files, the directory gone as after a reboot's empty /run while
+	// keepalived kept running: one reload, on the unchanged apply.
+	h.stop()
+	if err := os.RemoveAll(track); err != nil {
+		t.Fatal(err)
+	}
+	h.start(h.cfg, h.d)
+	h.refresh()
+	if got := h.ka.reloadCount(); got != base+1 {
+		t.Fatalf("reloads after a start without the track directory: %d, want %d", got, base+1)
+	}
+	h.refresh()
+	if got := h.ka.reloadCount(); got != base+1 {
+		t.Fatalf("a second unchanged apply reloaded again: %d reloads, want %d", got, base+1)
+	}
+
+	// The directory there: an unchanged apply does not reload.
+	h.restart()
+	h.refresh()
+	if got := h.ka.reloadCount(); got != base+1 {
+		t.Fatalf("reloads after a start with the track directory: %d, want %d", got, base+1)
+	}
+}

@@ -236,6 +236,7 @@ func startTestAgentLog(t testing.TB, log *slog.Logger, meta []byte, opts ...harn
 	cfg.Vipctl = "/usr/bin/vipctl"
 	cfg.Keepalived.Config = filepath.Join(dir, "keepalived", "keepalived.conf")
 	cfg.Keepalived.ScriptsDir = filepath.Join(dir, "keepalived", "vipkeeper")
+	cfg.TrackDir = filepath.Join(dir, "track")
 	cfg.Metadata.File = h.metaPath
 	cfg.Metadata.PollInterval = time.Hour // tests apply with Refresh
 	cfg.Keepalived.MinReloadInterval = 0  // each refresh applies; coalesce_test.go sets it
