@@ -155,6 +155,9 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	result = ApplyReloadError
 	// Reload after the files are in place and before the apply is
 	// recorded: a crash in between makes the next start reload again.
+	// Reloaded or not running, keepalived reads the track files (their
+	// directory exists now) from here on.
+	a.trackDirMissing = false
 	if a.cfg.Keepalived.Reload == ReloadNone {
 		a.log.Info("files installed; reloading keepalived is off", "op", "reload", "hash", short(out.Hash))
 	} else if err := a.d.keepalived.Reload(ctx); err != nil && !errors.Is(err, keepalived.ErrNotRunning) {
@@ -162,7 +165,6 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 	} else if err != nil {
 		a.log.Info("keepalived not running; it reads the new files when it starts", "op", "reload")
 	} else {
-		a.trackDirMissing = false
 		a.mu.Lock()
 		a.lastReload = a.d.now()
 		a.mu.Unlock()

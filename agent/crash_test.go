@@ -46,6 +46,7 @@ state_dir = %q
 socket = %q
 spool_dir = %q
 vipctl = "/usr/bin/vipctl"
+track_dir = %q
 history_limit = 100000
 [metadata]
 file = %q
@@ -56,7 +57,7 @@ reload = "none"
 config = %q
 scripts_dir = %q
 pid_file = %q
-`, filepath.Dir(s.db), s.socket, s.spool, s.metaPath, s.conf, s.scripts, filepath.Join(dir, "keepalived.pid"))
+`, filepath.Dir(s.db), s.socket, s.spool, filepath.Join(dir, "track"), s.metaPath, s.conf, s.scripts, filepath.Join(dir, "keepalived.pid"))
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -128,6 +128,7 @@ state_dir = %q
 socket = %q
 spool_dir = %q
 vipctl = %q
+track_dir = %q
 reconcile_interval = "500ms"
 reconcile_grace = "3s"
 
@@ -151,7 +152,7 @@ kind = "exec"
 command = ["/usr/bin/test", "-e", %q]
 interval = "1s"
 weight = -20
-`, filepath.Join(g.dir, "state"), g.socket, filepath.Join(g.dir, "spool"), l.vipctl, l.url,
+`, filepath.Join(g.dir, "state"), g.socket, filepath.Join(g.dir, "spool"), l.vipctl, filepath.Join(g.dir, "run", "track"), l.url,
 		g.conf, filepath.Join(g.dir, "keepalived", "vipkeeper"), g.pidFile, g.healthy)
 	path := filepath.Join(g.dir, "agent.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
