@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +18,9 @@ import (
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/httpapi"
+	"github.com/vipkeeper/vipkeeper/hostsync/internal/hstest"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
 // stampAnnouncer and stampBackend note when they were called.
@@ -112,29 +115,131 @@ func BenchmarkClaimToApplied(b *testing.B) {
 type jsonResult struct{ api.ClaimResult }
 
 // BenchmarkRegistryClaims measures claims per second through Service.Claim
-// on a real bbolt file (each claim is one committed, fsynced transaction;
-// every other one also moves the owner by compare-and-swap).
+// on a real bbolt file; every other claim also moves the owner by
+// compare-and-swap. Every claim returns only after its transaction is
+// committed and fsynced.
+//
+//   - sequential: one member after the other, each claim waiting for the
+//     previous one; one commit (one fsync) per claim whatever the store
+//     does.
+//   - concurrent: 32 groups whose members claim at the same time, as on a
+//     host with many groups; claims of one group stay in order. "batched"
+//     is the claim path as it is (registry.Batch: group commit);
+//     "unbatched" hides Bolt.Batch so each claim is its own Update, the
+//     path before group commit, measured in the same process.
 func BenchmarkRegistryClaims(b *testing.B) {
-	f := newFixture(b, quiet, func(o *Options) { o.Announcer, o.Backend = nil, nil })
-	f.nginx()
-	callers := []inventory.Caller{master, slave}
-	var seq [2]uint64
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < b.N; i++ {
-		// master MASTER, master BACKUP, slave MASTER, slave BACKUP, ...
-		who := (i / 2) % 2
-		role := "MASTER"
-		if i%2 == 1 {
-			role = "BACKUP"
+	b.Run("sequential", func(b *testing.B) {
+		f := claimsFixture(b, false, 0)
+		f.nginx()
+		callers := []inventory.Caller{master, slave}
+		var seq [2]uint64
+		b.ResetTimer()
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			// master MASTER, master BACKUP, slave MASTER, slave BACKUP, ...
+			who := (i / 2) % 2
+			role := "MASTER"
+			if i%2 == 1 {
+				role = "BACKUP"
+			}
+			seq[who]++
+			res, err := f.svc.Claim(f.ctx, callers[who], transition(seq[who], role))
+			if err != nil || !res.Accepted || res.Duplicate {
+				b.Fatalf("claim %d: %+v, %v", i, res, err)
+			}
 		}
-		seq[who]++
-		res, err := f.svc.Claim(f.ctx, callers[who], transition(seq[who], role))
-		if err != nil || !res.Accepted || res.Duplicate {
-			b.Fatalf("claim %d: %+v, %v", i, res, err)
-		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "claims/s")
+	})
+	for _, tc := range []struct {
+		name      string
+		unbatched bool
+	}{{"concurrent/batched", false}, {"concurrent/unbatched", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			const groups = 32
+			f := claimsFixture(b, tc.unbatched, groups)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			errs := make(chan error, groups)
+			b.ResetTimer()
+			start := time.Now()
+			for g := range groups {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					callers := []inventory.Caller{{Addr: benchMember(g, 0)}, {Addr: benchMember(g, 1)}}
+					var seq [2]uint64
+					for i := 0; next.Add(1) <= int64(b.N); i++ {
+						who := (i / 2) % 2
+						role := "MASTER"
+						if i%2 == 1 {
+							role = "BACKUP"
+						}
+						seq[who]++
+						res, err := f.svc.Claim(f.ctx, callers[who], transition(seq[who], role))
+						if err != nil || !res.Accepted || res.Duplicate {
+							errs <- fmt.Errorf("group %d claim %d: %+v, %w", g, i, res, err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "claims/s")
+		})
 	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "claims/s")
+}
+
+// updateOnly is a Store without Bolt.Batch: registry.Batch falls back to
+// one Update per call.
+type updateOnly struct{ registry.Store }
+
+// benchMember is member m (0, 1) of benchmark group g: 192.0.2.20 and up,
+// three addresses per group (the third is the VIP).
+func benchMember(g, m int) netip.Addr {
+	return netip.AddrFrom4([4]byte{192, 0, 2, byte(20 + 3*g + m)})
+}
+
+// claimsFixture is newFixture without announcer and data plane, its
+// store hidden behind updateOnly when unbatched, and groups benchmark
+// groups (addClaimGroups).
+func claimsFixture(tb testing.TB, unbatched bool, groups int) *fixture {
+	tb.Helper()
+	f := &fixture{t: tb, ctx: context.Background(), store: openStore(tb), clock: newClock(), rec: &recorder{}}
+	var st registry.Store = f.store
+	if unbatched {
+		st = updateOnly{f.store}
+	}
+	svc, err := New(f.ctx, st, Options{Logger: slog.New(slog.DiscardHandler), Now: f.clock.Now, Hosts: hstest.Hosts()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { svc.Close() })
+	f.svc = svc
+	hstest.Seed(tb, f.ctx, f.svc.Inventory)
+	f.addClaimGroups(groups)
+	return f
+}
+
+// addClaimGroups creates groups groups bench-0, bench-1, ... of two
+// members (benchMember g 0 on host-a, g 1 on host-b) with a VIP (g 2).
+func (f *fixture) addClaimGroups(groups int) {
+	f.t.Helper()
+	for g := range groups {
+		name := fmt.Sprintf("bench-%d", g)
+		ids := []string{name + "-a", name + "-b"}
+		for m, host := range []string{"host-a", "host-b"} {
+			f.mustGuest(ids[m], ids[m], "net1", benchMember(g, m).String(), fmt.Sprintf("52:54:00:00:01:%02x", 2*g+m), 1, host)
+		}
+		f.mustGroup(name)
+		f.mustJoin(name, ids...)
+		f.mustAttach(name, api.AttachNetwork{IPAddr: benchMember(g, 2)})
+	}
 }

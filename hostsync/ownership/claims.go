@@ -289,7 +289,11 @@ func (s *Engine) claim(ctx context.Context, who func(registry.Tx) (registry.Gues
 			return api.ClaimResult{Accepted: d.accepted, Owner: st.guests[st.owner.GuestID].Name, Revision: st.owner.Revision, Message: d.message}, nil
 		}
 		owner := st.owner
-		err = s.store.Update(ctx, func(tx registry.Tx) error {
+		// Batch: concurrent claims (of many groups) share one commit and
+		// one fsync; the answer still waits for this claim's commit. The
+		// function may run more than once: owner is set by its last run,
+		// the one committed.
+		err = registry.Batch(ctx, s.store, func(tx registry.Tx) error {
 			cur, err := inventory.Owner(tx, st.group.ID)
 			if err != nil {
 				return err

@@ -24,7 +24,8 @@ const DefaultOpenTimeout = 5 * time.Second
 // JSON values. bbolt serializes read-write transactions, which is what makes
 // a rule check followed by a write inside Update race-free.
 type Bolt struct {
-	db *bolt.DB
+	db      *bolt.DB
+	commits groupCommit // Batch's queue
 }
 
 var _ Store = (*Bolt)(nil)
