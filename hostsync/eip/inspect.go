@@ -19,19 +19,25 @@ var ErrCannotInspect = errors.New("eip: cannot read back the data plane")
 type State struct {
 	// Table reports whether the backend's nftables table exists.
 	Table bool
-	// Rules counts the rules in that table (three per mapping: DNAT on
-	// prerouting and output, SNAT on postrouting).
+	// Rules counts the rules in that table (NFT: three per mapping, DNAT
+	// on prerouting and output, SNAT on postrouting; Maps: three in all).
 	Rules int
 	// Routes counts the VIP routes of the backend's route protocol.
 	Routes int
+	// Mappings counts the EIP → VIP pairs in the Maps backend's
+	// eip_to_vip map (zero for NFT, whose pairs are its rules).
+	Mappings int
 }
 
 // Empty reports whether nothing is programmed.
-func (s State) Empty() bool { return !s.Table && s.Rules == 0 && s.Routes == 0 }
+func (s State) Empty() bool { return !s.Table && s.Rules == 0 && s.Routes == 0 && s.Mappings == 0 }
 
 func (s State) String() string {
 	if !s.Table {
 		return fmt.Sprintf("no nftables table, %d routes", s.Routes)
+	}
+	if s.Mappings > 0 {
+		return fmt.Sprintf("nftables table with %d rules, %d mappings, %d routes", s.Rules, s.Mappings, s.Routes)
 	}
 	return fmt.Sprintf("nftables table with %d rules, %d routes", s.Rules, s.Routes)
 }
@@ -68,9 +74,13 @@ func execQuery(path string) func(context.Context, []string) ([]byte, error) {
 // does not fail when the backend's table is absent.
 var listArgs = []string{"--json", "list", "ruleset", "ip"}
 
-// Programmed reads back the backend's nftables table (with `nft --json
-// list ruleset ip`) and its VIP routes. Serialised with Apply.
+// Programmed reads back the backend's nftables table and its VIP routes:
+// through netlink by default (Maps.Programmed), with `nft --json list
+// ruleset ip` for the script backend. Serialised with Apply.
 func (n *NFT) Programmed(ctx context.Context) (State, error) {
+	if n.maps != nil {
+		return n.maps.Programmed(ctx)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.query == nil {

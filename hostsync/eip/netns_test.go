@@ -177,8 +177,29 @@ func TestNetnsGoldenScriptsLoad(t *testing.T) {
 	}
 }
 
+// TestNetnsEIPFollowsVIP runs a client through a gateway namespace
+// programmed by each nftables backend: the EIP reaches the VIP on A, then
+// on B after the VIP moved.
 func TestNetnsEIPFollowsVIP(t *testing.T) {
 	testutil.RequireRoot(t, "nft")
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T, gw string) Backend
+	}{
+		{"nft", func(t *testing.T, gw string) Backend {
+			n, err := NewNFT(NFTOptions{Run: netnsNFT(gw), Netlink: netlinkAt(t, gw), Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}},
+		{"maps", func(t *testing.T, gw string) Backend { return newNetnsMaps(t, gw, true) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testEIPFollowsVIP(t, tc.open) })
+	}
+}
+
+func testEIPFollowsVIP(t *testing.T, open func(t *testing.T, gw string) Backend) {
 	client, gw, srvA, srvB := testutil.NewNetns(t, "ec"), testutil.NewNetns(t, "eg"), testutil.NewNetns(t, "ea"), testutil.NewNetns(t, "eb")
 
 	// client 198.51.100.2 -- 198.51.100.1 gateway 192.0.2.1 (bridge) -- A 192.0.2.11, B 192.0.2.12
@@ -208,10 +229,7 @@ func TestNetnsEIPFollowsVIP(t *testing.T) {
 	}
 	testutil.IP(t, "-n", srvA, "addr", "add", "192.0.2.10/24", "dev", "a0")
 
-	n, err := NewNFT(NFTOptions{Run: netnsNFT(gw), Netlink: netlinkAt(t, gw), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := open(t, gw)
 	mapping := Mapping{Group: "nginx", EIP: netip.MustParseAddr("203.0.113.5"), VIP: netip.MustParseAddr("192.0.2.10"), Owner: "A"}
 	if err := n.Apply(t.Context(), []Mapping{mapping}); err != nil {
 		t.Fatalf("Apply: %v", err)
@@ -340,27 +358,21 @@ func hostOwnedRoutes(t *testing.T) string {
 	return string(out)
 }
 
-// BenchmarkNFTApply measures one Apply (one atomic `nft -f` transaction
-// plus the route sync) of 1 and 100 mappings in a network namespace.
+// BenchmarkNFTApply measures one Apply of the script backend (one atomic
+// `nft -f` transaction plus the route sync) of 1 to 10,000 mappings in a
+// network namespace; compare BenchmarkMapsApply.
 // nft is started from a thread inside the namespace, so no `ip netns exec`
 // is timed.
 func BenchmarkNFTApply(b *testing.B) {
 	testutil.RequireRoot(b, "nft")
-	for _, size := range []int{1, 100} {
+	for _, size := range []int{1, 100, 1_000, 10_000} {
 		b.Run(fmt.Sprintf("mappings=%d", size), func(b *testing.B) {
 			ns := testutil.NewNetns(b, "ex")
 			n, err := NewNFT(NFTOptions{Run: forkNFT(ns), Netlink: netlinkAt(b, ns)})
 			if err != nil {
 				b.Fatal(err)
 			}
-			ms := make([]Mapping, size)
-			for i := range ms {
-				ms[i] = Mapping{
-					Group: fmt.Sprintf("g%03d", i),
-					EIP:   netip.AddrFrom4([4]byte{203, 0, 113, byte(i + 1)}),
-					VIP:   netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}),
-				}
-			}
+			ms := manyMappings(size)
 			ctx := b.Context()
 			for b.Loop() {
 				if err := n.Apply(ctx, ms); err != nil {

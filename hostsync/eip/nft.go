@@ -36,6 +36,12 @@ const (
 	DefaultNFTTimeout = 10 * time.Second
 	// maxOutput bounds the nft or hook output kept for an error message.
 	maxOutput = 4 << 10
+	// DefaultReadBack is the Maps backend's MapsOptions.ReadBack when it
+	// serves NewNFT: a little under hostsync's default reapply_interval
+	// (1m), so each periodic reapply reads the kernel and repairs drift,
+	// as the script backend did by defining the table afresh, while the
+	// applies of moves in between write only what changed.
+	DefaultReadBack = 50 * time.Second
 )
 
 // tableName is what NFTOptions.Table accepts: an nft identifier, so the
@@ -43,14 +49,16 @@ const (
 var tableName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,31}$`)
 
 // NFTOptions configures the NFT backend. The zero value is the production
-// default: table "vipkeeper", nft from PATH, routes in the main table of
-// the caller's network namespace.
+// default: table "vipkeeper" programmed as maps through netlink (the Maps
+// backend), routes in the main table of the caller's network namespace.
+// Setting NFT, Run or Query selects the script backend instead: the whole
+// table rendered and applied with `nft -f`.
 type NFTOptions struct {
 	// Table is the name of the ip-family table the backend owns; it is
 	// replaced whole on every Apply. Letters, digits, underscore; at most
 	// 32 characters, starting with a letter.
 	Table string
-	// NFT is the nft binary (DefaultNFT when empty).
+	// NFT, when set, selects the script backend with this nft binary.
 	NFT string
 	// Run, when set, replaces running `NFT -f -` with the script on stdin
 	// (tests enter a network namespace with it). It must apply the script
@@ -85,11 +93,16 @@ type routeOps interface {
 }
 
 // NFT is the default backend: 1:1 NAT between each EIP and its VIP in one
-// nftables table, replaced in a single `nft -f` transaction, plus a /32
-// route for each VIP toward the host of its owner when the mapping names a
-// NextHop. Apply calls are serialised.
+// nftables table, plus a /32 route for each VIP toward the host of its
+// owner when the mapping names a NextHop. With default options it is the
+// Maps backend (netlink, element-level changes, no nft process); with
+// NFTOptions.NFT, Run or Query set it is the script backend, which
+// replaces the table in a single `nft -f` transaction with one rule per
+// EIP per chain. Apply calls are serialised.
 type NFT struct {
 	// Immutable after NewNFT.
+	// maps, when set, does the work (the Maps backend).
+	maps    *Maps
 	table   string
 	run     func(ctx context.Context, script []byte) error
 	query   func(ctx context.Context, args []string) ([]byte, error)
@@ -129,6 +142,17 @@ func NewNFT(opts NFTOptions) (*NFT, error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Run == nil && opts.Query == nil && opts.NFT == "" {
+		m, err := NewMaps(MapsOptions{
+			Table: n.table, Netlink: opts.Netlink, RouteProtocol: int(n.proto), RouteTable: n.rtable,
+			ReadBack: DefaultReadBack, Logger: n.log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		n.maps = m
+		return n, nil
+	}
 	if n.run == nil {
 		n.run = execNFT(cmp.Or(opts.NFT, DefaultNFT))
 		if n.query == nil {
@@ -164,13 +188,16 @@ func execNFT(path string) func(context.Context, []byte) error {
 	}
 }
 
-// Apply replaces the NAT table with the given mappings in one nft
-// transaction and then brings the backend's VIP routes to the mappings'
+// Apply programs the mappings: through Maps.Apply by default; with the
+// script backend it replaces the NAT table in one nft transaction and then brings the backend's VIP routes to the mappings'
 // next hops. Mappings that cannot be programmed (no EIP or VIP, not IPv4,
 // an address already taken by another group) are skipped and logged.
 // Applying the same set again changes nothing. Errors of both steps are
 // joined; a failed nft run leaves the previous table in place.
 func (n *NFT) Apply(ctx context.Context, mappings []Mapping) error {
+	if n.maps != nil {
+		return n.maps.Apply(ctx, mappings)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 
@@ -197,6 +224,25 @@ func (n *NFT) Apply(ctx context.Context, mappings []Mapping) error {
 	}
 	n.log.Info("eip: applied", "table", n.table, "mappings", len(p.nat), "skipped", len(p.skipped),
 		"routes", len(p.routes), "routes_replaced", added, "routes_removed", removed)
+	return nil
+}
+
+// Reconcile reads what is programmed and repairs it toward the last
+// Apply (Maps.Reconcile). The script backend has nothing to do: each of
+// its applies defines the table afresh.
+func (n *NFT) Reconcile(ctx context.Context) error {
+	if n.maps != nil {
+		return n.maps.Reconcile(ctx)
+	}
+	return nil
+}
+
+// Close releases the Maps backend's netlink socket; what is programmed
+// stays.
+func (n *NFT) Close() error {
+	if n.maps != nil {
+		return n.maps.Close()
+	}
 	return nil
 }
 
@@ -243,9 +289,9 @@ func plan(mappings []Mapping) planned {
 	slices.SortStableFunc(ms, func(a, b Mapping) int {
 		return cmp.Or(cmp.Compare(a.Group, b.Group), a.EIP.Compare(b.EIP), a.VIP.Compare(b.VIP))
 	})
-	var p planned
-	eipOwner := map[netip.Addr]string{}
-	vipOwner := map[netip.Addr]string{}
+	p := planned{nat: make([]nat, 0, len(ms))}
+	eipOwner := make(map[netip.Addr]string, len(ms))
+	vipOwner := make(map[netip.Addr]string, len(ms))
 	for _, m := range ms {
 		reason := ""
 		switch {
