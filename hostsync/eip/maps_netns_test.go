@@ -2,7 +2,10 @@ package eip
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -418,5 +421,96 @@ func BenchmarkMapsApply(b *testing.B) {
 				b.ReportMetric(float64(w.Elements)/float64(i), "elements/op")
 			})
 		}
+	}
+}
+
+// TestNetnsMapsConnectionSurvivesChurn keeps a TCP connection open
+// through EIP A while EIP B is associated, dissociated and the table
+// reconciled 100 times: A's elements are never written, and the
+// connection carries an echo after every step.
+func TestNetnsMapsConnectionSurvivesChurn(t *testing.T) {
+	testutil.RequireRoot(t, "nft")
+	client, gw, srv := testutil.NewNetns(t, "tc"), testutil.NewNetns(t, "tg"), testutil.NewNetns(t, "ts")
+	// client 198.51.100.2 -- 198.51.100.1 gateway 192.0.2.1 -- 192.0.2.10 server (VIP of A)
+	testutil.IP(t, "-n", client, "link", "add", "c0", "type", "veth", "peer", "name", "g0", "netns", gw)
+	testutil.IP(t, "-n", client, "addr", "add", "198.51.100.2/24", "dev", "c0")
+	testutil.IP(t, "-n", client, "link", "set", "c0", "up")
+	testutil.IP(t, "-n", client, "route", "add", "203.0.113.0/24", "via", "198.51.100.1")
+	testutil.IP(t, "-n", gw, "addr", "add", "198.51.100.1/24", "dev", "g0")
+	testutil.IP(t, "-n", gw, "link", "set", "g0", "up")
+	testutil.IP(t, "-n", gw, "link", "add", "g1", "type", "veth", "peer", "name", "s0", "netns", srv)
+	testutil.IP(t, "-n", gw, "addr", "add", "192.0.2.1/24", "dev", "g1")
+	testutil.IP(t, "-n", gw, "link", "set", "g1", "up")
+	testutil.IP(t, "-n", srv, "addr", "add", "192.0.2.10/24", "dev", "s0")
+	testutil.IP(t, "-n", srv, "link", "set", "s0", "up")
+	testutil.IP(t, "-n", srv, "route", "add", "default", "via", "192.0.2.1")
+	if out, err := exec.Command("ip", "netns", "exec", gw, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
+		t.Fatalf("enable forwarding: %v\n%s", err, out)
+	}
+
+	// An echo server in srv and a client socket in client, both opened
+	// from a thread inside the namespace; the sockets stay there.
+	var ln net.Listener
+	if err := testutil.InNetns(srv, func() (err error) {
+		ln, err = net.Listen("tcp4", "192.0.2.10:7007")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+
+	m := newNetnsMaps(t, gw, false)
+	a := Mapping{Group: "a", EIP: addr("203.0.113.5"), VIP: addr("192.0.2.10")}
+	b := Mapping{Group: "b", EIP: addr("203.0.113.6"), VIP: addr("192.0.2.20")}
+	if err := m.Apply(t.Context(), []Mapping{a}); err != nil {
+		t.Fatal(err)
+	}
+	var conn net.Conn
+	if err := testutil.InNetns(client, func() (err error) {
+		conn, err = net.DialTimeout("tcp4", "203.0.113.5:7007", 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("connect through EIP A: %v", err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 5)
+	echo := func(step string) {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("ping\n")); err != nil {
+			t.Fatalf("%s: write: %v", step, err)
+		}
+		if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "ping\n" {
+			t.Fatalf("%s: echo %q, %v", step, buf, err)
+		}
+	}
+	echo("before")
+	before := m.Writes()
+	for i := range 100 {
+		if err := m.Apply(t.Context(), []Mapping{a, b}); err != nil {
+			t.Fatal(err)
+		}
+		echo(fmt.Sprintf("round %d, B associated", i))
+		if err := m.Apply(t.Context(), []Mapping{a}); err != nil {
+			t.Fatal(err)
+		}
+		echo(fmt.Sprintf("round %d, B dissociated", i))
+		if err := m.Reconcile(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		echo(fmt.Sprintf("round %d, reconciled", i))
+	}
+	// Only B's two elements, added and deleted: 2 batches of 2 per round.
+	if w := diffWrites(m, before); w != (Writes{Batches: 200, Elements: 400}) {
+		t.Errorf("100 rounds wrote %+v, want 200 batches of B's 2 elements", w)
 	}
 }
