@@ -296,6 +296,25 @@ func TestNetnsMapsDriftRepaired(t *testing.T) {
 		check(t)
 	})
 
+	t.Run("owner moved: one route, no NAT write", func(t *testing.T) {
+		moved := append([]Mapping(nil), ms...)
+		moved[0].NextHop = addr("198.51.100.21")
+		before := m.Writes()
+		if err := m.Apply(t.Context(), moved); err != nil {
+			t.Fatal(err)
+		}
+		if w := diffWrites(m, before); w != (Writes{Routes: 1}) {
+			t.Errorf("move wrote %+v, want one route", w)
+		}
+		if got := testutil.IP(t, "-n", ns, "route", "show", "proto", fmt.Sprint(DefaultRouteProtocol)); !strings.Contains(got, "192.0.2.10 via 198.51.100.21") {
+			t.Errorf("VIP route after the move = %q", got)
+		}
+		if err := m.Apply(t.Context(), ms); err != nil {
+			t.Fatal(err)
+		}
+		check(t)
+	})
+
 	t.Run("empty set removes the table and the route", func(t *testing.T) {
 		if err := m.Apply(t.Context(), nil); err != nil {
 			t.Fatal(err)
