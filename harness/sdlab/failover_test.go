@@ -156,9 +156,10 @@ backend = "nftables"
 		for _, m := range g.Members {
 			t.Logf("member %s priority %d", m.Name, m.Priority)
 		}
-		// The EIP mapping is in hostsync's data plane, in the host.
+		// The EIP mapping is in hostsync's data plane, in the host: an
+		// element of the NAT maps the one rule per chain looks up.
 		out := run(t, ctx, host, "nft", "list", "table", "ip", "vipkeeper")
-		if !strings.Contains(out, "ip daddr 203.0.113.5 dnat to 192.0.2.10") {
+		if !strings.Contains(out, "203.0.113.5 : 192.0.2.10") || !strings.Contains(out, "dnat to ip daddr map @eip_to_vip") {
 			t.Errorf("nft table vipkeeper:\n%s", out)
 		}
 	})
