@@ -145,7 +145,8 @@ type DataPlaneConfig struct {
 	Backend string `toml:"backend"`
 	// Table is the nftables table (default "vipkeeper").
 	Table string `toml:"table"`
-	// NFT is the nft binary (default "nft" from PATH).
+	// NFT, when set, selects the older nft -f script backend with this
+	// nft binary, in hostsync's own network namespace (not with Netns).
 	NFT string `toml:"nft"`
 	// RouteTable is the routing table for VIP routes (default main).
 	RouteTable int `toml:"route_table"`
@@ -158,7 +159,8 @@ type DataPlaneConfig struct {
 	Timeout time.Duration `toml:"timeout"`
 	// Netns is the name of a network namespace (as in /run/netns/NAME)
 	// that the nftables backend programs instead of hostsync's own, e.g.
-	// a gateway namespace on the same machine. Empty means hostsync's own.
+	// a gateway namespace on the same machine, through netlink (the maps
+	// backend; no process enters it). Empty means hostsync's own.
 	Netns string `toml:"netns"`
 	// AllowEmpty lets hostsync apply an empty set from a registry that
 	// holds no group to a data plane that holds mappings (default false:
@@ -327,6 +329,11 @@ func (c Config) Validate() error {
 		}
 		if dp.Netns != "" && !reNetns.MatchString(dp.Netns) {
 			return bad("dataplane.netns", "%q is not a network namespace name (1–64 of A-Z a-z 0-9 . _ -)", dp.Netns)
+		}
+		if dp.Netns != "" && dp.NFT != "" {
+			// The script backend would need an nft process entering the
+			// namespace; the maps backend programs it through netlink.
+			return bad("dataplane.netns", "cannot be combined with dataplane.nft (the nft -f script backend runs in hostsync's own network namespace): remove nft to program namespace %q through netlink", dp.Netns)
 		}
 	case BackendCommand:
 		if !filepath.IsAbs(dp.Command) {

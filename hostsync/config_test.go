@@ -76,6 +76,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad table", "[dataplane]\ntable = \"vip keeper\"", "dataplane.table", false, 0},
 		{"negative probe interval", `probe_interval = "-1s"`, "probe_interval", false, 0},
 		{"bad netns", "[dataplane]\nnetns = \"../gw\"", "dataplane.netns", false, 0},
+		{"netns with the nft script backend", "[dataplane]\nnft = \"/usr/sbin/nft\"\nnetns = \"gw\"", "dataplane.netns", false, 0},
 		{"netns for command", "[dataplane]\nbackend = \"command\"\ncommand = \"/bin/true\"\nnetns = \"gw\"", "dataplane.table", false, 0},
 		{"bad host address", "[hosts]\nhost-a = \"2001:db8::1\"", "hosts.host-a", false, 0},
 		{"not an address", "[hosts]\nhost-a = \"host-a.example\"", "hosts.host-a", false, 2},

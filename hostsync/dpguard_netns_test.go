@@ -3,10 +3,10 @@ package hostsync
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"os/exec"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,45 +16,47 @@ import (
 )
 
 // TestNetnsEmptyRegistryKeepsNFTables is defect 5 of issue 11 with real
-// nftables and routes in a network namespace: the data plane holds a
-// mapping (table, three NAT rules, a VIP route), hostsync starts on a new,
-// empty registry (a mistyped db_path) and must leave all of it alone, log
-// why and count it; started again with allow_empty it removes it.
+// nftables and routes in a network namespace, programmed as [dataplane]
+// netns is (OpenPlatform: the Maps backend through netlink): the data
+// plane holds a mapping (table, maps with its pair, a VIP route), hostsync
+// starts on a new, empty registry (a mistyped db_path) and must leave all
+// of it alone, log why and count it; started again with allow_empty it
+// removes it.
 func TestNetnsEmptyRegistryKeepsNFTables(t *testing.T) {
-	testutil.RequireRoot(t, "nft")
+	testutil.RequireRoot(t)
 	ns, peer := testutil.NewNetns(t, "dg"), testutil.NewNetns(t, "dp")
 	testutil.IP(t, "-n", ns, "link", "add", "r0", "type", "veth", "peer", "name", "p0", "netns", peer)
 	testutil.IP(t, "-n", ns, "addr", "add", "198.51.100.1/24", "dev", "r0")
 	testutil.IP(t, "-n", ns, "link", "set", "r0", "up")
 	testutil.IP(t, "-n", peer, "link", "set", "p0", "up")
 
-	h, run, query, err := nftInNetns(ns, "")
+	pcfg, err := ParseConfig("platform.toml", []byte("[dataplane]\nnetns = \""+ns+"\"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	backend, err := eip.NewNFT(eip.NFTOptions{Run: run, Query: query, Netlink: h, Logger: testLogger(t)})
+	p, err := OpenPlatform(pcfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer p.Close()
+	backend, ok := p.Backend.(*eip.Maps)
+	if !ok {
+		t.Fatalf("backend %T with dataplane.netns, want *eip.Maps", p.Backend)
 	}
 	mapping := eip.Mapping{Group: "ig-nginx", EIP: ip("203.0.113.5"), VIP: ip("192.0.2.10"), NextHop: ip("198.51.100.20")}
 	if err := backend.Apply(t.Context(), []eip.Mapping{mapping}); err != nil {
 		t.Fatal(err)
 	}
-	programmed := func() (rules int, route bool) {
-		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "ruleset").CombinedOutput()
-		if err != nil {
-			t.Fatalf("nft list ruleset: %v\n%s", err, out)
-		}
-		rules = strings.Count(string(out), "dnat to 192.0.2.10") + strings.Count(string(out), "snat to 203.0.113.5")
-		routes := testutil.IP(t, "-n", ns, "route", "show", "proto", fmt.Sprint(eip.DefaultRouteProtocol))
-		return rules, strings.Contains(routes, "192.0.2.10 via 198.51.100.20")
+	c := nsConn(t, ns)
+	programmed := func() (pairs map[string]string, route bool) {
+		return nsMap(t, c, eip.MapEIPToVIP), slices.Contains(nsRoutes(t, ns), "192.0.2.10 via 198.51.100.20")
 	}
-	if rules, route := programmed(); rules != 3 || !route {
-		t.Fatalf("before start: %d NAT rules, route %v; want 3 and the route", rules, route)
+	want := map[string]string{"203.0.113.5": "192.0.2.10"}
+	if pairs, route := programmed(); !maps.Equal(pairs, want) || !route {
+		t.Fatalf("before start: %s = %v, route %v; want %v and the route", eip.MapEIPToVIP, pairs, route, want)
 	}
-	if st, err := backend.Programmed(t.Context()); err != nil || st != (eip.State{Table: true, Rules: 3, Routes: 1}) {
-		t.Fatalf("Programmed = %+v, %v; want the table, 3 rules, 1 route", st, err)
+	if st, err := backend.Programmed(t.Context()); err != nil || st != (eip.State{Table: true, Rules: 3, Mappings: 1, Routes: 1}) {
+		t.Fatalf("Programmed = %+v, %v; want the table, 3 rules, 1 mapping, 1 route", st, err)
 	}
 
 	// A mistyped db_path: a registry file that does not exist yet.
@@ -96,7 +98,7 @@ reapply_interval = "1h"
 	})
 	reason, _ := logs.Attr("data plane held: not applying an empty set", "reason")
 	t.Logf("reason: %s", reason)
-	if !strings.Contains(reason, "3 rules, 1 routes") || !strings.Contains(reason, "allow-empty-dataplane") {
+	if !strings.Contains(reason, "3 rules, 1 mappings, 1 routes") || !strings.Contains(reason, "allow-empty-dataplane") {
 		t.Errorf("reason %q does not say what is kept and how to confirm", reason)
 	}
 	addr, _ := logs.Attr("hostsync started", "metrics")
@@ -104,15 +106,15 @@ reapply_interval = "1h"
 		t.Errorf(`dataplane_applies_total{result="held"} = %v, want ≥ 1`, got)
 	}
 	stop()
-	if rules, route := programmed(); rules != 3 || !route {
-		t.Fatalf("after a start on an empty registry: %d NAT rules, route %v; want them kept", rules, route)
+	if pairs, route := programmed(); !maps.Equal(pairs, want) || !route {
+		t.Fatalf("after a start on an empty registry: %s = %v, route %v; want them kept", eip.MapEIPToVIP, pairs, route)
 	}
 
 	// The operator confirms: the empty registry is applied.
 	stop, _ = start("allow_empty = true\n")
 	waitFor(t, "the data plane emptied", func() bool {
-		rules, route := programmed()
-		return rules == 0 && !route
+		pairs, route := programmed()
+		return pairs == nil && !route // the table removed
 	})
 	stop()
 	if st, err := backend.Programmed(t.Context()); err != nil || !st.Empty() {

@@ -1,10 +1,6 @@
 package hostsync
 
 import (
-	"bytes"
-	"os/exec"
-
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +22,7 @@ import (
 var (
 	_ ownership.Announcer = (*garp.Sender)(nil)
 	_ eip.Backend         = (*eip.NFT)(nil)
+	_ eip.Backend         = (*eip.Maps)(nil)
 	_ eip.Backend         = (*eip.Command)(nil)
 	_ httpapi.Neighbors   = (*neigh.Table)(nil)
 )
@@ -72,23 +69,22 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 	p := &Platform{Neighbors: neigh.New(nil)}
 	switch cfg.DataPlane.Backend {
 	case BackendNFTables:
-		opts := eip.NFTOptions{
-			Table: cfg.DataPlane.Table, NFT: cfg.DataPlane.NFT, RouteTable: cfg.DataPlane.RouteTable,
-			Timeout: cfg.DataPlane.Timeout, Logger: log,
-		}
-		if ns := cfg.DataPlane.Netns; ns != "" {
-			h, run, query, err := nftInNetns(ns, cfg.DataPlane.NFT)
-			if err != nil {
+		if cfg.DataPlane.Netns != "" {
+			if err := p.openMapsInNetns(cfg.DataPlane, log); err != nil {
+				p.Close()
 				return nil, fmt.Errorf("hostsync: data plane: %w", err)
 			}
-			opts.Netlink, opts.Run, opts.Query = h, run, query
-			p.closers = append(p.closers, closerFunc(func() error { h.Close(); return nil }))
+			break
 		}
-		b, err := eip.NewNFT(opts)
+		b, err := eip.NewNFT(eip.NFTOptions{
+			Table: cfg.DataPlane.Table, NFT: cfg.DataPlane.NFT, RouteTable: cfg.DataPlane.RouteTable,
+			Timeout: cfg.DataPlane.Timeout, Logger: log,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("hostsync: data plane: %w", err)
 		}
 		p.Backend = b
+		p.closers = append(p.closers, b)
 	case BackendCommand:
 		b, err := eip.NewCommand(eip.CommandOptions{
 			Path: cfg.DataPlane.Command, Args: cfg.DataPlane.Args, Timeout: cfg.DataPlane.Timeout, Logger: log,
@@ -101,6 +97,7 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 	if cfg.GARPInterface != "" {
 		s, c, err := garp.OpenSender(cfg.GARPInterface, garp.Options{Logger: log})
 		if err != nil {
+			p.Close()
 			return nil, fmt.Errorf("hostsync: %w", err)
 		}
 		p.Announcer = s
@@ -122,39 +119,34 @@ type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
 
-// nftInNetns returns a netlink handle inside the named network namespace,
-// a runner that applies an nft script there as one transaction and one
-// that runs a read-only nft command there (eip.NFTOptions.Query).
-func nftInNetns(name, nft string) (*netlink.Handle, func(ctx context.Context, script []byte) error, func(ctx context.Context, args []string) ([]byte, error), error) {
-	ns, err := netns.GetFromName(name)
+// openMapsInNetns sets p.Backend to the Maps backend programming the
+// network namespace dp.Netns through netlink (nftables and routes): the
+// namespace is opened once, by name, and entered by no process. The
+// backend, its route handle and the namespace are closed, in that order,
+// by p.Close.
+func (p *Platform) openMapsInNetns(dp DataPlaneConfig, log *slog.Logger) error {
+	ns, err := netns.GetFromName(dp.Netns)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("netns %s: %w", name, err)
+		return fmt.Errorf("dataplane.netns %q: %w", dp.Netns, err)
 	}
-	defer ns.Close()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("netlink in netns %s: %w", name, err)
+		ns.Close()
+		return fmt.Errorf("dataplane.netns %q: netlink: %w", dp.Netns, err)
 	}
-	if nft == "" {
-		nft = eip.DefaultNFT
+	m, err := eip.NewMaps(eip.MapsOptions{
+		Table: dp.Table, NetNS: int(ns), Netlink: h, RouteTable: dp.RouteTable,
+		// As NewNFT's default Maps: every periodic reapply reads back.
+		ReadBack: eip.DefaultReadBack, Logger: log,
+	})
+	if err != nil {
+		h.Close()
+		ns.Close()
+		return fmt.Errorf("dataplane.netns %q: %w", dp.Netns, err)
 	}
-	run := func(ctx context.Context, script []byte) error {
-		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", name, nft, "-f", "-")
-		cmd.Stdin = bytes.NewReader(script)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("nft in netns %s: %w: %s", name, err, bytes.TrimSpace(out))
-		}
-		return nil
-	}
-	query := func(ctx context.Context, args []string) ([]byte, error) {
-		cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", name, nft}, args...)...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, fmt.Errorf("nft in netns %s: %w: %s", name, err, bytes.TrimSpace(stderr.Bytes()))
-		}
-		return out, nil
-	}
-	return h, run, query, nil
+	p.Backend = m
+	p.closers = append(p.closers, m,
+		closerFunc(func() error { h.Close(); return nil }),
+		closerFunc(ns.Close))
+	return nil
 }
