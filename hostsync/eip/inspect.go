@@ -51,6 +51,20 @@ type Inspector interface {
 
 var _ Inspector = (*NFT)(nil)
 
+// Reconciler is implemented by backends that keep what they programmed in
+// memory and write only differences (Maps, and NFT backed by it):
+// Reconcile reads the kernel and repairs it toward the last Apply. hostsync
+// calls it after an apply at start and after its registry watch was
+// re-established (changes, and drift, may have been missed meanwhile).
+type Reconciler interface {
+	Reconcile(ctx context.Context) error
+}
+
+var (
+	_ Reconciler = (*NFT)(nil)
+	_ Reconciler = (*Maps)(nil)
+)
+
 // execQuery returns the production query runner: `nft ARGS...`, returning
 // its standard output.
 func execQuery(path string) func(context.Context, []string) ([]byte, error) {

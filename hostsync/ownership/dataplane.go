@@ -125,8 +125,11 @@ func (s *Engine) mappings(tx registry.Tx) ([]eip.Mapping, error) {
 
 // applyDataPlane applies the complete desired set, read fresh, under
 // applyMu (so a later apply never carries older state than an earlier
-// one). A failure is logged, kept for the status and retried by Run's
-// reconcile loop; the registry stays the truth.
+// one). The first apply, and the first after FollowWatch saw its watch
+// re-established, is followed by the backend's Reconcile when it has one
+// (eip.Reconciler); a held apply (dpguard.go) reconciles nothing. A
+// failure is logged, kept for the status and retried by Run's reconcile
+// loop; the registry stays the truth.
 func (s *Engine) applyDataPlane(ctx context.Context) error {
 	if s.backend == nil {
 		return nil
@@ -135,11 +138,19 @@ func (s *Engine) applyDataPlane(ctx context.Context) error {
 	defer cancel()
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	// Taken before the registry is read: a watch gap signalled after
+	// this point sets it again, for the next apply, which reads later.
+	reconcile := s.reconcileDue.Swap(false)
 	ms, err := s.Mappings(ctx)
 	if err == nil {
 		held := s.holdEmpty(ctx, ms)
 		s.recordHold(held)
 		if held != "" {
+			// Nothing is written while held, not even a repair toward
+			// the last set: the next apply that goes ahead reconciles.
+			if reconcile {
+				s.reconcileDue.Store(true)
+			}
 			return nil
 		}
 	}
@@ -147,6 +158,12 @@ func (s *Engine) applyDataPlane(ctx context.Context) error {
 		start := time.Now()
 		err = s.backend.Apply(ctx, ms)
 		s.metrics.applyTook(time.Since(start))
+	}
+	if err == nil && reconcile {
+		err = s.reconcileBackend(ctx)
+	}
+	if err != nil && reconcile {
+		s.reconcileDue.Store(true) // retried with the apply
 	}
 	s.mu.Lock()
 	s.stats.lastApply = s.nowUTC()
@@ -165,6 +182,27 @@ func (s *Engine) applyDataPlane(ctx context.Context) error {
 	s.log.Debug("data plane applied", "op", "apply", "mappings", len(ms))
 	return nil
 }
+
+// reconcileBackend asks a backend that writes only differences
+// (eip.Reconciler) to read what is programmed and repair it toward the
+// set just applied; other backends have nothing to do. Called with
+// applyMu, right after a successful Apply.
+func (s *Engine) reconcileBackend(ctx context.Context) error {
+	r, ok := s.backend.(eip.Reconciler)
+	if !ok {
+		return nil
+	}
+	start := time.Now()
+	if err := r.Reconcile(ctx); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	s.log.Info("data plane read back and reconciled", "op", "reconcile", "took", time.Since(start))
+	return nil
+}
+
+// needReconcile makes the next data-plane apply reconcile (FollowWatch
+// calls it when the registry watch is re-established).
+func (s *Engine) needReconcile() { s.reconcileDue.Store(true) }
 
 // Reapply applies the data plane from the registry (at start and
 // periodically; idempotent).

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
@@ -113,6 +114,10 @@ type Engine struct {
 	// fresh from the registry, so the last apply always reflects the
 	// latest state.
 	applyMu sync.Mutex
+	// reconcileDue asks the next data-plane apply to be followed by the
+	// backend's Reconcile (eip.Reconciler): set at start and when the
+	// registry watch is re-established (FollowWatch).
+	reconcileDue atomic.Bool
 
 	// announces tracks running GARP bursts.
 	announces sync.WaitGroup
@@ -205,6 +210,8 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Engine, erro
 	if s.applyLimit <= 0 {
 		s.applyLimit = 30 * time.Second
 	}
+	// The first apply reads back and repairs what the data plane holds.
+	s.reconcileDue.Store(true)
 	err := s.bounded(ctx, s.refreshVIPs)
 	if err != nil && s.queue != nil && errors.Is(err, registry.ErrUnavailable) {
 		err = s.startFromView(err)

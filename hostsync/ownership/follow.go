@@ -22,9 +22,11 @@ var followBuckets = map[registry.Bucket]bool{
 // FollowWatch keeps this process in step with the other hosts and gateways of
 // a shared registry: whenever another process changes a group, guest,
 // EIP or owner, it re-reads the VIP list and re-applies the complete data
-// plane. Watch callbacks only signal; one apply runs at a time and, since
-// each reads the latest state, a burst of changes costs at most one apply
-// more. A failed apply is retried after followRetry. It returns when ctx
+// plane; after the watch was (re-)established that apply also reconciles
+// the backend (eip.Reconciler), which reads the data plane back and
+// repairs drift. Watch callbacks only signal; one apply runs at a time
+// and, since each reads the latest state, a burst of changes costs at
+// most one apply more. A failed apply is retried after followRetry. It returns when ctx
 // ends.
 func FollowWatch(ctx context.Context, e *Engine, w registry.Watcher, log *slog.Logger) {
 	kick := make(chan struct{}, 1)
@@ -59,8 +61,12 @@ func FollowWatch(ctx context.Context, e *Engine, w registry.Watcher, log *slog.L
 	}()
 	err := w.Watch(ctx, func(changes []registry.Change) {
 		if changes == nil {
+			// (Re-)established: changes may have been missed, and the
+			// data plane may have drifted meanwhile, so the apply this
+			// signals also reads the data plane back and repairs it.
 			e.noteChange()
-			signal() // (re-)established: changes may have been missed
+			e.needReconcile()
+			signal()
 			return
 		}
 		for _, c := range changes {
