@@ -116,7 +116,7 @@ type Maps struct {
 	// the last desired state.
 	applied    bool
 	want       map[netip.Addr]netip.Addr // EIP → VIP last asked for
-	wantRoutes []route
+	wantRoutes map[netip.Addr]netip.Addr // VIP → next hop last asked for
 	// natSynced reports whether nat mirrors the kernel; false after a
 	// failed batch, so the next Apply reads the kernel again.
 	natSynced bool
@@ -237,7 +237,11 @@ func (m *Maps) Apply(ctx context.Context, mappings []Mapping) error {
 	for _, n := range p.nat {
 		want[n.eip] = n.vip
 	}
-	m.applied, m.want, m.wantRoutes = true, want, p.routes
+	routes := make(map[netip.Addr]netip.Addr, len(p.routes))
+	for _, r := range p.routes {
+		routes[r.vip] = r.via
+	}
+	m.applied, m.want, m.wantRoutes = true, want, routes
 	if m.readBack > 0 && m.now().Sub(m.lastRead) >= m.readBack {
 		m.natSynced, m.routesSynced = false, false
 	}
@@ -675,18 +679,18 @@ func (m *Maps) syncRoutes() (replaced, removed int, err error) {
 		}
 	}
 	wanted := make(map[netip.Addr]bool, len(m.wantRoutes))
-	for _, r := range m.wantRoutes {
-		wanted[r.vip] = true
-		if via, ok := m.rts[r.vip]; ok && via == r.via {
+	for vip, via := range m.wantRoutes {
+		wanted[vip] = true
+		if have, ok := m.rts[vip]; ok && have == via {
 			continue
 		}
 		m.routeWrites.Add(1)
-		if err := m.routes.RouteReplace(m.route(r.vip, r.via)); err != nil {
-			errs = append(errs, fmt.Errorf("eip: route %s/32 via %s: %w", r.vip, r.via, err))
-			wanted[r.vip] = false // the stale route below goes
+		if err := m.routes.RouteReplace(m.route(vip, via)); err != nil {
+			errs = append(errs, fmt.Errorf("eip: route %s/32 via %s: %w", vip, via, err))
+			wanted[vip] = false // the stale route below goes
 			continue
 		}
-		m.rts[r.vip] = r.via
+		m.rts[vip] = via
 		replaced++
 	}
 	for vip, via := range m.rts {

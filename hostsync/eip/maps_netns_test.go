@@ -396,7 +396,30 @@ func TestNetnsMapsWrites(t *testing.T) {
 		}
 	}
 	hand := handConn(t, ns)
+	// One mapping changed in the kernel (its element in eip_to_vip
+	// deleted by hand): the reconcile of the 10,000 writes that one
+	// element back.
+	set, err := hand.GetSetByName(testTable, MapEIPToVIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hand.SetDeleteElements(set, element("198.18.0.7", "198.19.0.7")); err != nil {
+		t.Fatal(err)
+	}
+	if err := hand.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before := m.Writes()
+	if err := m.Reconcile(t.Context()); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if w := diffWrites(m, before); w != (Writes{Batches: 1, Elements: 1}) {
+		t.Errorf("reconcile of one element deleted by hand wrote %+v, want one element", w)
+	}
 	e2v := kernelPairs(t, hand, MapEIPToVIP)
+	if e2v["198.18.0.7"] != "198.19.0.7" {
+		t.Errorf("198.18.0.7 → %q after the reconcile, want 198.19.0.7", e2v["198.18.0.7"])
+	}
 	if len(e2v) != 10_000 || e2v["198.18.0.42"] != "198.19.200.1" {
 		t.Errorf("%s holds %d pairs, 198.18.0.42 → %q", MapEIPToVIP, len(e2v), e2v["198.18.0.42"])
 	}

@@ -385,7 +385,7 @@ func (s *Engine) claim(ctx context.Context, who func(registry.Tx) (registry.Gues
 			if s.announcer != nil {
 				mv.Announced = time.Now()
 			}
-			if err := s.applyDataPlane(ctx); err != nil {
+			if err := s.moveDataPlane(ctx, st.group.ID); err != nil {
 				res.Message = "owner recorded; data plane: " + err.Error()
 				mv.ApplyError = err.Error()
 			} else if s.backend != nil {

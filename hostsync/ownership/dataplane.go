@@ -3,6 +3,7 @@ package ownership
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -101,26 +102,38 @@ func (s *Engine) mappings(tx registry.Tx) ([]eip.Mapping, error) {
 	}
 	out := []eip.Mapping{}
 	for _, g := range groups {
-		if g.EIP == nil || g.VIP == nil {
-			continue
-		}
-		m := eip.Mapping{Group: g.ID, EIP: g.EIP.Address, VIP: g.VIP.Address}
-		o, err := inventory.Owner(tx, g.ID)
+		m, ok, err := s.mappingOf(tx, g)
 		if err != nil {
 			return nil, err
 		}
-		if o.GuestID != "" {
-			gu, err := registry.Get[registry.Guest](tx, o.GuestID)
-			if err != nil {
-				return nil, fmt.Errorf("hostsync: owner %s of group %s: %w", o.GuestID, g.Name, err)
-			}
-			m.Owner, m.OwnerMAC, m.OwnerHost = gu.Name, gu.MAC, gu.Host
-			m.NextHop = s.hosts[gu.Host]
+		if ok {
+			out = append(out, m)
 		}
-		out = append(out, m)
 	}
 	slices.SortFunc(out, func(a, b eip.Mapping) int { return cmp.Compare(a.Group, b.Group) })
 	return out, nil
+}
+
+// mappingOf returns group g's mapping; ok is false when g has no EIP (or
+// no VIP) and so nothing in the data plane.
+func (s *Engine) mappingOf(tx registry.Tx, g registry.Group) (m eip.Mapping, ok bool, err error) {
+	if g.EIP == nil || g.VIP == nil {
+		return eip.Mapping{}, false, nil
+	}
+	m = eip.Mapping{Group: g.ID, EIP: g.EIP.Address, VIP: g.VIP.Address}
+	o, err := inventory.Owner(tx, g.ID)
+	if err != nil {
+		return eip.Mapping{}, false, err
+	}
+	if o.GuestID != "" {
+		gu, err := registry.Get[registry.Guest](tx, o.GuestID)
+		if err != nil {
+			return eip.Mapping{}, false, fmt.Errorf("hostsync: owner %s of group %s: %w", o.GuestID, g.Name, err)
+		}
+		m.Owner, m.OwnerMAC, m.OwnerHost = gu.Name, gu.MAC, gu.Host
+		m.NextHop = s.hosts[gu.Host]
+	}
+	return m, true, nil
 }
 
 // applyDataPlane applies the complete desired set, read fresh, under
@@ -138,6 +151,11 @@ func (s *Engine) applyDataPlane(ctx context.Context) error {
 	defer cancel()
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	return s.applyLocked(ctx)
+}
+
+// applyLocked is applyDataPlane's work, called with applyMu.
+func (s *Engine) applyLocked(ctx context.Context) error {
 	// Taken before the registry is read: a watch gap signalled after
 	// this point sets it again, for the next apply, which reads later.
 	reconcile := s.reconcileDue.Swap(false)
@@ -165,6 +183,18 @@ func (s *Engine) applyDataPlane(ctx context.Context) error {
 	if err != nil && reconcile {
 		s.reconcileDue.Store(true) // retried with the apply
 	}
+	s.recordApply(err)
+	if err != nil {
+		s.log.Error("data plane apply failed", "op", "apply", "mappings", len(ms), "err", err)
+		return fmt.Errorf("hostsync: apply data plane: %w", err)
+	}
+	s.log.Debug("data plane applied", "op", "apply", "mappings", len(ms))
+	return nil
+}
+
+// recordApply keeps an apply's (or a move's) outcome for the status and
+// the metrics.
+func (s *Engine) recordApply(err error) {
 	s.mu.Lock()
 	s.stats.lastApply = s.nowUTC()
 	s.stats.lastApplyErr = ""
@@ -175,11 +205,56 @@ func (s *Engine) applyDataPlane(ctx context.Context) error {
 	if s.metrics != nil {
 		s.metrics.applied(err)
 	}
-	if err != nil {
-		s.log.Error("data plane apply failed", "op", "apply", "mappings", len(ms), "err", err)
-		return fmt.Errorf("hostsync: apply data plane: %w", err)
+}
+
+// moveDataPlane brings the data plane in step with a move of group's VIP.
+// A move changes only the owner, so with a backend that can follow one
+// mapping (eip.Mover) it reads that group's mapping alone and writes at
+// most its route: no scan of the other groups, no NAT change, the same
+// cost at one EIP as at 10,000. It falls back to the complete apply when
+// the backend cannot (no Mover, eip.ErrNeedApply: nothing applied yet, a
+// changed pair, an earlier failure) or a reconcile is due. Serialised
+// with applies under applyMu, and reading the registry under it, so a
+// later apply or move never carries older state than an earlier one.
+func (s *Engine) moveDataPlane(ctx context.Context, group string) error {
+	mv, ok := s.backend.(eip.Mover)
+	if s.backend == nil || !ok || s.reconcileDue.Load() {
+		return s.applyDataPlane(ctx)
 	}
-	s.log.Debug("data plane applied", "op", "apply", "mappings", len(ms))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.applyLimit)
+	defer cancel()
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	var m eip.Mapping
+	has := false
+	err := s.store.View(ctx, func(tx registry.Tx) error {
+		g, err := registry.Get[registry.Group](tx, group)
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil // deleted meanwhile: the admin change applies
+		}
+		if err != nil {
+			return err
+		}
+		m, has, err = s.mappingOf(tx, g)
+		return err
+	})
+	if err == nil && !has {
+		return nil // no EIP: nothing in the data plane follows the VIP
+	}
+	if err == nil {
+		start := time.Now()
+		err = mv.Move(ctx, m)
+		if errors.Is(err, eip.ErrNeedApply) {
+			return s.applyLocked(ctx)
+		}
+		s.metrics.applyTook(time.Since(start))
+	}
+	s.recordApply(err)
+	if err != nil {
+		s.log.Error("data plane move failed", "op", "move", "group", group, "err", err)
+		return fmt.Errorf("hostsync: data plane move: %w", err)
+	}
+	s.log.Debug("data plane moved", "op", "move", "group", group, "vip", m.VIP, "next_hop", m.NextHop)
 	return nil
 }
 

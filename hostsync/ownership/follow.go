@@ -2,7 +2,11 @@ package ownership
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
@@ -13,22 +17,46 @@ import (
 const followRetry = 5 * time.Second
 
 // followBuckets are the records the data plane and the VIP list are made
-// of: a change to any of them by another host re-applies the data plane.
+// of: a change to any of them by another host re-applies the data plane
+// (an owner change alone only moves that group's mapping).
 var followBuckets = map[registry.Bucket]bool{
 	registry.BucketGroups: true, registry.BucketOwners: true,
 	registry.BucketGuests: true, registry.BucketEIPs: true,
 }
 
-// FollowWatch keeps this process in step with the other hosts and gateways of
-// a shared registry: whenever another process changes a group, guest,
-// EIP or owner, it re-reads the VIP list and re-applies the complete data
-// plane; after the watch was (re-)established that apply also reconciles
-// the backend (eip.Reconciler), which reads the data plane back and
-// repairs drift. Watch callbacks only signal; one apply runs at a time
-// and, since each reads the latest state, a burst of changes costs at
-// most one apply more. A failed apply is retried after followRetry. It returns when ctx
-// ends.
+// followWork is what the watch asked the data plane to do: the complete
+// apply, or moves of the groups whose owner another host changed.
+type followWork struct {
+	mu    sync.Mutex
+	full  bool
+	moves map[string]bool // group ids
+}
+
+func (w *followWork) take() (full bool, moves []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	full, w.full = w.full, false
+	if !full {
+		moves = slices.Sorted(maps.Keys(w.moves))
+	}
+	clear(w.moves)
+	return full, moves
+}
+
+// FollowWatch keeps this process in step with the other hosts and
+// gateways of a shared registry. When another process moves a VIP (its
+// owner record changed) the data plane follows that group alone, as a
+// local move does (Engine.moveDataPlane: at most one route written);
+// when it changes a group, guest or EIP, this process re-reads the VIP
+// list and re-applies the complete data plane; after the watch was
+// (re-)established that apply also reconciles the backend
+// (eip.Reconciler), which reads the data plane back and repairs drift.
+// Watch callbacks only record and signal; one worker applies, reading the
+// latest state each time, so a burst of changes costs at most one round
+// more. A failed round is retried (as a complete apply) after
+// followRetry. It returns when ctx ends.
 func FollowWatch(ctx context.Context, e *Engine, w registry.Watcher, log *slog.Logger) {
+	work := &followWork{moves: map[string]bool{}}
 	kick := make(chan struct{}, 1)
 	signal := func() {
 		select {
@@ -43,15 +71,26 @@ func FollowWatch(ctx context.Context, e *Engine, w registry.Watcher, log *slog.L
 		retry.Stop()
 		defer retry.Stop()
 		for {
+			failed := false
 			select {
 			case <-ctx.Done():
 				return
 			case <-kick:
 			case <-retry.C:
+				failed = true
 			}
-			err := e.refreshVIPs(ctx)
-			if err == nil {
-				err = e.Reapply(ctx)
+			full, moves := work.take()
+			var err error
+			switch {
+			case full || failed:
+				err = e.refreshVIPs(ctx)
+				if err == nil {
+					err = e.Reapply(ctx)
+				}
+			default:
+				for _, g := range moves {
+					err = errors.Join(err, e.moveDataPlane(ctx, g))
+				}
 			}
 			if err != nil && ctx.Err() == nil {
 				log.Warn("data plane will be retried", "op", "follow", "in", followRetry, "err", err)
@@ -66,6 +105,9 @@ func FollowWatch(ctx context.Context, e *Engine, w registry.Watcher, log *slog.L
 			// signals also reads the data plane back and repairs it.
 			e.noteChange()
 			e.needReconcile()
+			work.mu.Lock()
+			work.full = true
+			work.mu.Unlock()
 			signal()
 			return
 		}
@@ -75,11 +117,21 @@ func FollowWatch(ctx context.Context, e *Engine, w registry.Watcher, log *slog.L
 				break
 			}
 		}
+		wanted := false
+		work.mu.Lock()
 		for _, c := range changes {
-			if followBuckets[c.Bucket] {
-				signal()
-				return
+			switch {
+			case c.Bucket == registry.BucketOwners:
+				work.moves[c.Key] = true
+				wanted = true
+			case followBuckets[c.Bucket]:
+				work.full = true
+				wanted = true
 			}
+		}
+		work.mu.Unlock()
+		if wanted {
+			signal()
 		}
 	})
 	if err != nil && ctx.Err() == nil {

@@ -73,6 +73,14 @@ func (s *Engine) Status(ctx context.Context) (api.HostsyncStatus, error) {
 	return st, nil
 }
 
+// RecentMoves returns the last moves (at most 64, oldest first), as
+// Status does, without reading the registry.
+func (s *Engine) RecentMoves() []api.Move {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]api.Move(nil), s.stats.moveLog...)
+}
+
 // Sentence is the one-line status: "3 groups, 2 VIPs, last move 12 s ago",
 // plus split brains and a data-plane failure when there are any.
 func Sentence(st api.HostsyncStatus, now time.Time) string {
