@@ -23,6 +23,10 @@ type Mapping struct {
 	// NextHop is the address through which the VIP is reached (the owner's
 	// host); invalid means the VIP is on a directly connected segment.
 	NextHop netip.Addr `json:"next_hop,omitzero"`
+	// Bandwidth is the EIP's limit in Mbit/s in each direction; 0 means
+	// unlimited. The Maps backend enforces it (maps_limit.go); the command
+	// backend passes it to the hook.
+	Bandwidth int `json:"bandwidth,omitempty"`
 }
 
 // Backend programs mappings. Apply receives the complete desired set (every

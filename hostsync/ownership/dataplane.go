@@ -105,6 +105,9 @@ func (s *Engine) mappings(tx registry.Tx) ([]eip.Mapping, error) {
 			continue
 		}
 		m := eip.Mapping{Group: g.ID, EIP: g.EIP.Address, VIP: g.VIP.Address}
+		if m.Bandwidth, err = eipBandwidth(tx, g.EIP.EIPID); err != nil {
+			return nil, err
+		}
 		o, err := inventory.Owner(tx, g.ID)
 		if err != nil {
 			return nil, err
