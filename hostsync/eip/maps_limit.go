@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -14,93 +17,111 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Bandwidth limits of the Maps backend: each EIP with a Mapping.Bandwidth
+// Bandwidth limits of the Maps backend. Each EIP with a Mapping.Bandwidth
 // is policed to that rate in each direction, in a table of its own beside
-// the NAT table (its name plus LimitTableSuffix):
+// the NAT table (its name plus LimitTableSuffix). For EIPs at 10 Mbit/s:
 //
-//	limit bw_203_0_113_5_in  { rate over 1250000 bytes/second burst … }
-//	limit bw_203_0_113_5_out { rate over 1250000 bytes/second burst … }
-//	map eip_limit_in  { type ipv4_addr : verdict; elements = { 203.0.113.5 : goto bw_203_0_113_5_in } }
-//	map eip_limit_out { type ipv4_addr : verdict; elements = { 203.0.113.5 : goto bw_203_0_113_5_out } }
+//	map eip_limit_in  { type ipv4_addr : verdict; elements = { 203.0.113.5 : goto bw_10_in } }
+//	map eip_limit_out { type ipv4_addr : verdict; elements = { 203.0.113.5 : goto bw_10_out } }
+//	set bw_10_in  { type ipv4_addr; size 1048576; flags dynamic,timeout }
+//	set bw_10_out { … }
 //	chain limit_in  { type filter hook prerouting priority mangle; ip daddr vmap @eip_limit_in }
 //	chain limit_out { type filter hook postrouting priority srcnat + 10; ip saddr vmap @eip_limit_out }
-//	chain bw_203_0_113_5_in  { limit name "bw_203_0_113_5_in" drop }
-//	chain bw_203_0_113_5_out { limit name "bw_203_0_113_5_out" drop }
+//	chain bw_10_in  { update @bw_10_in { ip daddr timeout 1m limit rate over 1250000 bytes/second burst 131072 bytes } drop }
+//	chain bw_10_out { update @bw_10_out { ip saddr timeout 1m limit rate over 1250000 bytes/second burst 131072 bytes } drop }
 //
 // Keyed by the EIP, on both sides of the NAT: traffic to an EIP is
-// counted in prerouting before the DNAT (priority mangle, -150, runs
+// policed in prerouting before the DNAT (priority mangle, -150, runs
 // before dstnat, -100), where the destination is still the EIP, both for
-// connections opened toward the EIP and for the replies to connections
-// its VIP opened (their SNAT is undone at dstnat too); traffic from an
-// EIP is counted in postrouting after the SNAT (srcnat + 10), where the
-// source is already the EIP, for the same two kinds of connection. So
-// exactly the traffic carrying the EIP is limited, and traffic that
-// reaches the VIP without its EIP (from inside) is not.
+// connections opened toward the EIP and for replies to connections its
+// VIP opened (their SNAT is undone at dstnat); traffic from an EIP in
+// postrouting after the SNAT (srcnat + 10), where the source is already
+// the EIP, for the same two kinds of connection. So exactly the traffic
+// carrying the EIP is limited; traffic reaching the VIP without its EIP
+// is not.
+//
+// An EIP's limit is one element in each verdict map, leading to the
+// chain of its rate. That chain keeps one token bucket per EIP: the
+// "update" adds the EIP to the rate's set on its first packet with a
+// bucket of its own (the limit expression is a template each element
+// clones) and charges the packet to it, and the drop rule matches only
+// beyond the rate ("over"). So the limits are per EIP while the rules are
+// per rate: one rule and one set per bandwidth value in use and
+// direction, whatever the number of EIPs. An element idle for a minute
+// expires; its bucket was full again long before (the bucket fills in
+// one second plus the burst), so a new one is the same.
 //
 // Per packet the cost does not depend on the number of EIPs: one rule per
-// direction, a hash lookup in the verdict map, and, for a limited EIP,
-// one rule evaluating its limit. An EIP without a limit has no element:
-// the lookup misses and the packet goes on untouched. With no limited
-// EIP the table is removed, so no hook is registered at all.
+// direction and a hash lookup in the verdict map; for a limited EIP one
+// more rule and a hash lookup in its rate's set. An EIP without a limit
+// has no element: the lookup misses and the packet goes on untouched.
+// With no limited EIP the table is removed, so no hook is registered.
 //
-// Why a verdict map and a chain per limit rather than an object map
+// Writes are element-level: limiting an EIP at a rate already in use
+// adds its two elements, changing its bandwidth replaces them (deleted
+// and added in one transaction, so it is never unlimited meanwhile),
+// removing its limit deletes them; a rate's chain, rule and set are
+// added with its first EIP and removed after its last. An unchanged set
+// writes nothing.
+//
+// Why not one named limit object per EIP reached through an object map
 // ("limit name ip daddr map @m"): github.com/google/nftables v0.3.0 can
-// create, read and delete named limit objects and reference one by name
-// (expr.Objref), but not an object map: nftables.Set has no object-type
-// field (NFTA_SET_OBJ_TYPE, NFT_SET_OBJECT), SetElement no object
-// reference (NFTA_SET_ELEM_OBJREF), expr.Objref no set lookup
-// (NFTA_OBJREF_SET_*), and expressions cannot be added from outside the
-// package (expr.Any's methods are unexported). A verdict map that goes to
-// a one-rule chain referencing the object by name is the same lookup plus
-// one rule, built from what the library has. A tc policer (flower filter
-// with a police action through vishvananda/netlink) was not chosen: it is
-// bound to interfaces, which this backend does not know (routes pick
-// them), it would need a clsact qdisc on each, and its ingress hook runs
-// before conntrack and NAT, so replies would be matched by another key
-// than new connections.
+// make named limit objects and reference one by name (expr.Objref), but
+// not an object map (nftables.Set has no object type, SetElement no
+// object reference, expr.Objref no set lookup, and expr.Any's methods
+// are unexported, so no expression can be added outside the library);
+// nor can it give a set element a limit of its own (SetElement carries
+// only a counter). A chain per EIP holding a rule that references its
+// object would work in the kernel, but every rule is sent with
+// NLM_F_ECHO and the library's Flush mistakes the echoes for acks once a
+// transaction holds more than about twenty rules, and a reconcile would
+// need one rule dump per chain (20,000 at 10,000 EIPs). The per-rate
+// chains keep rules few. A tc policer (a flower filter with a police
+// action through vishvananda/netlink) was not chosen either: it is bound
+// to interfaces, which this backend does not know (the routes pick them),
+// needs a clsact qdisc on each, and runs before conntrack and NAT, so
+// replies would have to be matched by other keys than new connections.
 //
-// The limit is a token bucket over IP packet bytes (nft_limit, flag
-// "over", so the drop rule matches only beyond the rate). Its rate is
-// Bandwidth × 125,000 bytes/s; the kernel sizes the bucket as one second
-// at the rate plus the burst (tokens_max = unit × (rate + burst) / rate),
-// so a bulk TCP transfer, whose congestion window overshoots and backs off
-// at each drop, keeps the link busy and reaches the rate; the burst adds
-// limitBurst on top so that a few TSO-sized packets (64 KiB each, as the
-// gateway sees them before segmentation) fit even at 1 Mbit/s.
-//
-// Like the NAT maps, the limits are written as differences: an EIP whose
-// bandwidth is unchanged costs no write; a new limit adds its object,
-// chain, rule and element; a changed one replaces its object and rule in
-// one transaction (the element stays, so the EIP is never unlimited
-// meanwhile); a removed one deletes them. A full read (first Apply,
-// Reconcile, ReadBack) compares objects, elements, chains and rules with
-// what is wanted and repairs only what differs.
+// The bucket (nft_limit over bytes) holds one second at the rate plus
+// the burst: the kernel sizes it unit × (rate + burst) / rate with a
+// unit of one second. So a bulk TCP transfer, whose window overshoots
+// and backs off at each drop, keeps the rate; limitBurst on top makes
+// room for TSO-sized packets (up to 64 KiB as the gateway sees them)
+// even at 1 Mbit/s. The rate counts IP packet bytes: Bandwidth × 125,000
+// bytes/s.
 
 const (
 	// LimitTableSuffix is appended to the Maps backend's table name to
 	// name its limit table ("vipkeeper_limit").
 	LimitTableSuffix = "_limit"
-	// MapLimitIn is the verdict map (EIP → goto the EIP's limit chain)
+	// MapLimitIn is the verdict map (EIP → goto the chain of its rate)
 	// looked up for traffic to an EIP.
 	MapLimitIn = "eip_limit_in"
 	// MapLimitOut is the verdict map looked up for traffic from an EIP.
 	MapLimitOut = "eip_limit_out"
-	// limitBurst is added to the kernel's one-second bucket: two
-	// 64 KiB GSO packets.
+	// limitBurst is added to the kernel's one-second bucket: two 64 KiB
+	// GSO packets.
 	limitBurst = 128 << 10
-	// limitMessagesPerBatch bounds the netlink messages of one limit
-	// transaction. The kernel answers each message with an ack queued on
-	// the socket all at once after the batch (a few hundred bytes of
-	// receive buffer each); a larger batch would overflow the default
-	// buffer and lose acks. One limit (one EIP, one direction) is always
-	// in one transaction.
-	limitMessagesPerBatch = 256
+	// limitIdle is how long an EIP's bucket is kept without traffic.
+	limitIdle = time.Minute
+	// limitSetSize bounds the EIPs of one rate in its set.
+	limitSetSize = 1 << 20
+	// rulesPerTransaction bounds the rules in one limit transaction.
+	// google/nftables sends each rule with NLM_F_ECHO; the kernel packs
+	// the echoes into datagrams of about 4 KiB, and the library's Flush
+	// reads one echo datagram in place of an ack, at most, before it
+	// reads the acks, so a transaction's echoes must fit in one.
+	rulesPerTransaction = 8
+	// opsPerTransaction bounds the messages of one limit transaction: the
+	// kernel queues an ack for each on the socket at once, after the
+	// transaction, and the default receive buffer holds a few hundred.
+	opsPerTransaction = 128
 )
 
 // limitDir is one direction of the limits.
 type limitDir struct {
-	name   string // "in", "out": the suffix of object and chain names
-	set    string
+	name   string // "in", "out": the suffix of rate chain and set names
+	set    string // the verdict map
 	chain  string // the base chain
 	hook   *nftables.ChainHook
 	prio   nftables.ChainPriority
@@ -147,14 +168,33 @@ func limitsOf(mappings []Mapping, want map[netip.Addr]netip.Addr) map[netip.Addr
 	return out
 }
 
-// limitName is the name of an EIP's limit object and chain in one
-// direction: "bw_203_0_113_5_in". Built from the address only.
-func limitName(eip netip.Addr, d limitDir) string {
-	a := eip.As4()
-	return fmt.Sprintf("bw_%d_%d_%d_%d_%s", a[0], a[1], a[2], a[3], d.name)
+// rateName names the chain and the set of a rate in a direction:
+// "bw_10_in". Built from the number only.
+func rateName(mbps int, d limitDir) string { return fmt.Sprintf("bw_%d_%s", mbps, d.name) }
+
+// parseRateName is rateName's inverse; ok is false for other names.
+func parseRateName(name string) (mbps int, dir int, ok bool) {
+	rest, found := strings.CutPrefix(name, "bw_")
+	if !found {
+		return 0, 0, false
+	}
+	num, suffix, found := strings.Cut(rest, "_")
+	if !found {
+		return 0, 0, false
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n <= 0 || strconv.Itoa(n) != num {
+		return 0, 0, false
+	}
+	for i, d := range limitDirs {
+		if d.name == suffix {
+			return n, i, true
+		}
+	}
+	return 0, 0, false
 }
 
-// limitExpr is the limit object's state for mbps Mbit/s.
+// limitExpr is the bucket template of a rate of mbps Mbit/s.
 func limitExpr(mbps int) *expr.Limit {
 	return &expr.Limit{
 		Type:  expr.LimitTypePktBytes,
@@ -165,27 +205,65 @@ func limitExpr(mbps int) *expr.Limit {
 	}
 }
 
-// limitRule is the one rule of a limit chain: over the limit, drop.
-func limitRule(name string) []expr.Any {
+// rateRule is the one rule of a rate chain: charge the packet to its
+// EIP's bucket (added on the first packet), drop it when over the rate.
+func rateRule(mbps int, d limitDir, setID uint32) []expr.Any {
 	return []expr.Any{
-		&expr.Objref{Type: int(nftables.ObjTypeLimit), Name: name},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: d.offset, Len: 4},
+		&expr.Dynset{SrcRegKey: 1, SetName: rateName(mbps, d), SetID: setID, Operation: unix.NFT_DYNSET_OP_UPDATE,
+			Timeout: limitIdle, Exprs: []expr.Any{limitExpr(mbps)}},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}
 }
 
-// limitBaseRule is the rule of a base chain: look the address up in the
+// baseRule is the rule of a base chain: look the address up in the
 // direction's verdict map.
-func limitBaseRule(d limitDir, setID uint32) []expr.Any {
+func baseRule(d limitDir, setID uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: d.offset, Len: 4},
 		&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: d.set, SetID: setID},
 	}
 }
 
+// exprsMatch compares rules read back with built ones, set ids aside
+// (the kernel does not report them).
+func exprsMatch(got, want []expr.Any) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i, e := range got {
+		switch x := e.(type) {
+		case *expr.Lookup:
+			c := *x
+			c.SetID = 0
+			e = &c
+		case *expr.Dynset:
+			c := *x
+			c.SetID = 0
+			e = &c
+		}
+		w := want[i]
+		switch x := w.(type) {
+		case *expr.Lookup:
+			c := *x
+			c.SetID = 0
+			w = &c
+		case *expr.Dynset:
+			c := *x
+			c.SetID = 0
+			w = &c
+		}
+		if !reflect.DeepEqual(e, w) {
+			return false
+		}
+	}
+	return true
+}
+
 // limitObjects are the limit table's fixed objects.
 type limitObjects struct {
 	table *nftables.Table
-	sets  [2]*nftables.Set
+	maps  [2]*nftables.Set
 	base  [2]*nftables.Chain
 }
 
@@ -194,39 +272,44 @@ func (m *Maps) limitObjects() limitObjects {
 	o := limitObjects{table: t}
 	accept := nftables.ChainPolicyAccept
 	for i, d := range limitDirs {
-		o.sets[i] = &nftables.Set{Table: t, Name: d.set, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeVerdict}
+		o.maps[i] = &nftables.Set{Table: t, Name: d.set, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeVerdict}
 		o.base[i] = &nftables.Chain{Name: d.chain, Table: t, Type: nftables.ChainTypeFilter, Hooknum: d.hook,
 			Priority: nftables.ChainPriorityRef(d.prio), Policy: &accept}
 	}
 	return o
 }
 
-// limitTx collects the operations of a limit sync and sends them in
-// transactions of at most limitMessagesPerBatch messages, each limit's
-// operations kept together.
+// limitTx queues the operations of a limit sync on the backend's
+// connection and sends them as transactions: the rules of one
+// transaction are bounded by rulesPerTransaction, and the steps are sent
+// in order (rates added, elements changed, rates removed), so no element
+// ever leads to a missing chain.
 type limitTx struct {
-	m    *Maps
-	o    limitObjects
-	msgs int
-	// written counts the limits (EIP and direction) added, replaced or
-	// removed, and foreign objects removed.
-	written int
-	errs    []error
+	m     *Maps
+	o     limitObjects
+	ops   int // messages queued
+	rules int // of which rules
+	// elements counts the verdict map elements added or deleted.
+	elements int
+	errs     []error
 }
 
-// room flushes the pending transaction when n more messages would not fit.
-func (tx *limitTx) room(n int) {
-	if tx.msgs > 0 && tx.msgs+n > limitMessagesPerBatch {
+// need makes room for ops messages, rules of them rules, about to be
+// queued: what is pending is sent first when they would not fit.
+func (tx *limitTx) need(ops, rules int) {
+	if tx.ops > 0 && (tx.rules+rules > rulesPerTransaction || tx.ops+ops > opsPerTransaction) {
 		tx.flush()
 	}
-	tx.msgs += n
+	tx.ops += ops
+	tx.rules += rules
 }
 
+// flush sends what is queued as one transaction.
 func (tx *limitTx) flush() {
-	if tx.msgs == 0 {
+	if tx.ops == 0 {
 		return
 	}
-	tx.msgs = 0
+	tx.ops, tx.rules = 0, 0
 	err := tx.m.conn.Flush()
 	tx.m.batches.Add(1)
 	if err != nil {
@@ -234,93 +317,118 @@ func (tx *limitTx) flush() {
 	}
 }
 
-func (tx *limitTx) elem(i int, eip netip.Addr, add bool) error {
-	a := eip.As4()
-	e := []nftables.SetElement{{Key: a[:], VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: limitName(eip, limitDirs[i])}}}
-	if add {
-		return tx.m.conn.SetAddElements(tx.o.sets[i], e)
+func (tx *limitTx) fail(err error) {
+	if err != nil {
+		tx.errs = append(tx.errs, err)
 	}
-	return tx.m.conn.SetDeleteElements(tx.o.sets[i], e)
 }
 
-func (tx *limitTx) obj(name string, mbps int) *nftables.NamedObj {
-	o := &nftables.NamedObj{Table: tx.o.table, Name: name, Type: nftables.ObjTypeLimit}
-	if mbps > 0 {
-		o.Obj = limitExpr(mbps)
+// elems queues elements of direction i's verdict map added (EIP → goto
+// the chain of its rate) or deleted, in messages of elementsPerMessage.
+func (tx *limitTx) elems(i int, add bool, limits map[netip.Addr]int) {
+	if len(limits) == 0 {
+		return
 	}
-	return o
+	els := make([]nftables.SetElement, 0, min(len(limits), elementsPerMessage))
+	put := func() {
+		if len(els) == 0 {
+			return
+		}
+		tx.need(1, 0)
+		if add {
+			tx.fail(tx.m.conn.SetAddElements(tx.o.maps[i], els))
+		} else {
+			tx.fail(tx.m.conn.SetDeleteElements(tx.o.maps[i], els))
+		}
+		tx.elements += len(els)
+		els = els[:0]
+	}
+	for _, eip := range sortedAddrs(limits) {
+		a := eip.As4()
+		e := nftables.SetElement{Key: a[:]}
+		if add {
+			// A deleted element is named by its key alone.
+			e.VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: rateName(limits[eip], limitDirs[i])}
+		}
+		els = append(els, e)
+		if len(els) == elementsPerMessage {
+			put()
+		}
+	}
+	put()
 }
 
 func (tx *limitTx) chain(name string) *nftables.Chain {
 	return &nftables.Chain{Name: name, Table: tx.o.table}
 }
 
-// add queues a new limit: object, chain, rule, element.
-func (tx *limitTx) add(i int, eip netip.Addr, mbps int) {
-	name := limitName(eip, limitDirs[i])
-	tx.room(4)
+func (tx *limitTx) rateSet(name string) *nftables.Set {
+	return &nftables.Set{Table: tx.o.table, Name: name, KeyType: nftables.TypeIPAddr, Dynamic: true,
+		HasTimeout: true, Size: limitSetSize}
+}
+
+// addRate queues a rate's set, chain and rule in direction i; reset
+// first flushes the chain and deletes the set, which the kernel holds.
+func (tx *limitTx) addRate(mbps, i int, reset bool) {
+	name := rateName(mbps, limitDirs[i])
 	c := tx.m.conn
-	c.AddObj(tx.obj(name, mbps))
+	tx.need(5, 1)
+	if reset {
+		c.FlushChain(tx.chain(name))
+		c.DelSet(tx.rateSet(name))
+	}
+	s := tx.rateSet(name)
+	tx.fail(c.AddSet(s, nil))
 	c.AddChain(tx.chain(name))
-	c.AddRule(&nftables.Rule{Table: tx.o.table, Chain: tx.chain(name), Exprs: limitRule(name)})
-	if err := tx.elem(i, eip, true); err != nil {
-		tx.errs = append(tx.errs, err)
-	}
-	tx.written++
+	c.AddRule(&nftables.Rule{Table: tx.o.table, Chain: tx.chain(name), Exprs: rateRule(mbps, limitDirs[i], s.ID)})
 }
 
-// replace queues a limit's object at a new rate: the rule referencing it
-// is flushed, the object deleted and added anew, the rule added again;
-// the element that leads to the chain stays.
-func (tx *limitTx) replace(i int, eip netip.Addr, mbps int) {
-	name := limitName(eip, limitDirs[i])
-	tx.room(4)
+// delRate queues a chain (a rate's, or a stray one) flushed and deleted,
+// and the set of the same name when there is one.
+func (tx *limitTx) delRate(name string, set bool) {
 	c := tx.m.conn
-	c.FlushChain(tx.chain(name))
-	c.DeleteObject(tx.obj(name, 0))
-	c.AddObj(tx.obj(name, mbps))
-	c.AddRule(&nftables.Rule{Table: tx.o.table, Chain: tx.chain(name), Exprs: limitRule(name)})
-	tx.written++
-}
-
-// remove queues a limit's element, chain and object deleted.
-func (tx *limitTx) remove(i int, eip netip.Addr) {
-	name := limitName(eip, limitDirs[i])
-	tx.room(4)
-	c := tx.m.conn
-	if err := tx.elem(i, eip, false); err != nil {
-		tx.errs = append(tx.errs, err)
-	}
+	tx.need(3, 0)
 	c.FlushChain(tx.chain(name))
 	c.DelChain(tx.chain(name))
-	c.DeleteObject(tx.obj(name, 0))
-	tx.written++
+	if set {
+		c.DelSet(tx.rateSet(name))
+	}
 }
 
 // create queues the limit table defined afresh with limits (deleted when
 // limits is empty), as Maps.rebuild does for the NAT table.
 func (tx *limitTx) create(limits map[netip.Addr]int) {
 	c := tx.m.conn
-	tx.room(2)
+	tx.need(3+3*len(limitDirs), len(limitDirs))
 	c.AddTable(tx.o.table)
 	c.DelTable(tx.o.table)
 	if len(limits) == 0 {
 		return
 	}
-	tx.room(1 + 2 + 2*len(limitDirs))
 	c.AddTable(tx.o.table)
 	for i, d := range limitDirs {
-		if err := c.AddSet(tx.o.sets[i], nil); err != nil {
-			tx.errs = append(tx.errs, err)
-		}
+		tx.fail(c.AddSet(tx.o.maps[i], nil))
 		c.AddChain(tx.o.base[i])
-		c.AddRule(&nftables.Rule{Table: tx.o.table, Chain: tx.o.base[i], Exprs: limitBaseRule(d, tx.o.sets[i].ID)})
+		c.AddRule(&nftables.Rule{Table: tx.o.table, Chain: tx.o.base[i], Exprs: baseRule(d, tx.o.maps[i].ID)})
 	}
-	for _, eip := range sortedAddrs(limits) {
+	for _, mbps := range rates(limits) {
 		for i := range limitDirs {
-			tx.add(i, eip, limits[eip])
+			tx.addRate(mbps, i, false)
 		}
 	}
+	for i := range limitDirs {
+		tx.elems(i, true, limits)
+	}
+}
+
+// rates lists the distinct bandwidths of limits, sorted.
+func rates(limits map[netip.Addr]int) []int {
+	var out []int
+	for _, r := range limits {
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func sortedAddrs[V any](m map[netip.Addr]V) []netip.Addr {
@@ -340,6 +448,7 @@ func (m *Maps) syncLimits(full bool) error {
 	tx := &limitTx{m: m, o: m.limitObjects()}
 	if full || !m.lim.synced {
 		if err := m.repairLimits(tx); err != nil {
+			// A read failed, before anything was queued.
 			m.lim.synced = false
 			return err
 		}
@@ -347,13 +456,30 @@ func (m *Maps) syncLimits(full bool) error {
 		m.diffLimits(tx)
 	}
 	tx.flush()
-	m.limitWrites.Add(uint64(tx.written))
+	m.limitWrites.Add(uint64(tx.elements))
 	if err := errors.Join(tx.errs...); err != nil {
 		m.lim.synced = false
 		return fmt.Errorf("eip: program nftables table %s: %w", tx.o.table.Name, err)
 	}
 	m.lim.have, m.lim.synced = m.lim.want, true
 	return nil
+}
+
+// changedLimits splits the change from have to want into the elements to
+// delete and to add; an EIP whose rate changed is in both.
+func changedLimits(have, want map[netip.Addr]int) (del, add map[netip.Addr]int) {
+	del, add = map[netip.Addr]int{}, map[netip.Addr]int{}
+	for eip, r := range have {
+		if w, ok := want[eip]; !ok || w != r {
+			del[eip] = r
+		}
+	}
+	for eip, r := range want {
+		if h, ok := have[eip]; !ok || h != r {
+			add[eip] = r
+		}
+	}
+	return del, add
 }
 
 // diffLimits queues the changes from m.lim.have to m.lim.want.
@@ -364,25 +490,29 @@ func (m *Maps) diffLimits(tx *limitTx) {
 		return
 	case len(have) == 0 || len(want) == 0:
 		tx.create(want)
-		tx.written += len(have) * len(limitDirs)
+		tx.elements += len(have) * len(limitDirs)
 		return
 	}
-	for _, eip := range sortedAddrs(have) {
-		if _, ok := want[eip]; !ok {
+	del, add := changedLimits(have, want)
+	if len(del)+len(add) == 0 {
+		return
+	}
+	oldRates, newRates := rates(have), rates(want)
+	for _, r := range newRates {
+		if !slices.Contains(oldRates, r) {
 			for i := range limitDirs {
-				tx.remove(i, eip)
+				tx.addRate(r, i, false)
 			}
 		}
 	}
-	for _, eip := range sortedAddrs(want) {
-		mbps := want[eip]
-		old, ok := have[eip]
-		for i := range limitDirs {
-			switch {
-			case !ok:
-				tx.add(i, eip, mbps)
-			case old != mbps:
-				tx.replace(i, eip, mbps)
+	for i := range limitDirs {
+		tx.elems(i, false, del)
+		tx.elems(i, true, add)
+	}
+	for _, r := range oldRates {
+		if !slices.Contains(newRates, r) {
+			for _, d := range limitDirs {
+				tx.delRate(rateName(r, d), true)
 			}
 		}
 	}
@@ -391,21 +521,23 @@ func (m *Maps) diffLimits(tx *limitTx) {
 // limitKernel is the limit table as read back.
 type limitKernel struct {
 	table bool
-	// sound: both verdict maps and both base chains exist as built.
+	// sound: both verdict maps and both base chains exist as built and
+	// every element key is an IPv4 address.
 	sound bool
 	why   string
 	// baseOK: the base chain's one rule is as built.
 	baseOK [2]bool
 	// elems: EIP → the chain its element goes to ("" for another verdict).
 	elems [2]map[netip.Addr]string
-	// chains: the regular chains other than the base chains.
+	// chains: regular chains other than the base chains, by name, and
+	// whether each is a sound rate chain (rule and set as built).
 	chains map[string]bool
-	// objs: limit objects by name.
-	objs map[string]*expr.Limit
+	// sets: sets other than the verdict maps.
+	sets map[string]bool
 }
 
-// readLimits reads the limit table: maps and their elements, chains,
-// rules of the base chains, limit objects.
+// readLimits reads the limit table: chains and their rules, sets, the
+// verdict maps' elements.
 func (m *Maps) readLimits(o limitObjects) (limitKernel, error) {
 	var k limitKernel
 	tables, err := m.conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
@@ -420,41 +552,19 @@ func (m *Maps) readLimits(o limitObjects) (limitKernel, error) {
 	if !k.table {
 		return k, nil
 	}
-	k.sound, k.chains, k.objs = true, map[string]bool{}, map[string]*expr.Limit{}
-	chains, err := m.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return k, fmt.Errorf("eip: list nftables chains: %w", err)
-	}
-	base := map[string]*nftables.Chain{}
-	for _, c := range chains {
-		if c.Table == nil || c.Table.Name != o.table.Name {
-			continue
-		}
-		if c.Name == limitDirs[0].chain || c.Name == limitDirs[1].chain {
-			base[c.Name] = c
-			continue
-		}
-		if c.Hooknum != nil {
-			k.sound, k.why = false, fmt.Sprintf("chain %s has a hook", c.Name)
-		}
-		k.chains[c.Name] = true
-	}
-	for i, c := range o.base {
-		h := base[c.Name]
-		if h == nil || h.Type != c.Type || h.Hooknum == nil || *h.Hooknum != *c.Hooknum ||
-			h.Priority == nil || *h.Priority != *c.Priority {
-			k.sound, k.why = false, fmt.Sprintf("chain %s missing or of another type, hook or priority", c.Name)
-			continue
-		}
-		rules, err := m.conn.GetRules(o.table, c)
-		if err != nil {
-			return k, fmt.Errorf("eip: list rules of chain %s: %w", c.Name, err)
-		}
-		k.baseOK[i] = len(rules) == 1 && limitBaseRuleMatches(limitDirs[i], rules[0].Exprs)
-	}
+	k.sound, k.chains, k.sets = true, map[string]bool{}, map[string]bool{}
 	sets, err := m.conn.GetSets(o.table)
 	if err != nil {
 		return k, fmt.Errorf("eip: list nftables sets: %w", err)
+	}
+	rateSets := map[string]bool{}
+	for _, s := range sets {
+		if s.Name == MapLimitIn || s.Name == MapLimitOut {
+			continue
+		}
+		k.sets[s.Name] = true
+		rateSets[s.Name] = !s.IsMap && s.Dynamic && s.HasTimeout && !s.Interval &&
+			s.KeyType.Name == nftables.TypeIPAddr.Name && s.Size == limitSetSize
 	}
 	for i, d := range limitDirs {
 		idx := slices.IndexFunc(sets, func(s *nftables.Set) bool { return s.Name == d.set })
@@ -479,21 +589,45 @@ func (m *Maps) readLimits(o limitObjects) (limitKernel, error) {
 			k.elems[i][a] = gotoChain(e.Val)
 		}
 	}
-	objs, err := m.conn.GetNamedObjects(o.table)
+	chains, err := m.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
 	if err != nil {
-		return k, fmt.Errorf("eip: list nftables objects: %w", err)
+		return k, fmt.Errorf("eip: list nftables chains: %w", err)
 	}
-	for _, ob := range objs {
-		n, ok := ob.(*nftables.NamedObj)
-		if !ok {
+	base := map[string]*nftables.Chain{}
+	for _, c := range chains {
+		if c.Table == nil || c.Table.Name != o.table.Name {
 			continue
 		}
-		l, ok := n.Obj.(*expr.Limit)
-		if n.Type != nftables.ObjTypeLimit || !ok {
-			k.sound, k.why = false, fmt.Sprintf("object %s is not a limit", n.Name)
+		if c.Name == limitDirs[0].chain || c.Name == limitDirs[1].chain {
+			base[c.Name] = c
 			continue
 		}
-		k.objs[n.Name] = l
+		if c.Hooknum != nil {
+			k.sound, k.why = false, fmt.Sprintf("chain %s has a hook", c.Name)
+		}
+		k.chains[c.Name] = false
+		mbps, i, ok := parseRateName(c.Name)
+		if !ok || !rateSets[c.Name] {
+			continue
+		}
+		rules, err := m.conn.GetRules(o.table, c)
+		if err != nil {
+			return k, fmt.Errorf("eip: list rules of chain %s: %w", c.Name, err)
+		}
+		k.chains[c.Name] = len(rules) == 1 && exprsMatch(rules[0].Exprs, rateRule(mbps, limitDirs[i], 0))
+	}
+	for i, c := range o.base {
+		h := base[c.Name]
+		if h == nil || h.Type != c.Type || h.Hooknum == nil || *h.Hooknum != *c.Hooknum ||
+			h.Priority == nil || *h.Priority != *c.Priority {
+			k.sound, k.why = false, fmt.Sprintf("chain %s missing or of another type, hook or priority", c.Name)
+			continue
+		}
+		rules, err := m.conn.GetRules(o.table, c)
+		if err != nil {
+			return k, fmt.Errorf("eip: list rules of chain %s: %w", c.Name, err)
+		}
+		k.baseOK[i] = len(rules) == 1 && exprsMatch(rules[0].Exprs, baseRule(limitDirs[i], 0))
 	}
 	return k, nil
 }
@@ -521,33 +655,16 @@ func gotoChain(val []byte) string {
 	return chain
 }
 
-func limitBaseRuleMatches(d limitDir, got []expr.Any) bool {
-	want := limitBaseRule(d, 0)
-	if len(got) != len(want) {
-		return false
-	}
-	for i, e := range got {
-		if l, ok := e.(*expr.Lookup); ok {
-			c := *l
-			c.SetID = 0
-			e = &c
-		}
-		if !reflect.DeepEqual(e, want[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // repairLimits reads the limit table and queues what makes it
-// m.lim.want: per-limit repairs when the table is sound, the table
-// defined afresh when it is not.
+// m.lim.want: per-rate and per-element repairs when the table is sound,
+// the table defined afresh when it is not.
 func (m *Maps) repairLimits(tx *limitTx) error {
 	k, err := m.readLimits(tx.o)
 	if err != nil {
 		return err
 	}
 	want := m.lim.want
+	name := tx.o.table.Name
 	switch {
 	case !k.table:
 		if len(want) > 0 {
@@ -556,127 +673,95 @@ func (m *Maps) repairLimits(tx *limitTx) error {
 		return nil
 	case len(want) == 0:
 		tx.create(nil)
-		tx.written += len(k.objs)
+		tx.elements += len(k.elems[0]) + len(k.elems[1])
 		return nil
 	case !k.sound:
-		m.log.Warn("eip: nftables limit table damaged, defining it afresh", "table", tx.o.table.Name, "why", k.why)
+		m.log.Warn("eip: nftables limit table damaged, defining it afresh", "table", name, "why", k.why)
 		tx.create(want)
 		return nil
 	}
 	c := m.conn
 	for i, d := range limitDirs {
 		if !k.baseOK[i] {
-			m.log.Warn("eip: nftables rule changed, restoring it", "table", tx.o.table.Name, "chain", d.chain)
-			tx.room(2)
+			m.log.Warn("eip: nftables rule changed, restoring it", "table", name, "chain", d.chain)
+			tx.need(2, 1)
 			c.FlushChain(tx.o.base[i])
-			c.AddRule(&nftables.Rule{Table: tx.o.table, Chain: tx.o.base[i], Exprs: limitBaseRule(d, 0)})
+			c.AddRule(&nftables.Rule{Table: tx.o.table, Chain: tx.o.base[i], Exprs: baseRule(d, 0)})
 		}
 	}
-	// What is no longer wanted, or not ours: elements first, then the
-	// chains that reference objects, then the objects.
 	wanted := map[string]bool{}
-	for eip := range want {
-		for _, d := range limitDirs {
-			wanted[limitName(eip, d)] = true
-		}
-	}
-	foreign := 0
-	for i := range limitDirs {
-		for _, eip := range sortedAddrs(k.elems[i]) {
-			if _, ok := want[eip]; !ok {
-				tx.room(1)
-				if err := tx.elem(i, eip, false); err != nil {
-					return err
-				}
-				foreign++
-			}
-		}
-	}
-	stray := func(names map[string]bool) []string {
-		var out []string
-		for n := range names {
-			if !wanted[n] {
-				out = append(out, n)
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
-	strayChains := stray(k.chains)
-	for _, n := range strayChains {
-		tx.room(1)
-		c.FlushChain(tx.chain(n))
-	}
-	for _, n := range strayChains {
-		tx.room(1)
-		c.DelChain(tx.chain(n))
-	}
-	objNames := map[string]bool{}
-	for n := range k.objs {
-		objNames[n] = true
-	}
-	strayObjs := stray(objNames)
-	for _, n := range strayObjs {
-		tx.room(1)
-		c.DeleteObject(tx.obj(n, 0))
-	}
-	if len(strayChains)+len(strayObjs)+foreign > 0 {
-		m.log.Warn("eip: nftables limits drifted, removing what is not wanted", "table", tx.o.table.Name,
-			"elements", foreign, "chains", len(strayChains), "objects", len(strayObjs))
-	}
-	tx.written += foreign + len(strayObjs)
-	// Each wanted limit: fine as it is, or reset.
-	for _, eip := range sortedAddrs(want) {
-		mbps := want[eip]
+	for _, r := range rates(want) {
 		for i, d := range limitDirs {
-			name := limitName(eip, d)
-			elemOK := k.elems[i][eip] == name
-			_, elemThere := k.elems[i][eip]
-			obj, objThere := k.objs[name]
-			objOK := objThere && reflect.DeepEqual(obj, limitExpr(mbps))
-			ruleOK := false
-			if k.chains[name] {
-				got, err := c.GetRules(tx.o.table, tx.chain(name))
-				if err != nil {
-					return fmt.Errorf("eip: list rules of chain %s: %w", name, err)
-				}
-				ruleOK = len(got) == 1 && reflect.DeepEqual(got[0].Exprs, limitRule(name))
-			}
-			if elemOK && objOK && ruleOK {
+			n := rateName(r, d)
+			wanted[n] = true
+			ok, there := k.chains[n]
+			if ok {
 				continue
 			}
-			m.log.Warn("eip: nftables limit drifted, repairing", "table", tx.o.table.Name, "eip", eip, "limit", name,
-				"element_ok", elemOK, "object_ok", objOK, "rule_ok", ruleOK)
-			tx.room(8)
-			if elemThere && !elemOK {
-				if err := tx.elem(i, eip, false); err != nil {
-					return err
-				}
-			}
-			if k.chains[name] {
-				c.FlushChain(tx.chain(name))
+			m.log.Warn("eip: nftables limit rate drifted, restoring it", "table", name, "chain", n)
+			tx.need(5, 1)
+			if there {
+				// The chain stays (elements lead to it); its rule and set
+				// are made again.
+				c.FlushChain(tx.chain(n))
 			} else {
-				c.AddChain(tx.chain(name))
+				c.AddChain(tx.chain(n))
 			}
-			if objThere {
-				c.DeleteObject(tx.obj(name, 0))
+			if k.sets[n] {
+				c.DelSet(tx.rateSet(n))
 			}
-			c.AddObj(tx.obj(name, mbps))
-			c.AddRule(&nftables.Rule{Table: tx.o.table, Chain: tx.chain(name), Exprs: limitRule(name)})
-			if !elemOK {
-				if err := tx.elem(i, eip, true); err != nil {
-					return err
-				}
+			s := tx.rateSet(n)
+			tx.fail(c.AddSet(s, nil))
+			c.AddRule(&nftables.Rule{Table: tx.o.table, Chain: tx.chain(n), Exprs: rateRule(r, limitDirs[i], s.ID)})
+		}
+	}
+	for i, d := range limitDirs {
+		del, add := map[netip.Addr]int{}, map[netip.Addr]int{}
+		for eip, chain := range k.elems[i] {
+			if r, ok := want[eip]; !ok || chain != rateName(r, d) {
+				del[eip] = 0 // deleted by key
 			}
-			tx.written++
+		}
+		for eip, r := range want {
+			if k.elems[i][eip] != rateName(r, d) {
+				add[eip] = r
+			}
+		}
+		if len(del)+len(add) > 0 {
+			m.log.Warn("eip: nftables limit map drifted, repairing", "table", name, "map", d.set,
+				"deleted", len(del), "added", len(add))
+		}
+		tx.elems(i, false, del)
+		tx.elems(i, true, add)
+	}
+	for _, n := range sortedKeys(k.chains) {
+		if !wanted[n] {
+			m.log.Warn("eip: nftables chain not wanted, removing it", "table", name, "chain", n)
+			tx.delRate(n, false)
+		}
+	}
+	for _, n := range sortedKeys(k.sets) {
+		if !wanted[n] {
+			m.log.Warn("eip: nftables set not wanted, removing it", "table", name, "set", n)
+			tx.need(1, 0)
+			c.DelSet(tx.rateSet(n))
 		}
 	}
 	return nil
 }
 
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Limits reads back the bandwidth limits programmed: EIP → Mbit/s of
-// each EIP whose elements lead to its limit chains and whose two limit
-// objects hold the same whole Mbit/s rate. Serialised with Apply.
+// each EIP whose elements in both directions lead to the chains of the
+// same rate. Serialised with Apply.
 func (m *Maps) Limits() (map[netip.Addr]int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -686,15 +771,10 @@ func (m *Maps) Limits() (map[netip.Addr]int, error) {
 		return out, err
 	}
 	for eip, in := range k.elems[0] {
-		outName := limitName(eip, limitDirs[1])
-		if in != limitName(eip, limitDirs[0]) || k.elems[1][eip] != outName {
-			continue
+		r, dir, ok := parseRateName(in)
+		if ok && dir == 0 && k.elems[1][eip] == rateName(r, limitDirs[1]) {
+			out[eip] = r
 		}
-		li, lo := k.objs[in], k.objs[outName]
-		if li == nil || lo == nil || *li != *lo || li.Rate%125_000 != 0 {
-			continue
-		}
-		out[eip] = int(li.Rate / 125_000)
 	}
 	return out, nil
 }

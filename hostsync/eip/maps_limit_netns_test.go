@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 
 	"github.com/vipkeeper/vipkeeper/harness/netns"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
@@ -169,19 +172,287 @@ func TestNetnsMapsLimitThroughput(t *testing.T) {
 		}
 	}
 
-	// The bandwidth changed: the objects are replaced, the element stays.
+	// The bandwidth changed: the EIP's elements go to the new rate.
 	limited.Bandwidth = 20
 	before := m.Writes()
 	if err := m.Apply(t.Context(), []Mapping{limited, free}); err != nil {
 		t.Fatal(err)
 	}
-	if w := m.Writes(); w.Limits-before.Limits != 2 || w.Batches-before.Batches != 1 || w.Elements != before.Elements {
-		t.Errorf("bandwidth change wrote %+v (before %+v), want one batch replacing two limits", w, before)
+	if w := writesSince(m, before); w != (Writes{Batches: 1, Limits: 4}) {
+		t.Errorf("bandwidth change wrote %+v, want one batch replacing the EIP's two limit elements", w)
 	}
 	port++
 	mbps := measureThroughput(t, client, srv, limited.EIP, limited.VIP, port, "in", time.Second, 4*time.Second)
 	t.Logf("EIP %s, bandwidth 20, direction in: %.2f Mbit/s", limited.EIP, mbps)
 	if mbps < 17 || mbps > 23 {
 		t.Errorf("after the change to 20: %.2f Mbit/s, want 20 ± 15 %%", mbps)
+	}
+}
+
+var testLimitTable = &nftables.Table{Name: DefaultTable + LimitTableSuffix, Family: nftables.TableFamilyIPv4}
+
+// writesSince is what m wrote since before, every field.
+func writesSince(m *Maps, before Writes) Writes {
+	w := m.Writes()
+	return Writes{Batches: w.Batches - before.Batches, Elements: w.Elements - before.Elements,
+		Routes: w.Routes - before.Routes, Limits: w.Limits - before.Limits}
+}
+
+// handElement is a verdict map element as a person would add it.
+func handElement(eip, chain string) []nftables.SetElement {
+	k := addr(eip).As4()
+	return []nftables.SetElement{{Key: k[:], VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain}}}
+}
+
+func TestNetnsMapsLimitDrift(t *testing.T) {
+	testutil.RequireRoot(t, "nft")
+	ns := testutil.NewNetns(t, "ld")
+	m := newNetnsMaps(t, ns, true)
+	hand := handConn(t, ns)
+	ms := []Mapping{
+		{Group: "a", EIP: addr("203.0.113.5"), VIP: addr("192.0.2.10"), Bandwidth: 10},
+		{Group: "b", EIP: addr("203.0.113.6"), VIP: addr("192.0.2.20"), Bandwidth: 100},
+		{Group: "c", EIP: addr("203.0.113.7"), VIP: addr("192.0.2.30")},
+	}
+	if err := m.Apply(t.Context(), ms); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	want := map[netip.Addr]int{addr("203.0.113.5"): 10, addr("203.0.113.6"): 100}
+	check := func(t *testing.T) {
+		t.Helper()
+		if got, err := m.Limits(); err != nil || !cmp.Equal(got, want) {
+			t.Errorf("Limits = %v, %v; want %v", got, err, want)
+		}
+		rs := nftList(t, ns)
+		lines := []string{
+			"table ip vipkeeper_limit",
+			"type filter hook prerouting priority mangle; policy accept;",
+			"type filter hook postrouting priority srcnat + 10; policy accept;",
+			"ip daddr vmap @eip_limit_in",
+			"ip saddr vmap @eip_limit_out",
+		}
+		for eip, r := range want {
+			lines = append(lines,
+				fmt.Sprintf("%s : goto bw_%d_in", eip, r),
+				fmt.Sprintf("%s : goto bw_%d_out", eip, r),
+				fmt.Sprintf("update @bw_%d_in { ip daddr timeout 1m limit rate over %d bytes/second burst 128 kbytes } drop", r, r*125_000),
+				fmt.Sprintf("update @bw_%d_out { ip saddr timeout 1m limit rate over %d bytes/second burst 128 kbytes } drop", r, r*125_000),
+			)
+		}
+		for _, line := range lines {
+			if !strings.Contains(rs, line) {
+				t.Errorf("ruleset lacks %q:\n%s", line, rs)
+			}
+		}
+		for _, e := range ms {
+			if _, limited := want[e.EIP]; !limited && strings.Contains(rs, e.EIP.String()+" : goto") {
+				t.Errorf("the unlimited EIP %s has a limit:\n%s", e.EIP, rs)
+			}
+		}
+		if n := strings.Count(rs, "vmap @eip_limit_"); n != 2 {
+			t.Errorf("%d limit lookups, want 2 (one per direction):\n%s", n, rs)
+		}
+		if n, r := strings.Count(rs, "update @bw_"), len(rates(want)); n != 2*r {
+			t.Errorf("%d rate rules, want %d (one per rate and direction):\n%s", n, 2*r, rs)
+		}
+	}
+	check(t)
+
+	for _, tc := range []struct {
+		name  string
+		drift func(t *testing.T)
+		want  Writes
+	}{
+		{"rate rule changed by hand", func(t *testing.T) {
+			c := &nftables.Chain{Name: "bw_10_in", Table: testLimitTable}
+			hand.FlushChain(c)
+			exprs := rateRule(10, limitDirs[0], 0)
+			exprs[1].(*expr.Dynset).Exprs = []expr.Any{limitExpr(1)}
+			exprs[1].(*expr.Dynset).SetName = "bw_10_in"
+			hand.AddRule(&nftables.Rule{Table: testLimitTable, Chain: c, Exprs: exprs})
+		}, Writes{Batches: 1}},
+		{"rate chain flushed", func(t *testing.T) {
+			hand.FlushChain(&nftables.Chain{Name: "bw_100_out", Table: testLimitTable})
+		}, Writes{Batches: 1}},
+		{"element deleted by hand", func(t *testing.T) {
+			s, err := hand.GetSetByName(testLimitTable, MapLimitOut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := hand.SetDeleteElements(s, handElement("203.0.113.5", "bw_10_out")); err != nil {
+				t.Fatal(err)
+			}
+		}, Writes{Batches: 1, Limits: 1}},
+		{"element changed by hand", func(t *testing.T) {
+			s, err := hand.GetSetByName(testLimitTable, MapLimitIn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := hand.SetDeleteElements(s, handElement("203.0.113.6", "bw_100_in")); err != nil {
+				t.Fatal(err)
+			}
+			if err := hand.SetAddElements(s, handElement("203.0.113.6", "bw_10_in")); err != nil {
+				t.Fatal(err)
+			}
+		}, Writes{Batches: 1, Limits: 2}},
+		{"foreign element added", func(t *testing.T) {
+			s, err := hand.GetSetByName(testLimitTable, MapLimitIn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := hand.SetAddElements(s, handElement("203.0.113.7", "bw_10_in")); err != nil {
+				t.Fatal(err)
+			}
+		}, Writes{Batches: 1, Limits: 1}},
+		{"foreign chain and set added", func(t *testing.T) {
+			set := &nftables.Set{Table: testLimitTable, Name: "bw_5_in", KeyType: nftables.TypeIPAddr, Dynamic: true,
+				HasTimeout: true, Size: limitSetSize}
+			if err := hand.AddSet(set, nil); err != nil {
+				t.Fatal(err)
+			}
+			c := hand.AddChain(&nftables.Chain{Name: "bw_5_in", Table: testLimitTable})
+			hand.AddRule(&nftables.Rule{Table: testLimitTable, Chain: c, Exprs: rateRule(5, limitDirs[0], set.ID)})
+		}, Writes{Batches: 1}},
+		{"base rule changed", func(t *testing.T) {
+			c := &nftables.Chain{Name: "limit_out", Table: testLimitTable}
+			hand.FlushChain(c)
+			hand.AddRule(&nftables.Rule{Table: testLimitTable, Chain: c, Exprs: []expr.Any{&expr.Counter{}}})
+		}, Writes{Batches: 1}},
+		{"table deleted", func(t *testing.T) {
+			hand.DelTable(testLimitTable)
+		}, Writes{Batches: 1, Limits: 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.drift(t)
+			if err := hand.Flush(); err != nil {
+				t.Fatalf("hand edit: %v", err)
+			}
+			before := m.Writes()
+			if err := m.Apply(t.Context(), ms); err != nil {
+				t.Fatal(err)
+			}
+			if w := writesSince(m, before); w != (Writes{}) {
+				t.Errorf("Apply of the same set wrote %+v", w)
+			}
+			before = m.Writes()
+			if err := m.Reconcile(t.Context()); err != nil {
+				t.Fatalf("Reconcile: %v", err)
+			}
+			if w := writesSince(m, before); w != tc.want {
+				t.Errorf("Reconcile wrote %+v, want %+v", w, tc.want)
+			}
+			check(t)
+			if rs := nftList(t, ns); strings.Contains(rs, "bw_5_in") || strings.Contains(rs, "over 125000 bytes/second") {
+				t.Errorf("drift left:\n%s", rs)
+			}
+			before = m.Writes()
+			if err := m.Reconcile(t.Context()); err != nil {
+				t.Fatalf("Reconcile: %v", err)
+			}
+			if w := writesSince(m, before); w != (Writes{}) {
+				t.Errorf("a second Reconcile wrote %+v, want nothing", w)
+			}
+		})
+	}
+
+	for _, step := range []struct {
+		name string
+		bw   [3]int
+		want Writes
+	}{
+		// The EIP's elements go to the new rate's chain, made in the same
+		// transaction; the old rate's chain and set go after its last EIP.
+		{"one bandwidth changed", [3]int{10, 50, 0}, Writes{Batches: 1, Limits: 4}},
+		{"a limit added at a rate in use", [3]int{10, 50, 10}, Writes{Batches: 1, Limits: 2}},
+		{"a limit removed", [3]int{10, 0, 10}, Writes{Batches: 1, Limits: 2}},
+		{"unchanged", [3]int{10, 0, 10}, Writes{}},
+		{"every limit removed: the table goes", [3]int{0, 0, 0}, Writes{Batches: 1, Limits: 4}},
+		{"back", [3]int{10, 100, 0}, Writes{Batches: 1, Limits: 4}},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			want = map[netip.Addr]int{}
+			for i := range ms {
+				ms[i].Bandwidth = step.bw[i]
+				if step.bw[i] > 0 {
+					want[ms[i].EIP] = step.bw[i]
+				}
+			}
+			before := m.Writes()
+			if err := m.Apply(t.Context(), ms); err != nil {
+				t.Fatal(err)
+			}
+			if w := writesSince(m, before); w != step.want {
+				t.Errorf("Apply wrote %+v, want %+v", w, step.want)
+			}
+			if len(want) == 0 {
+				if rs := nftList(t, ns); strings.Contains(rs, "vipkeeper_limit") {
+					t.Errorf("limit table left with no limit:\n%s", rs)
+				}
+				return
+			}
+			check(t)
+			if rs := nftList(t, ns); strings.Contains(rs, "bw_50_") && want[addr("203.0.113.6")] != 50 {
+				t.Errorf("the chain of a rate no longer in use is left:\n%s", rs)
+			}
+		})
+	}
+}
+
+// TestNetnsMapsLimitWrites: 10,000 limited EIPs are programmed once;
+// reconciling them unchanged writes nothing, one changed bandwidth writes
+// one batch replacing its two limits.
+func TestNetnsMapsLimitWrites(t *testing.T) {
+	testutil.RequireRoot(t)
+	ns := testutil.NewNetns(t, "lw")
+	m := newNetnsMaps(t, ns, false)
+	ms := manyMappings(10_000)
+	tiers := []int{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}
+	for i := range ms {
+		ms[i].Bandwidth = tiers[i%len(tiers)]
+	}
+	start := time.Now()
+	if err := m.Apply(t.Context(), ms); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	t.Logf("first Apply of 10,000 limited mappings: %s, %+v", time.Since(start), m.Writes())
+	if w := m.Writes(); w.Limits != 20_000 {
+		t.Errorf("first Apply wrote %d limits, want 20,000", w.Limits)
+	}
+	changed := append([]Mapping(nil), ms...)
+	changed[42].Bandwidth = 5000
+	for _, step := range []struct {
+		name      string
+		mappings  []Mapping
+		reconcile bool
+		want      Writes
+	}{
+		{"unchanged", ms, false, Writes{}},
+		{"unchanged, reconciled", ms, true, Writes{}},
+		// A rate not in use yet: its chains are made in the same
+		// transaction as the EIP's two elements are replaced.
+		{"one bandwidth changed", changed, false, Writes{Batches: 1, Limits: 4}},
+		{"changed set reconciled", changed, true, Writes{}},
+	} {
+		before := m.Writes()
+		start := time.Now()
+		if err := m.Apply(t.Context(), step.mappings); err != nil {
+			t.Fatalf("%s: Apply: %v", step.name, err)
+		}
+		if step.reconcile {
+			if err := m.Reconcile(t.Context()); err != nil {
+				t.Fatalf("%s: Reconcile: %v", step.name, err)
+			}
+		}
+		t.Logf("%s: %s", step.name, time.Since(start))
+		if w := writesSince(m, before); w != step.want {
+			t.Errorf("%s: wrote %+v, want %+v", step.name, w, step.want)
+		}
+	}
+	got, err := m.Limits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 10_000 || got[changed[42].EIP] != 5000 || got[changed[43].EIP] != tiers[43%len(tiers)] {
+		t.Errorf("Limits holds %d EIPs, %s at %d, %s at %d", len(got), changed[42].EIP, got[changed[42].EIP], changed[43].EIP, got[changed[43].EIP])
 	}
 }
