@@ -47,8 +47,8 @@ const (
 	// ActionChangeEIPBandwidth takes a ChangeEIPBandwidth; {group} may
 	// also name the EIP (id or address) of a group.
 	ActionChangeEIPBandwidth = "change-eip-bandwidth"
-	ActionUpdate        = "update"         // GroupUpdate
-	ActionSetPriority   = "set-priority"   // PriorityUpdate
+	ActionUpdate             = "update"       // GroupUpdate
+	ActionSetPriority        = "set-priority" // PriorityUpdate
 )
 
 // NetworkCreate registers an IP subnet.
