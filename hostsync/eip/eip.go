@@ -2,6 +2,14 @@
 // address (EIP) of an instance group reach the group's VIP, and the VIP
 // reach the host of its current owner. Backends apply the whole desired
 // state at once and are idempotent.
+//
+// The Maps backend also enforces each EIP's bandwidth (Mapping.Bandwidth)
+// in both directions with nftables: verdict maps keyed by the EIP, looked
+// up before the DNAT and after the SNAT, lead each limited EIP to the
+// chain of its rate, whose dynamic set holds a token bucket per EIP. That
+// shape, rather than a named limit object per EIP behind an object map
+// or a tc policer, is what google/nftables v0.3.0 can express with few
+// rules and element-level writes; maps_limit.go says why in full.
 package eip
 
 import (

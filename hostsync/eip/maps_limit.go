@@ -148,21 +148,25 @@ type limitState struct {
 // pairs want (EIP → VIP, from plan): the mapping that plan kept, so of two
 // mappings with the same EIP and VIP the one of the first group by name.
 func limitsOf(mappings []Mapping, want map[netip.Addr]netip.Addr) map[netip.Addr]int {
-	out := map[netip.Addr]int{}
-	group := map[netip.Addr]string{}
+	type kept struct {
+		group string
+		mbps  int
+	}
+	first := make(map[netip.Addr]kept)
 	for _, mp := range mappings {
-		e, v := mp.EIP.Unmap(), mp.VIP.Unmap()
-		if w, ok := want[e]; !ok || w != v {
+		e := mp.EIP.Unmap()
+		if w, ok := want[e]; !ok || w != mp.VIP.Unmap() {
 			continue
 		}
-		if g, seen := group[e]; seen && g <= mp.Group {
+		if k, seen := first[e]; seen && k.group <= mp.Group {
 			continue
 		}
-		group[e] = mp.Group
-		if mp.Bandwidth > 0 {
-			out[e] = mp.Bandwidth
-		} else {
-			delete(out, e)
+		first[e] = kept{mp.Group, mp.Bandwidth}
+	}
+	out := make(map[netip.Addr]int, len(first))
+	for e, k := range first {
+		if k.mbps > 0 {
+			out[e] = k.mbps
 		}
 	}
 	return out
