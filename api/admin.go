@@ -44,8 +44,11 @@ const (
 	ActionCreateEIP     = "create-eip"     // CreateGroupEIP
 	ActionAssociateEIP  = "associate-eip"  // AssociateEIP
 	ActionDissociateEIP = "dissociate-eip" // DissociateEIP
-	ActionUpdate        = "update"         // GroupUpdate
-	ActionSetPriority   = "set-priority"   // PriorityUpdate
+	// ActionChangeEIPBandwidth takes a ChangeEIPBandwidth; {group} may
+	// also name the EIP (id or address) of a group.
+	ActionChangeEIPBandwidth = "change-eip-bandwidth"
+	ActionUpdate             = "update"       // GroupUpdate
+	ActionSetPriority        = "set-priority" // PriorityUpdate
 )
 
 // NetworkCreate registers an IP subnet.
@@ -231,6 +234,14 @@ type AssociateEIP struct {
 // with auto-deallocate).
 type DissociateEIP struct{}
 
+// ChangeEIPBandwidth sets the bandwidth of the group's EIP (climc
+// eip-change-bandwidth): one new revision, and the data plane limits the
+// EIP to it in each direction.
+type ChangeEIPBandwidth struct {
+	// Bandwidth in Mbit/s, 0–1000000; 0 is unlimited. Required.
+	Bandwidth *int `json:"bandwidth"`
+}
+
 // GroupView is what instancegroup-show prints.
 type GroupView struct {
 	ID       string        `json:"id"`
@@ -274,6 +285,9 @@ type VIPView struct {
 type EIPView struct {
 	ID      string     `json:"id"`
 	Address netip.Addr `json:"address"`
+	// Bandwidth in Mbit/s the data plane limits the EIP to in each
+	// direction; 0 is unlimited.
+	Bandwidth int `json:"bandwidth"`
 }
 
 // OwnerView is the member holding the VIP.

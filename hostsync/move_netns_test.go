@@ -161,7 +161,8 @@ func (r *moveRig) route(i int) string {
 
 func writesSince(m *countingMaps, before eip.Writes) eip.Writes {
 	w := m.Writes()
-	return eip.Writes{Batches: w.Batches - before.Batches, Elements: w.Elements - before.Elements, Routes: w.Routes - before.Routes}
+	return eip.Writes{Batches: w.Batches - before.Batches, Elements: w.Elements - before.Elements, Routes: w.Routes - before.Routes,
+		Limits: w.Limits - before.Limits}
 }
 
 // TestNetnsMoveWritesOneRoute is issue 14's move: owner compare-and-swap,

@@ -293,6 +293,21 @@ var adminCmds = map[string]adminCmd{
 			return groupAction(api.ActionDissociateEIP, &api.DissociateEIP{})
 		},
 	},
+	"instancegroup-change-eip-bandwidth": {
+		usage: "--bandwidth BANDWIDTH <group|eip>",
+		help:  "set the bandwidth (Mbit/s, 0 unlimited) of the group's EIP, named by the group or the EIP's id or address; the data plane limits the EIP to it in each direction",
+		min:   1, max: 1,
+		flags: func(fs *flag.FlagSet) func(context.Context, *adminClient, []string) (any, error) {
+			bw := -1
+			fs.IntVar(&bw, "bandwidth", -1, "bandwidth in Mbit/s, 0 for unlimited (required)")
+			return func(ctx context.Context, c *adminClient, args []string) (any, error) {
+				if bw == -1 {
+					return nil, usageError{"--bandwidth is required (Mbit/s, 0 for unlimited)"}
+				}
+				return groupAction(api.ActionChangeEIPBandwidth, &api.ChangeEIPBandwidth{Bandwidth: &bw})(ctx, c, args)
+			}
+		},
+	},
 	"instancegroup-show": {
 		usage: "<group>", help: "show a group: members, VIP, EIP, owner, revision", min: 1, max: 1,
 		flags: func(fs *flag.FlagSet) func(context.Context, *adminClient, []string) (any, error) {

@@ -103,7 +103,11 @@ func printGroup(w io.Writer, g api.GroupView) {
 		fmt.Fprintf(tw, "vip\t-\n")
 	}
 	if g.EIP != nil {
-		fmt.Fprintf(tw, "eip\t%s (%s)\n", g.EIP.Address, g.EIP.ID)
+		bw := "unlimited"
+		if g.EIP.Bandwidth > 0 {
+			bw = fmt.Sprintf("%d Mbit/s", g.EIP.Bandwidth)
+		}
+		fmt.Fprintf(tw, "eip\t%s (%s), bandwidth %s\n", g.EIP.Address, g.EIP.ID, bw)
 	} else {
 		fmt.Fprintf(tw, "eip\t-\n")
 	}

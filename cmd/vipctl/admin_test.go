@@ -413,3 +413,40 @@ members:
 		t.Errorf("printed (-want +got):\n%s", diff)
 	}
 }
+
+// TestAdminChangeEIPBandwidth changes the bandwidth of nginx's EIP,
+// named by the group and by the EIP's address; instancegroup-show shows
+// it.
+func TestAdminChangeEIPBandwidth(t *testing.T) {
+	sock := startHostsync(t)
+	for _, s := range []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"network-create", "--cidr", "192.0.2.0/24", "--vpc-id", "vpc1", "net1"}, 0, "network net1", ""},
+		{[]string{"network-create", "--cidr", "203.0.113.0/24", "--kind", "eip", "pub"}, 0, "network pub", ""},
+		{[]string{"instancegroup-create", "nginx"}, 0, "group     nginx (ig-nginx)", ""},
+		{[]string{"instancegroup-change-eip-bandwidth", "--bandwidth", "20", "nginx"}, 1, "", "the group has no EIP"},
+		{[]string{"instancegroup-attachnetwork", "--network-id", "net1", "--ip-addr", "192.0.2.246", "nginx"}, 0, "vip       192.0.2.246/24", ""},
+		{[]string{"instancegroup-create-eip", "--bandwidth", "100", "--ip-addr", "203.0.113.5", "nginx"}, 0, "eip       203.0.113.5 (eip-203-0-113-5), bandwidth 100 Mbit/s", ""},
+		{[]string{"instancegroup-change-eip-bandwidth", "nginx"}, 2, "", "--bandwidth is required"},
+		{[]string{"instancegroup-change-eip-bandwidth", "--bandwidth", "1000001", "nginx"}, 2, "", "bandwidth: 1000001 is out of range"},
+		{[]string{"instancegroup-change-eip-bandwidth", "--bandwidth", "20", "nginx"}, 0, "bandwidth 20 Mbit/s", ""},
+		{[]string{"instancegroup-show", "nginx"}, 0, "eip       203.0.113.5 (eip-203-0-113-5), bandwidth 20 Mbit/s", ""},
+		{[]string{"instancegroup-change-eip-bandwidth", "--bandwidth", "0", "203.0.113.5"}, 0, "bandwidth unlimited", ""},
+		{[]string{"instancegroup-change-eip-bandwidth", "--bandwidth", "10", "nope"}, 1, "", "no group or EIP"},
+	} {
+		code, out, errOut := adminCtl(t, sock, s.args...)
+		if code != s.code || !strings.Contains(out, s.stdout) || !strings.Contains(errOut, s.stderr) {
+			t.Fatalf("vipctl %s: exit %d\nstdout:\n%s\nstderr:\n%s\nwant exit %d, stdout with %q, stderr with %q",
+				strings.Join(s.args, " "), code, out, errOut, s.code, s.stdout, s.stderr)
+		}
+	}
+	code, out, _ := adminCtl(t, sock, "instancegroup-show", "nginx", "--json")
+	var v api.GroupView
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.EIP == nil || v.EIP.Bandwidth != 0 || v.Revision == 0 {
+		t.Fatalf("--json: exit %d, %s", code, out)
+	}
+}

@@ -46,7 +46,7 @@ Admin commands (hostsync admin socket):
   instancegroup-delete, instancegroup-join, instancegroup-leave,
   instancegroup-attachnetwork, instancegroup-detachnetwork,
   instancegroup-create-eip, instancegroup-associate-eip, instancegroup-dissociate-eip,
-  instancegroup-show, instancegroup-list, hostsync-status
+  instancegroup-change-eip-bandwidth, instancegroup-show, instancegroup-list, hostsync-status
 
 Run 'vipctl COMMAND -h' for the flags of a command; 'vipctl --version' prints the version.
 `

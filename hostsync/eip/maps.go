@@ -78,6 +78,10 @@ type Writes struct {
 	Elements uint64
 	// Routes is the number of routes replaced or deleted.
 	Routes uint64
+	// Limits is the number of bandwidth limits (one EIP, one direction:
+	// object, chain, rule and element) added, replaced or deleted, and of
+	// foreign objects removed from the limit table (maps_limit.go).
+	Limits uint64
 }
 
 // Maps is the data plane as two nftables maps programmed through netlink
@@ -109,6 +113,7 @@ type Maps struct {
 	now      func() time.Time
 
 	batches, elements, routeWrites atomic.Uint64
+	limitWrites                    atomic.Uint64
 
 	// mu serialises Apply, Reconcile and Programmed; it guards the rest.
 	mu sync.Mutex
@@ -126,6 +131,8 @@ type Maps struct {
 	rts          map[netip.Addr]netip.Addr
 	// lastRead is when the kernel was last read successfully.
 	lastRead time.Time
+	// lim: the bandwidth limits (maps_limit.go).
+	lim limitState
 }
 
 var (
@@ -213,7 +220,8 @@ func (m *Maps) Close() error {
 
 // Writes returns what the backend has written since NewMaps.
 func (m *Maps) Writes() Writes {
-	return Writes{Batches: m.batches.Load(), Elements: m.elements.Load(), Routes: m.routeWrites.Load()}
+	return Writes{Batches: m.batches.Load(), Elements: m.elements.Load(), Routes: m.routeWrites.Load(),
+		Limits: m.limitWrites.Load()}
 }
 
 // Apply converges the data plane to mappings (planned as NFT does:
@@ -242,6 +250,7 @@ func (m *Maps) Apply(ctx context.Context, mappings []Mapping) error {
 		routes[r.vip] = r.via
 	}
 	m.applied, m.want, m.wantRoutes = true, want, routes
+	m.lim.want = limitsOf(mappings, want)
 	if m.readBack > 0 && m.now().Sub(m.lastRead) >= m.readBack {
 		m.natSynced, m.routesSynced = false, false
 	}
@@ -270,6 +279,9 @@ func (m *Maps) converge(op string, skipped int) error {
 	before := m.Writes()
 	read := !m.natSynced && !m.routesSynced // a full read, as Reconcile's
 	var errs []error
+	if err := m.syncLimits(read); err != nil {
+		errs = append(errs, err)
+	}
 	if err := m.syncNAT(); err != nil {
 		m.natSynced = false
 		errs = append(errs, err)

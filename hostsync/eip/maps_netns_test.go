@@ -99,7 +99,8 @@ func element(k, v string) []nftables.SetElement {
 // diffWrites is what the backend wrote since before.
 func diffWrites(m *Maps, before Writes) Writes {
 	w := m.Writes()
-	return Writes{Batches: w.Batches - before.Batches, Elements: w.Elements - before.Elements, Routes: w.Routes - before.Routes}
+	return Writes{Batches: w.Batches - before.Batches, Elements: w.Elements - before.Elements, Routes: w.Routes - before.Routes,
+		Limits: w.Limits - before.Limits}
 }
 
 func TestNetnsMapsDriftRepaired(t *testing.T) {

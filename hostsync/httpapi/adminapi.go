@@ -127,6 +127,15 @@ func (a *AdminAPI) action(w http.ResponseWriter, r *http.Request) {
 		if a.decode(w, r, &req) {
 			a.answer(w, r)(svc.DissociateEIP(ctx, group))
 		}
+	case api.ActionChangeEIPBandwidth:
+		var req api.ChangeEIPBandwidth
+		if a.decode(w, r, &req) {
+			if req.Bandwidth == nil {
+				a.fail(w, r, inventory.Invalid("bandwidth", "missing: the bandwidth in Mbit/s, 0 for unlimited"))
+				return
+			}
+			a.answer(w, r)(svc.ChangeEIPBandwidth(ctx, group, *req.Bandwidth))
+		}
 	case api.ActionUpdate:
 		var req api.GroupUpdate
 		if a.decode(w, r, &req) {

@@ -257,3 +257,33 @@ func TestAdminBodiesNeedJSON(t *testing.T) {
 		t.Fatalf("no body, no Content-Type: %d %s", code, body)
 	}
 }
+
+// TestAdminChangeEIPBandwidth: the bandwidth is required and checked,
+// shown with the group, and the data plane is applied with it.
+func TestAdminChangeEIPBandwidth(t *testing.T) {
+	f := newFixture(t)
+	f.nginx()
+	c, _ := adminServer(t, f.svc)
+	path := api.PathAdminGroup + "nginx/" + api.ActionChangeEIPBandwidth
+	for _, s := range []struct {
+		body any
+		want int
+		has  string
+	}{
+		{map[string]any{}, 400, `"field":"bandwidth"`},
+		{map[string]any{"bandwidth": 1_000_001}, 400, `"field":"bandwidth"`},
+		{map[string]any{"bandwidth": "10"}, 400, `bandwidth`},
+		{api.ChangeEIPBandwidth{Bandwidth: new(20)}, 200, `"eip":{"id":"eip-203-0-113-5","address":"203.0.113.5","bandwidth":20}`},
+	} {
+		code, body := adminCall(t, c, "POST", path, s.body)
+		if code != s.want || !strings.Contains(string(body), s.has) {
+			t.Fatalf("POST %s %v: %d %s; want %d with %q", path, s.body, code, body, s.want, s.has)
+		}
+	}
+	if ms := f.backend.LastSet(); len(ms) != 1 || ms[0].Bandwidth != 20 {
+		t.Fatalf("data plane applied %+v, want the EIP at 20 Mbit/s", ms)
+	}
+	if code, body := adminCall(t, c, "GET", api.PathAdminGroup+"nginx", nil); code != 200 || !strings.Contains(string(body), `"bandwidth":20`) {
+		t.Fatalf("GET group: %d %s; want the EIP's bandwidth", code, body)
+	}
+}

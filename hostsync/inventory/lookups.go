@@ -192,6 +192,12 @@ func groupView(tx registry.Tx, g registry.Group) (api.GroupView, error) {
 	}
 	if g.EIP != nil {
 		v.EIP = &api.EIPView{ID: g.EIP.EIPID, Address: g.EIP.Address}
+		switch e, err := registry.Get[registry.EIP](tx, g.EIP.EIPID); {
+		case err == nil:
+			v.EIP.Bandwidth = e.Bandwidth
+		case !errors.Is(err, registry.ErrNotFound):
+			return v, err
+		}
 	}
 	o, err := Owner(tx, g.ID)
 	if err != nil {

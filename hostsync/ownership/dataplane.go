@@ -121,6 +121,9 @@ func (s *Engine) mappingOf(tx registry.Tx, g registry.Group) (m eip.Mapping, ok 
 		return eip.Mapping{}, false, nil
 	}
 	m = eip.Mapping{Group: g.ID, EIP: g.EIP.Address, VIP: g.VIP.Address}
+	if m.Bandwidth, err = eipBandwidth(tx, g.EIP.EIPID); err != nil {
+		return eip.Mapping{}, false, err
+	}
 	o, err := inventory.Owner(tx, g.ID)
 	if err != nil {
 		return eip.Mapping{}, false, err
