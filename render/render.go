@@ -30,6 +30,15 @@
 // In groups of three or more the policies differ when the check fails on
 // every member: with resign all are in FAULT and no member holds the VIP;
 // with lower_priority the member with the highest priority keeps it.
+//
+// A dual-stack group (vrrp.Metadata.VIP6 beside an IPv4 VIP) renders one
+// VRRP instance, the IPv4 one, and its IPv6 VIP in the instance's
+// virtual_ipaddress_excluded block: keepalived runs one address family per
+// instance, and an excluded address is added and removed by the same state
+// machine as the VIP, so both addresses always move together (a second,
+// IPv6 instance in a sync group would be a second election that can
+// disagree for a moment, and doubles the adverts). Every IPv6 VIP is added
+// with -nodad, so DAD never leaves it tentative after a move.
 package render
 
 import (
@@ -37,6 +46,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path"
 	"slices"
 	"strconv"
@@ -184,6 +194,18 @@ func hashFiles(files []File) string {
 		h.Write(f.Data)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// vipLine is a virtual_ipaddress entry. An IPv6 VIP is added with
+// -nodad: duplicate address detection would leave it tentative (unusable,
+// and answering no neighbour solicitation) for about a second after every
+// move, or failed for good if the old master still answers for a moment.
+// VRRP already decided that this member alone holds it.
+func vipLine(p netip.Prefix) string {
+	if p.Addr().Is6() {
+		return p.String() + " -nodad"
+	}
+	return p.String()
 }
 
 // initialState is MASTER for the highest-priority member when preemption is
@@ -358,8 +380,18 @@ func renderConfig(m *vrrp.Metadata, scriptsDir string, opts Options, self vrrp.M
 		w.close()
 	}
 	w.open("virtual_ipaddress")
-	w.line(m.VIP.String())
+	w.line(vipLine(m.VIP))
 	w.close()
+	if m.VIP6.IsValid() {
+		// keepalived runs one address family per instance: the IPv6 VIP
+		// of a dual-stack group is an excluded address of the IPv4
+		// instance, added and removed with the IPv4 VIP by the same
+		// state machine (and announced by keepalived with unsolicited
+		// neighbour advertisements), never in the adverts.
+		w.open("virtual_ipaddress_excluded")
+		w.line(vipLine(m.VIP6))
+		w.close()
+	}
 	w.line("notify", quoted(path.Join(scriptsDir, NotifyScriptName)))
 	w.close()
 	return []byte(w.b.String())
