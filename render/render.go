@@ -37,8 +37,12 @@
 // instance, and an excluded address is added and removed by the same state
 // machine as the VIP, so both addresses always move together (a second,
 // IPv6 instance in a sync group would be a second election that can
-// disagree for a moment, and doubles the adverts). Every IPv6 VIP is added
-// with -nodad, so DAD never leaves it tentative after a move.
+// disagree for a moment, and doubles the adverts). keepalived adds every
+// IPv6 VIP, excluded ones too, with IFA_F_NODAD unless the entry says
+// "-nodad" (which turns duplicate address detection on): DAD would leave
+// the VIP tentative after every move, and failed for good when a
+// neighbour advertisement for it arrives meanwhile (the old master's, or
+// hostsync's burst). So the entries carry no option, and never -nodad.
 package render
 
 import (
@@ -46,7 +50,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/netip"
 	"path"
 	"slices"
 	"strconv"
@@ -194,18 +197,6 @@ func hashFiles(files []File) string {
 		h.Write(f.Data)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// vipLine is a virtual_ipaddress entry. An IPv6 VIP is added with
-// -nodad: duplicate address detection would leave it tentative (unusable,
-// and answering no neighbour solicitation) for about a second after every
-// move, or failed for good if the old master still answers for a moment.
-// VRRP already decided that this member alone holds it.
-func vipLine(p netip.Prefix) string {
-	if p.Addr().Is6() {
-		return p.String() + " -nodad"
-	}
-	return p.String()
 }
 
 // initialState is MASTER for the highest-priority member when preemption is
@@ -380,7 +371,7 @@ func renderConfig(m *vrrp.Metadata, scriptsDir string, opts Options, self vrrp.M
 		w.close()
 	}
 	w.open("virtual_ipaddress")
-	w.line(vipLine(m.VIP))
+	w.line(m.VIP.String())
 	w.close()
 	if m.VIP6.IsValid() {
 		// keepalived runs one address family per instance: the IPv6 VIP
@@ -389,7 +380,7 @@ func renderConfig(m *vrrp.Metadata, scriptsDir string, opts Options, self vrrp.M
 		// state machine (and announced by keepalived with unsolicited
 		// neighbour advertisements), never in the adverts.
 		w.open("virtual_ipaddress_excluded")
-		w.line(vipLine(m.VIP6))
+		w.line(m.VIP6.String())
 		w.close()
 	}
 	w.line("notify", quoted(path.Join(scriptsDir, NotifyScriptName)))
