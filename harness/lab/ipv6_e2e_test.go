@@ -633,4 +633,3 @@ func TestDualStackFailover(t *testing.T) {
 		}
 	}
 }
-
