@@ -48,7 +48,7 @@ func TestNetworkCreateIPv6(t *testing.T) {
 	if err == nil || !errors.Is(err, ErrNetworkOverlap) {
 		t.Fatalf("overlapping IPv4 subnet: %v %+v", err, n)
 	}
-	n, err = inv.CreateNetwork(ctx, api.NetworkCreate{ID: "d", CIDR: netip.MustParsePrefix("192.0.2.0/25"), CIDR6: netip.MustParsePrefix("2001:db8:1::5/64")})
+	_, err = inv.CreateNetwork(ctx, api.NetworkCreate{ID: "d", CIDR: netip.MustParsePrefix("192.0.2.0/25"), CIDR6: netip.MustParsePrefix("2001:db8:1::5/64")})
 	if !errors.Is(err, ErrNetworkOverlap) {
 		t.Fatalf("overlapping with net6's IPv4: %v", err)
 	}

@@ -127,7 +127,7 @@ type Engine struct {
 	mu sync.Mutex // guards the fields below
 	// announcing holds the cancel func of the running burst per group.
 	announcing map[string]*announcement
-	vips       map[netip.Addr]string // VIP → group id, for WatchVIP (both VIPs of a dual-stack group)
+	vips       map[netip.Addr]string     // VIP → group id, for WatchVIP (both VIPs of a dual-stack group)
 	pairs      map[netip.Addr]netip.Addr // a dual-stack group's IPv4 VIP → its IPv6 VIP and back (pairs.go)
 	rounds     map[netip.Addr]*probeRound
 	holds      map[netip.Addr]*splitHold // VIPs in a split brain
