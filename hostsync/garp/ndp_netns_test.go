@@ -134,3 +134,80 @@ func TestNetnsNAUpdatesNeighbour(t *testing.T) {
 	default:
 	}
 }
+
+// TestNetnsPortListenerNA: on a bridge, the port listener reports a
+// guest's unsolicited NA with the port it came in on, and never the NAs
+// this host sends out of the bridge itself.
+func TestNetnsPortListenerNA(t *testing.T) {
+	testutil.RequireRoot(t)
+	nsH, nsG := testutil.NewNetns(t, "nph"), testutil.NewNetns(t, "npg")
+	testutil.IP(t, "-n", nsH, "link", "add", "br0", "type", "bridge")
+	testutil.IP(t, "-n", nsH, "link", "add", "hp0", "type", "veth", "peer", "name", "gp0", "netns", nsG)
+	testutil.IP(t, "-n", nsH, "link", "set", "hp0", "master", "br0")
+	for _, l := range []string{"br0", "hp0"} {
+		testutil.IP(t, "-n", nsH, "link", "set", l, "up")
+	}
+	testutil.IP(t, "-n", nsG, "link", "set", "gp0", "address", testMAC.String())
+	testutil.IP(t, "-n", nsG, "link", "set", "gp0", "up")
+
+	var hp0 int
+	var brMAC net.HardwareAddr
+	var l *Listener
+	var c io.Closer
+	if err := testutil.InNetns(nsH, func() error {
+		br, err := net.InterfaceByName("br0")
+		if err != nil {
+			return err
+		}
+		brMAC = br.HardwareAddr
+		ifi, err := net.InterfaceByName("hp0")
+		if err != nil {
+			return err
+		}
+		hp0 = ifi.Index
+		port := func(ifindex int) (string, bool) { return "hp0", ifindex == hp0 }
+		l, c, err = OpenPortListener("br0", port, watchOnly(testVIP6), ListenerOptions{Logger: testLogger(t)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	col := newCollector()
+	stop := runListener(t, l, col)
+	t.Cleanup(func() { _ = stop(); c.Close() })
+
+	// This host's own NA out of the bridge is not reported, although it
+	// names its own Ethernet source (a frame the parser would take): the
+	// kernel filter drops what an interface transmits.
+	host := openNDPSenderIn(t, nsH, "br0", Options{Logger: testLogger(t), Schedule: []time.Duration{0}})
+	if _, err := host.Announce(t.Context(), testVIP6, brMAC); err != nil {
+		t.Fatal(err)
+	}
+	guest := openNDPSenderIn(t, nsG, "gp0", Options{Logger: testLogger(t), Schedule: []time.Duration{0}})
+	o := announceUntilObserved(t, guest, col, testVIP6, testMAC)
+	if o.VIP != testVIP6 || !bytes.Equal(o.MAC, testMAC) || o.Port != "hp0" || o.Ifindex != hp0 || o.Reply {
+		t.Fatalf("observation %+v, want %s from %s on port hp0", o, testVIP6, testMAC)
+	}
+	if _, err := host.Announce(t.Context(), testVIP6, brMAC); err != nil {
+		t.Fatal(err)
+	}
+	second := time.Now()
+	if _, err := guest.Announce(t.Context(), testVIP6, testMAC); err != nil {
+		t.Fatal(err)
+	}
+	// The guest's NA sent after the host's is seen, so everything before
+	// it was read.
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case o := <-col.ch:
+			if !bytes.Equal(o.MAC, testMAC) {
+				t.Fatalf("the host's own NA was observed: %+v", o)
+			}
+			if o.At.After(second) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the guest's NA after the host's was not observed")
+		}
+	}
+}
