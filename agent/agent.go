@@ -96,6 +96,7 @@ type Agent struct {
 	self      string
 	group     string
 	vip       netip.Prefix
+	vip6      netip.Prefix // a dual-stack group's IPv6 VIP (invalid: none)
 	applied   string
 	revision  uint64
 	lastApply time.Time
@@ -105,7 +106,9 @@ type Agent struct {
 	since      time.Time
 	lastAt     time.Time
 	vipPresent bool
-	kaRunning  bool
+	// vip6Present is whether vip6 is on the interface (vip6.go).
+	vip6Present bool
+	kaRunning   bool
 	// mismatchSince is when the role and the VIP started to disagree;
 	// mismatchRecorded whether that disagreement was recorded.
 	mismatchSince    time.Time
@@ -206,7 +209,7 @@ func newAgent(cfg *Config, log *slog.Logger, d deps) (*Agent, error) {
 		st.Close()
 		return nil, err
 	}
-	a.role, a.since, a.lastAt, a.vipPresent = s.Role, s.Since, s.LastAt, s.VIPPresent
+	a.role, a.since, a.lastAt, a.vipPresent, a.vip6Present = s.Role, s.Since, s.LastAt, s.VIPPresent, s.VIP6Present
 	a.applied, a.revision, a.lastApply, a.scripts = s.AppliedHash, s.Revision, s.LastApply, s.Scripts
 	a.self, a.group = s.Member, s.Group
 	if a.self == "" {
@@ -214,6 +217,9 @@ func newAgent(cfg *Config, log *slog.Logger, d deps) (*Agent, error) {
 	}
 	if p, err := netip.ParsePrefix(s.VIP); err == nil {
 		a.vip = p
+	}
+	if p, err := netip.ParsePrefix(s.VIP6); err == nil {
+		a.vip6 = p
 	}
 	a.publishLocked() // a is not shared yet: no lock needed
 	a.noteOutbox()

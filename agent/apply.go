@@ -188,7 +188,7 @@ func (a *Agent) apply(ctx context.Context, force bool) (err error) {
 func (a *Agent) appliedRecord(m *vrrp.Metadata, self string, out *render.Output) state.Applied {
 	return state.Applied{
 		Hash: out.Hash, Revision: m.Revision, Scripts: scriptNames(out),
-		Member: self, Group: m.Group.Name, VIP: m.VIP.String(), At: a.d.now(),
+		Member: self, Group: m.Group.Name, VIP: m.VIP.String(), VIP6: prefixText(m.VIP6), At: a.d.now(),
 	}
 }
 
@@ -197,7 +197,7 @@ func (a *Agent) appliedRecord(m *vrrp.Metadata, self string, out *render.Output)
 func (a *Agent) noteApplied(m *vrrp.Metadata, self string, ap *state.Applied) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.self, a.group, a.vip, a.revision = self, m.Group.Name, m.VIP, m.Revision
+	a.self, a.group, a.vip, a.vip6, a.revision = self, m.Group.Name, m.VIP, m.VIP6, m.Revision
 	if ap != nil {
 		a.applied, a.lastApply, a.scripts = ap.Hash, ap.At, ap.Scripts
 	}

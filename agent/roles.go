@@ -62,6 +62,7 @@ func (a *Agent) notify(req api.NotifyRequest, n vrrp.Notify, spool string) (vrrp
 			present = p
 		}
 	}
+	present6 := a.vip6PresenceLocked()
 	// A hook that ran before the last recorded transition was delivered
 	// late (two hooks raced, or a spooled event after a newer one): it is
 	// history, not the current role. If the clock stepped back (the last
@@ -72,16 +73,20 @@ func (a *Agent) notify(req api.NotifyRequest, n vrrp.Notify, spool string) (vrrp
 	}
 	if n.State == a.role {
 		a.vipPresent = present
+		if present6 != nil {
+			a.vip6Present = *present6
+		}
 		a.publishLocked()
 		return vrrp.Transition{}, notifySameRole, nil
 	}
 	return a.recordLocked(vrrp.Transition{
-		Instance:   n.Name,
-		To:         n.State,
-		Priority:   n.Priority,
-		At:         at,
-		Source:     SourceNotify,
-		VIPPresent: present,
+		Instance:    n.Name,
+		To:          n.State,
+		Priority:    n.Priority,
+		At:          at,
+		Source:      SourceNotify,
+		VIPPresent:  present,
+		VIP6Present: present6,
 	}, spool)
 }
 
@@ -115,6 +120,9 @@ func (a *Agent) recordLocked(t vrrp.Transition, spool string) (vrrp.Transition, 
 		a.mismatchSince, a.mismatchRecorded = time.Time{}, false
 	}
 	a.role, a.vipPresent, a.lastAt = rec.To, rec.VIPPresent, rec.At
+	if rec.VIP6Present != nil {
+		a.vip6Present = *rec.VIP6Present
+	}
 	a.d.metrics.transition(rec.To)
 	a.publishLocked()
 	a.noteOutbox()
@@ -236,6 +244,11 @@ func (a *Agent) reconcileAs(running bool, rerr error, exited int) {
 			kick(a.statusChanged)
 		}
 	}
+	present6 := a.vip6PresenceLocked()
+	if present6 != nil && *present6 != a.vip6Present {
+		a.vip6Present = *present6
+		kick(a.statusChanged)
+	}
 	if rerr == nil {
 		a.kaRunning = running
 	}
@@ -245,7 +258,7 @@ func (a *Agent) reconcileAs(running bool, rerr error, exited int) {
 			if a.stoppedSince.IsZero() {
 				a.stoppedSince = now
 			}
-			a.keepalivedGoneLocked(present && perr == nil, now, exited)
+			a.keepalivedGoneLocked(present && perr == nil, present6, now, exited)
 			return
 		}
 		if a.stoppedSince.IsZero() {
@@ -255,7 +268,7 @@ func (a *Agent) reconcileAs(running bool, rerr error, exited int) {
 		if now.Sub(a.stoppedSince) < a.cfg.ReconcileInterval/2 {
 			return
 		}
-		a.keepalivedGoneLocked(present && perr == nil, now, 0)
+		a.keepalivedGoneLocked(present && perr == nil, present6, now, 0)
 		return
 	}
 	a.stoppedSince = time.Time{}
@@ -273,12 +286,13 @@ func (a *Agent) reconcileAs(running bool, rerr error, exited int) {
 		return
 	}
 	a.mismatchRecorded = true
-	t := vrrp.Transition{To: vrrp.RoleMaster, At: now, Source: SourceNetlink, VIPPresent: present}
+	t := vrrp.Transition{To: vrrp.RoleMaster, At: now, Source: SourceNetlink, VIPPresent: present, VIP6Present: present6}
 	if present {
 		t.Note = fmt.Sprintf("the VIP %s is on %s without a MASTER notify from keepalived", a.vip, a.cfg.Interface)
 	} else {
 		t.Note = fmt.Sprintf("MASTER without the VIP %s on %s", a.vip, a.cfg.Interface)
 	}
+	t.Note += a.vip6NoteLocked(present6)
 	if _, _, err := a.recordLocked(t, ""); err != nil {
 		a.log.Error("record reconciliation", "op", "reconcile", "err", err)
 	}
@@ -288,16 +302,36 @@ func (a *Agent) reconcileAs(running bool, rerr error, exited int) {
 // and record STOP. exited is the pid of a keepalived whose exit was seen
 // (the notes say so), 0 when keepalived was found not running twice.
 // a.mu is held.
-func (a *Agent) keepalivedGoneLocked(present bool, now time.Time, exited int) {
+func (a *Agent) keepalivedGoneLocked(present bool, present6 *bool, now time.Time, exited int) {
 	// A keepalived that stops cleanly removes its VIP itself: one left
 	// behind by a keepalived seen exiting was most likely killed.
 	gone, goneVIP := "keepalived is not running", "keepalived is not running; "
 	if exited != 0 {
 		gone, goneVIP = "keepalived exited", "keepalived exited (killed?): "
 	}
+	if present6 != nil && *present6 {
+		// The IPv6 VIP rides on the same instance: left behind with it.
+		a.removeStaleVIP6Locked(exited)
+		if !present {
+			*present6 = a.vip6Present
+			if a.role == vrrp.RoleStop {
+				return
+			}
+			t := vrrp.Transition{To: vrrp.RoleStop, At: now, Source: SourceReconcile, VIP6Present: present6,
+				Note: fmt.Sprintf("%sremoved the stale IPv6 VIP %s from %s", goneVIP, a.vip6, a.cfg.Interface)}
+			if *present6 {
+				t.Note = fmt.Sprintf("%sthe IPv6 VIP %s is still on %s", goneVIP, a.vip6, a.cfg.Interface)
+			}
+			if _, _, err := a.recordLocked(t, ""); err != nil {
+				a.log.Error("record stale VIP", "op", "reconcile", "err", err)
+			}
+			return
+		}
+		*present6 = a.vip6Present
+	}
 	if present {
 		addr := a.vipAddrLocked()
-		t := vrrp.Transition{To: vrrp.RoleStop, At: now, Source: SourceReconcile}
+		t := vrrp.Transition{To: vrrp.RoleStop, At: now, Source: SourceReconcile, VIP6Present: present6}
 		err := a.d.link.RemoveAddr(addr)
 		if err != nil {
 			// keepalived's VRRP process outlives a main process killed

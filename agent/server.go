@@ -131,6 +131,9 @@ func (a *Agent) Status() (api.AgentStatus, error) {
 	if a.vip.IsValid() {
 		st.VIP = a.vip.String()
 	}
+	if a.vip6.IsValid() {
+		st.VIP6, st.VIP6Present = a.vip6.String(), a.vip6Present
+	}
 	if hr := a.health.Load(); hr != nil {
 		st.Checks = hr.Status()
 	}
@@ -168,6 +171,7 @@ func sentence(st api.AgentStatus, now time.Time) string {
 	default:
 		s += ", VIP " + st.VIP + " not on " + st.Interface
 	}
+	s += vip6Sentence(st)
 	s += fmt.Sprintf(", %d unreported event%s", st.Unreported, plural(st.Unreported))
 	if st.LastError != "" {
 		s += "; last apply failed: " + st.LastError

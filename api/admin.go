@@ -67,6 +67,13 @@ type NetworkCreate struct {
 	// Kind is "guest" (default: guests and VIPs) or "eip" (a pool of EIPs).
 	Kind     string       `json:"kind,omitempty"`
 	Reserved []netip.Addr `json:"reserved,omitempty"`
+	// CIDR6 is an optional IPv6 prefix of a guest network (/48 to /120),
+	// where dual-stack groups take their IPv6 VIPs from. Range6Start and
+	// Range6End default to the prefix from ::2 (::0 is the subnet-router
+	// anycast address, ::1 usually the router) to its last address.
+	CIDR6       netip.Prefix `json:"cidr6,omitzero"`
+	Range6Start netip.Addr   `json:"range6_start,omitzero"`
+	Range6End   netip.Addr   `json:"range6_end,omitzero"`
 }
 
 // NetworkInfo is a registered network.
@@ -80,6 +87,10 @@ type NetworkInfo struct {
 	VPCID      string       `json:"vpc_id,omitempty"`
 	Kind       string       `json:"kind"`
 	Reserved   []netip.Addr `json:"reserved,omitempty"`
+	// CIDR6 and its range, when the network has an IPv6 prefix.
+	CIDR6       netip.Prefix `json:"cidr6,omitzero"`
+	Range6Start netip.Addr   `json:"range6_start,omitzero"`
+	Range6End   netip.Addr   `json:"range6_end,omitzero"`
 	// Used is the number of addresses leased (guests, VIPs, EIPs).
 	Used int `json:"used"`
 }
@@ -194,9 +205,19 @@ const (
 )
 
 // AttachNetwork binds a VIP to a group (climc instancegroup-attachnetwork).
+// A group has at most one VIP per address family: an IPv4 one, and with
+// IP6Addr or RequireIPv6 an IPv6 one from the network's IPv6 prefix
+// beside it (one call for both, or a later one adding the IPv6 VIP to a
+// group that has the IPv4 one). EIPs map to the IPv4 VIP.
 type AttachNetwork struct {
 	// IPAddr is honoured when free and in range.
 	IPAddr netip.Addr `json:"ip_addr,omitzero"`
+	// IP6Addr is the IPv6 VIP wanted, honoured when free and in the
+	// network's IPv6 range (with RequireDesignatedIP: or refused).
+	IP6Addr netip.Addr `json:"ip6_addr,omitzero"`
+	// RequireIPv6 allocates an IPv6 VIP as well (from the network's IPv6
+	// range, in AllocDir's direction) when IP6Addr is not given.
+	RequireIPv6 bool `json:"require_ipv6,omitempty"`
 	// AllocDir is stepup (default), stepdown or random.
 	AllocDir string `json:"alloc_dir,omitempty"`
 	// Reserved takes the address from the network's reserved pool.
@@ -209,7 +230,8 @@ type AttachNetwork struct {
 	NetworkID string `json:"network_id,omitempty"`
 }
 
-// DetachNetwork unbinds the VIP; IPAddr, when set, must be the VIP.
+// DetachNetwork unbinds the VIP (both families); IPAddr, when set, must
+// be the IPv4 or the IPv6 VIP.
 type DetachNetwork struct {
 	IPAddr netip.Addr `json:"ip_addr,omitzero"`
 }
@@ -275,7 +297,10 @@ type MemberView struct {
 
 // VIPView is a group's VIP.
 type VIPView struct {
-	Address   netip.Prefix `json:"address"`
+	Address netip.Prefix `json:"address"`
+	// Address6 is the IPv6 VIP of a dual-stack group, with the network's
+	// IPv6 prefix length.
+	Address6  netip.Prefix `json:"address6,omitzero"`
 	NetworkID string       `json:"network_id"`
 	VRID      int          `json:"virtual_router_id"`
 	Reserved  bool         `json:"reserved,omitempty"`

@@ -104,13 +104,17 @@ type NotifyResult struct {
 
 // AgentStatus is what `vipctl status` shows.
 type AgentStatus struct {
-	Group       string    `json:"group"`
-	Member      string    `json:"member"`
-	Role        vrrp.Role `json:"role"`
-	Since       time.Time `json:"since"`
-	VIP         string    `json:"vip"`
-	Interface   string    `json:"interface"`
-	VIPPresent  bool      `json:"vip_present"`
+	Group      string    `json:"group"`
+	Member     string    `json:"member"`
+	Role       vrrp.Role `json:"role"`
+	Since      time.Time `json:"since"`
+	VIP        string    `json:"vip"`
+	Interface  string    `json:"interface"`
+	VIPPresent bool      `json:"vip_present"`
+	// VIP6 is the IPv6 VIP of a dual-stack group and VIP6Present whether
+	// it is on the interface (each family is checked on its own).
+	VIP6        string    `json:"vip6,omitempty"`
+	VIP6Present bool      `json:"vip6_present,omitempty"`
 	Revision    uint64    `json:"revision"`
 	ConfigHash  string    `json:"config_hash"`
 	LastApply   time.Time `json:"last_apply,omitzero"`

@@ -21,6 +21,8 @@ import (
 // The real implementations satisfy the engine's interfaces.
 var (
 	_ ownership.Announcer = (*garp.Sender)(nil)
+	_ ownership.Announcer = garp.Families{}
+	_ ownership.Prober    = garp.Families{}
 	_ eip.Backend         = (*eip.NFT)(nil)
 	_ eip.Backend         = (*eip.Maps)(nil)
 	_ eip.Backend         = (*eip.Command)(nil)
@@ -59,8 +61,8 @@ func (p *Platform) Close() error {
 	return errors.Join(errs...)
 }
 
-// OpenPlatform opens the host side: the GARP sender and listener on
-// cfg.GARPInterface (needs CAP_NET_RAW), the data-plane backend and the
+// OpenPlatform opens the host side: the GARP and neighbour advertisement
+// senders and the listener on cfg.GARPInterface (needs CAP_NET_RAW), the data-plane backend and the
 // neighbour table. Close it after Run returns.
 func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 	if log == nil {
@@ -100,9 +102,18 @@ func OpenPlatform(cfg Config, log *slog.Logger) (*Platform, error) {
 			p.Close()
 			return nil, fmt.Errorf("hostsync: %w", err)
 		}
-		p.Announcer = s
-		p.Prober = s
 		p.closers = append(p.closers, c)
+		// IPv6 VIPs (dual-stack groups) are announced and probed with
+		// neighbour discovery on the same interface, in the same bursts.
+		s6, c6, err := garp.OpenNDPSender(cfg.GARPInterface, garp.Options{Logger: log})
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("hostsync: %w", err)
+		}
+		p.closers = append(p.closers, c6)
+		f := garp.Families{V4: s, V6: s6}
+		p.Announcer = f
+		p.Prober = f
 		// On a bridge, each observation is checked against the port its
 		// MAC is pinned to (see ownership.OpenListen).
 		listen, err := ownership.OpenListen(cfg.GARPInterface, log)

@@ -268,6 +268,7 @@ var allowedInstanceKeys = map[string]bool{
 	"authentication": true, "unicast_src_ip": true, "unicast_peer": true,
 	"garp_master_delay": true, "garp_master_repeat": true, "garp_master_refresh": true,
 	"track_script": true, "track_file": true, "virtual_ipaddress": true, "notify": true,
+	"virtual_ipaddress_excluded": true,
 }
 
 // assertRendered checks the structure of out against m and opts, reading
@@ -410,9 +411,20 @@ func assertRendered(t testing.TB, m *vrrp.Metadata, opts Options, out *Output) {
 			t.Errorf("vrrp_instance %s = %q, want %q", k, got, v)
 		}
 	}
+	// No option on a VIP: keepalived adds IPv6 VIPs without DAD unless
+	// told "-nodad". The IPv6 VIP of a dual-stack group is the IPv4
+	// instance's one excluded address.
 	vip := child(vi, "virtual_ipaddress")
 	if vip == nil || !vip.Block || len(vip.Children) != 1 || vip.Children[0].Key != m.VIP.String() || len(vip.Children[0].Args) != 0 {
 		t.Errorf("virtual_ipaddress is not exactly { %s }", m.VIP)
+	}
+	evip := child(vi, "virtual_ipaddress_excluded")
+	switch {
+	case !m.VIP6.IsValid() && evip != nil:
+		t.Errorf("virtual_ipaddress_excluded in a group without vip6")
+	case m.VIP6.IsValid() && (evip == nil || !evip.Block || len(evip.Children) != 1 || evip.Children[0].Key != m.VIP6.String() ||
+		len(evip.Children[0].Args) != 0):
+		t.Errorf("virtual_ipaddress_excluded is not exactly { %s }", m.VIP6)
 	}
 	ts := child(vi, "track_script")
 	var tracked []string

@@ -30,6 +30,19 @@
 // In groups of three or more the policies differ when the check fails on
 // every member: with resign all are in FAULT and no member holds the VIP;
 // with lower_priority the member with the highest priority keeps it.
+//
+// A dual-stack group (vrrp.Metadata.VIP6 beside an IPv4 VIP) renders one
+// VRRP instance, the IPv4 one, and its IPv6 VIP in the instance's
+// virtual_ipaddress_excluded block: keepalived runs one address family per
+// instance, and an excluded address is added and removed by the same state
+// machine as the VIP, so both addresses always move together (a second,
+// IPv6 instance in a sync group would be a second election that can
+// disagree for a moment, and doubles the adverts). keepalived adds every
+// IPv6 VIP, excluded ones too, with IFA_F_NODAD unless the entry says
+// "-nodad" (which turns duplicate address detection on): DAD would leave
+// the VIP tentative after every move, and failed for good when a
+// neighbour advertisement for it arrives meanwhile (the old master's, or
+// hostsync's burst). So the entries carry no option, and never -nodad.
 package render
 
 import (
@@ -360,6 +373,16 @@ func renderConfig(m *vrrp.Metadata, scriptsDir string, opts Options, self vrrp.M
 	w.open("virtual_ipaddress")
 	w.line(m.VIP.String())
 	w.close()
+	if m.VIP6.IsValid() {
+		// keepalived runs one address family per instance: the IPv6 VIP
+		// of a dual-stack group is an excluded address of the IPv4
+		// instance, added and removed with the IPv4 VIP by the same
+		// state machine (and announced by keepalived with unsolicited
+		// neighbour advertisements), never in the adverts.
+		w.open("virtual_ipaddress_excluded")
+		w.line(m.VIP6.String())
+		w.close()
+	}
 	w.line("notify", quoted(path.Join(scriptsDir, NotifyScriptName)))
 	w.close()
 	return []byte(w.b.String())

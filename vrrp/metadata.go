@@ -29,7 +29,13 @@ type Metadata struct {
 	Group    Group  `json:"group"`
 	Revision uint64 `json:"revision,omitempty"`
 	// VIP is the virtual address with its prefix, e.g. "192.0.2.10/24".
-	VIP       netip.Prefix `json:"vip"`
+	VIP netip.Prefix `json:"vip"`
+	// VIP6 is the IPv6 VIP of a dual-stack group with its prefix, e.g.
+	// "2001:db8::10/64", beside an IPv4 VIP. keepalived runs one address
+	// family per VRRP instance, so VIP6 rides on VIP's instance as an
+	// excluded address (not in the adverts): one state machine adds and
+	// removes both, and they always move together.
+	VIP6      netip.Prefix `json:"vip6,omitzero"`
 	NetworkID string       `json:"network_id,omitempty"`
 	// VirtualRouterID is 1–255; zero means derived from Group.ID (see DeriveVRID).
 	VirtualRouterID int `json:"virtual_router_id,omitempty"`

@@ -86,6 +86,9 @@ type Transition struct {
 	// happened, e.g. when keepalived ran the notify hook).
 	Recorded time.Time `json:"recorded,omitzero"`
 	// VIPPresent is whether the VIP was on the interface when recorded.
-	VIPPresent bool   `json:"vip_present"`
-	Note       string `json:"note,omitempty"`
+	VIPPresent bool `json:"vip_present"`
+	// VIP6Present is whether the IPv6 VIP of a dual-stack group was on
+	// the interface when recorded; nil for a group without one.
+	VIP6Present *bool  `json:"vip6_present,omitempty"`
+	Note        string `json:"note,omitempty"`
 }

@@ -68,6 +68,9 @@ func (m *Metadata) Validate() error {
 	if err := m.validateVIP(ver); err != nil {
 		return err
 	}
+	if err := m.validateVIP6(); err != nil {
+		return err
+	}
 	if m.VirtualRouterID < 0 || m.VirtualRouterID > 255 {
 		return fieldErr("virtual_router_id", "%d is out of range, allowed 1–255 (or absent to derive it from group.id)", m.VirtualRouterID)
 	}
@@ -140,6 +143,29 @@ func (m *Metadata) validateVIP(ver int) error {
 		}
 	}
 	return nil
+}
+
+// validateVIP6 checks the IPv6 VIP of a dual-stack group: an IPv6
+// unicast address that a host may hold, on a plausible LAN prefix, beside
+// an IPv4 VIP (whose instance carries it).
+func (m *Metadata) validateVIP6() error {
+	if !m.VIP6.IsValid() {
+		return nil
+	}
+	a := m.VIP6.Addr()
+	if !a.Is6() || a.Is4In6() {
+		return fieldErr("vip6", "%s is not an IPv6 address; the IPv4 VIP goes in vip", m.VIP6)
+	}
+	if !m.VIP.Addr().Is4() {
+		return fieldErr("vip6", "is set but vip %s is not IPv4; a group with only an IPv6 VIP puts it in vip", m.VIP)
+	}
+	if a.Zone() != "" || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() {
+		return fieldErr("vip6", "%s is not a usable unicast address", a)
+	}
+	if bits := m.VIP6.Bits(); bits < minVIPBits6 || bits > maxVIPBits6 {
+		return fieldErr("vip6", "prefix /%d of %s is not a plausible subnet, allowed /%d to /%d", bits, m.VIP6, minVIPBits6, maxVIPBits6)
+	}
+	return notSubnetSpecial("vip6", a, m.VIP6)
 }
 
 // Bounds of the VIP's prefix length: the prefix is the subnet the VIP and

@@ -58,6 +58,21 @@ func TestValidateRules(t *testing.T) {
 			m.Members[0].Address = netip.MustParseAddr("2001:db8::11")
 			m.Members[1].Address = netip.MustParseAddr("2001:db8::12")
 		}, ""},
+		{"vip6 dual-stack", func(m *Metadata) { m.VIP6 = netip.MustParsePrefix("2001:db8::10/64") }, ""},
+		{"vip6 with VRRPv3", func(m *Metadata) { m.VRRPVersion = 3; m.VIP6 = netip.MustParsePrefix("2001:db8::10/64") }, ""},
+		{"vip6 is IPv4", func(m *Metadata) { m.VIP6 = netip.MustParsePrefix("192.0.2.20/24") }, "vip6"},
+		{"vip6 IPv4-mapped", func(m *Metadata) { m.VIP6 = netip.MustParsePrefix("::ffff:192.0.2.20/120") }, "vip6"},
+		{"vip6 link-local", func(m *Metadata) { m.VIP6 = netip.MustParsePrefix("fe80::10/64") }, "vip6"},
+		{"vip6 multicast", func(m *Metadata) { m.VIP6 = netip.MustParsePrefix("ff02::10/64") }, "vip6"},
+		{"vip6 prefix /32", func(m *Metadata) { m.VIP6 = netip.MustParsePrefix("2001:db8::10/32") }, "vip6"},
+		{"vip6 subnet-router anycast", func(m *Metadata) { m.VIP6 = netip.MustParsePrefix("2001:db8::/64") }, "vip6"},
+		{"vip6 beside an IPv6 vip", func(m *Metadata) {
+			m.VRRPVersion = 3
+			m.VIP = netip.MustParsePrefix("2001:db8::10/64")
+			m.Members[0].Address = netip.MustParseAddr("2001:db8::11")
+			m.Members[1].Address = netip.MustParseAddr("2001:db8::12")
+			m.VIP6 = netip.MustParsePrefix("2001:db8:1::10/64")
+		}, "vip6"},
 		{"vrid 0 derives", func(m *Metadata) { m.VirtualRouterID = 0 }, ""},
 		{"vrid 255", func(m *Metadata) { m.VirtualRouterID = 255 }, ""},
 		{"vrid 256", func(m *Metadata) { m.VirtualRouterID = 256 }, "virtual_router_id"},

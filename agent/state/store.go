@@ -62,6 +62,8 @@ type State struct {
 	Since time.Time `json:"since,omitzero"`
 	// VIPPresent is whether the VIP was on the interface at the last record.
 	VIPPresent bool `json:"vip_present"`
+	// VIP6Present is the same for the IPv6 VIP of a dual-stack group.
+	VIP6Present bool `json:"vip6_present,omitempty"`
 	// LastSeq is the sequence number of the last recorded transition and
 	// LastAt its time.
 	LastSeq uint64    `json:"last_seq"`
@@ -72,6 +74,8 @@ type State struct {
 	Member string `json:"member,omitempty"`
 	Group  string `json:"group,omitempty"`
 	VIP    string `json:"vip,omitempty"`
+	// VIP6 is the IPv6 VIP of a dual-stack group as of the last apply.
+	VIP6 string `json:"vip6,omitempty"`
 	// AppliedHash is the render hash of the files written and, when
 	// keepalived runs, reloaded; Revision the metadata revision it came from.
 	AppliedHash string    `json:"applied_hash,omitempty"`
@@ -240,6 +244,7 @@ func (s *Store) Record(t vrrp.Transition, spoolName string) (rec vrrp.Transition
 		}
 		st.Role = t.To
 		st.VIPPresent = t.VIPPresent
+		st.VIP6Present = t.VIP6Present != nil && *t.VIP6Present
 		st.LastAt = t.At
 		v, err := json.Marshal(t)
 		if err != nil {
@@ -292,6 +297,7 @@ type Applied struct {
 	Member   string
 	Group    string
 	VIP      string
+	VIP6     string // "" without an IPv6 VIP
 	At       time.Time
 }
 
@@ -303,7 +309,7 @@ func (s *Store) SetApplied(ap Applied) error {
 			return err
 		}
 		st.AppliedHash, st.Revision, st.Scripts, st.LastApply = ap.Hash, ap.Revision, ap.Scripts, ap.At
-		st.Member, st.Group, st.VIP = ap.Member, ap.Group, ap.VIP
+		st.Member, st.Group, st.VIP, st.VIP6 = ap.Member, ap.Group, ap.VIP, ap.VIP6
 		return putState(tx, st)
 	})
 	if err != nil {

@@ -31,7 +31,7 @@ type adminCmd struct {
 
 var adminCmds = map[string]adminCmd{
 	"network-create": {
-		usage: "--cidr CIDR [--gateway IP] [--range-start IP] [--range-end IP] [--vpc-id VPC] [--kind guest|eip] [--reserved IP,...] [--name NAME] <network-id>",
+		usage: "--cidr CIDR [--gateway IP] [--range-start IP] [--range-end IP] [--cidr6 PREFIX [--range6-start IP] [--range6-end IP]] [--vpc-id VPC] [--kind guest|eip] [--reserved IP,...] [--name NAME] <network-id>",
 		help:  "register an IP subnet (kind guest for guests and VIPs, kind eip for public addresses)",
 		min:   1, max: 1,
 		flags: func(fs *flag.FlagSet) func(context.Context, *adminClient, []string) (any, error) {
@@ -44,6 +44,9 @@ var adminCmds = map[string]adminCmd{
 			fs.StringVar(&req.Kind, "kind", "guest", "guest or eip")
 			fs.StringVar(&req.Name, "name", "", "display name")
 			addrListVar(fs, &req.Reserved, "reserved", "reserved addresses, comma separated or repeated")
+			prefixVar(fs, &req.CIDR6, "cidr6", "the IPv6 prefix of a dual-stack guest network, e.g. 2001:db8::/64")
+			addrVar(fs, &req.Range6Start, "range6-start", "first IPv6 address for VIPs (default: prefix::2)")
+			addrVar(fs, &req.Range6End, "range6-end", "last IPv6 address for VIPs (default: the prefix's last)")
 			return func(ctx context.Context, c *adminClient, args []string) (any, error) {
 				req.ID = args[0]
 				var out api.NetworkInfo
@@ -242,15 +245,17 @@ var adminCmds = map[string]adminCmd{
 		flags: membersCmd(api.ActionLeave),
 	},
 	"instancegroup-attachnetwork": {
-		usage: "[--ip-addr IP_ADDR] [--alloc-dir stepup|stepdown|random] [--reserved] [--require-designated-ip] [--network-id NETWORK_ID] <group>",
-		help:  "bind a VIP to a group",
+		usage: "[--ip-addr IP_ADDR] [--ip6-addr IP6_ADDR] [--require-ipv6] [--alloc-dir stepup|stepdown|random] [--reserved] [--require-designated-ip] [--network-id NETWORK_ID] <group>",
+		help:  "bind a VIP to a group (and an IPv6 VIP beside it, or add one to a group that has its IPv4 VIP)",
 		min:   1, max: 1,
 		flags: func(fs *flag.FlagSet) func(context.Context, *adminClient, []string) (any, error) {
 			var req api.AttachNetwork
 			addrVar(fs, &req.IPAddr, "ip-addr", "the VIP wanted (honoured when free and in range)")
+			addrVar(fs, &req.IP6Addr, "ip6-addr", "the IPv6 VIP wanted, from the network's IPv6 prefix")
+			fs.BoolVar(&req.RequireIPv6, "require-ipv6", false, "allocate an IPv6 VIP as well (from the network's IPv6 range)")
 			fs.StringVar(&req.AllocDir, "alloc-dir", "", "allocation direction: stepup (default), stepdown or random")
 			fs.BoolVar(&req.Reserved, "reserved", false, "take the VIP from the network's reserved addresses")
-			fs.BoolVar(&req.RequireDesignatedIP, "require-designated-ip", false, "fail instead of picking another address when --ip-addr is not available")
+			fs.BoolVar(&req.RequireDesignatedIP, "require-designated-ip", false, "fail instead of picking another address when --ip-addr or --ip6-addr is not available")
 			fs.StringVar(&req.NetworkID, "network-id", "", "the VIP's network (required for a group without members)")
 			return groupAction(api.ActionAttachNetwork, &req)
 		},
@@ -259,7 +264,7 @@ var adminCmds = map[string]adminCmd{
 		usage: "[--ip-addr IP_ADDR] <group>", help: "unbind a group's VIP (only without EIP)", min: 1, max: 1,
 		flags: func(fs *flag.FlagSet) func(context.Context, *adminClient, []string) (any, error) {
 			var req api.DetachNetwork
-			addrVar(fs, &req.IPAddr, "ip-addr", "the VIP (checked when given)")
+			addrVar(fs, &req.IPAddr, "ip-addr", "the VIP, IPv4 or IPv6 (checked when given; both are detached)")
 			return groupAction(api.ActionDetachNetwork, &req)
 		},
 	},

@@ -23,6 +23,9 @@ func printHuman(w io.Writer, v any) {
 			vip, eip, owner := "-", "-", "-"
 			if g.VIP != nil {
 				vip = g.VIP.Address.String()
+				if g.VIP.Address6.IsValid() {
+					vip += "," + g.VIP.Address6.String()
+				}
 			}
 			if g.EIP != nil {
 				eip = g.EIP.Address.String()
@@ -48,6 +51,9 @@ func printHuman(w io.Writer, v any) {
 				r[i] = a.String()
 			}
 			fmt.Fprintf(w, " reserved %s", strings.Join(r, ","))
+		}
+		if x.CIDR6.IsValid() {
+			fmt.Fprintf(w, " ipv6 %s range %s-%s", x.CIDR6, x.Range6Start, x.Range6End)
 		}
 		fmt.Fprintln(w)
 	case *api.GuestInfo:
@@ -99,6 +105,9 @@ func printGroup(w io.Writer, g api.GroupView) {
 			extra = ", reserved"
 		}
 		fmt.Fprintf(tw, "vip\t%s in %s (virtual_router_id %d%s)\n", g.VIP.Address, g.VIP.NetworkID, g.VIP.VRID, extra)
+		if g.VIP.Address6.IsValid() {
+			fmt.Fprintf(tw, "vip6\t%s in %s (on the same VRRP instance)\n", g.VIP.Address6, g.VIP.NetworkID)
+		}
 	} else {
 		fmt.Fprintf(tw, "vip\t-\n")
 	}

@@ -450,3 +450,43 @@ func TestAdminChangeEIPBandwidth(t *testing.T) {
 		t.Fatalf("--json: exit %d, %s", code, out)
 	}
 }
+
+// TestAdminDualStack: a network with an IPv6 prefix, a group attached with
+// --ip6-addr beside --ip-addr; instancegroup-show prints both, the JSON
+// view carries both, an IPv6 address in --ip-addr is refused naming the
+// field, and a second IPv6 VIP by the one-per-family rule.
+func TestAdminDualStack(t *testing.T) {
+	sock := startHostsync(t)
+	for _, c := range [][]string{
+		{"network-create", "--cidr", "192.0.2.0/24", "--cidr6", "2001:db8::/64", "--vpc-id", "vpc1", "net1"},
+		{"guest-register", "--network-id", "net1", "--address", "192.0.2.11", "--mac", "52:54:00:00:02:0b", "m"},
+		{"guest-register", "--network-id", "net1", "--address", "192.0.2.12", "--mac", "52:54:00:00:02:0c", "s"},
+		{"instancegroup-create", "nginx"},
+		{"instancegroup-join", "nginx", "m", "s"},
+	} {
+		if code, out, errOut := adminCtl(t, sock, c...); code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", c, code, out, errOut)
+		}
+	}
+	code, _, errOut := adminCtl(t, sock, "instancegroup-attachnetwork", "--ip-addr", "2001:db8::10", "nginx")
+	if code != 2 || !strings.Contains(errOut, "ip_addr") || !strings.Contains(errOut, "--ip6-addr") {
+		t.Errorf("IPv6 in --ip-addr: exit %d, %q; want 2 naming ip_addr", code, errOut)
+	}
+	code, out, errOut := adminCtl(t, sock, "instancegroup-attachnetwork", "--ip-addr", "192.0.2.10", "--ip6-addr", "2001:db8::10", "--require-designated-ip", "nginx")
+	if code != 0 {
+		t.Fatalf("attachnetwork: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"192.0.2.10/24 in net1", "vip6", "2001:db8::10/64 in net1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("instancegroup-show output lacks %q:\n%s", want, out)
+		}
+	}
+	v := showGroup(t, sock)
+	if v.VIP == nil || v.VIP.Address6 != netip.MustParsePrefix("2001:db8::10/64") {
+		t.Errorf("JSON view VIP = %+v", v.VIP)
+	}
+	code, _, errOut = adminCtl(t, sock, "instancegroup-attachnetwork", "--require-ipv6", "nginx")
+	if code != 1 || !strings.Contains(errOut, "one VIP per") {
+		t.Errorf("second IPv6 VIP: exit %d, %q; want 1, the one-VIP rule", code, errOut)
+	}
+}

@@ -14,7 +14,7 @@ import (
 
 // Web is the service the group protects: nginx from Debian when installed,
 // else a small Go HTTP server. It listens on port 80 of every address of the
-// guest (so it answers on the VIP once the VIP lands there) and answers
+// guest, IPv4 and IPv6 (so it answers on the VIP once the VIP lands there) and answers
 // "nginx on NAME".
 type Web interface {
 	// Kind is "nginx" or "go".
@@ -65,6 +65,7 @@ http {
     scgi_temp_path %[1]s/scgi;
     server {
         listen 80;
+        listen [::]:80;
         location / { default_type text/plain; return 200 "nginx on %[2]s\n"; }
     }
 }

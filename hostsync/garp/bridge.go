@@ -29,29 +29,44 @@ func (a *PortAddr) String() string { return fmt.Sprintf("%s@if%d", a.HardwareAdd
 
 // ingressConn is a net.PacketConn over one AF_PACKET socket bound to every
 // interface of the network namespace, whose ReadFrom names the interface a
-// frame arrived on. Frames the kernel hands it are ARP frames received by
-// some interface (not ones it transmits): the filter below drops the rest
-// in the kernel.
+// frame arrived on. Frames the kernel hands it are ARP frames and
+// neighbour advertisements received by some interface (not ones it
+// transmits): the filter below drops the rest in the kernel.
 type ingressConn struct {
 	c *socket.Conn
 }
 
-// arpIngressFilter accepts ARP frames that an interface received and drops
+// ingressFilter accepts the frames a Listener decodes, ARP and ICMPv6
+// neighbour advertisements, that an interface received, and drops
 // everything else, including the copies of frames an interface transmits
-// (PACKET_OUTGOING: the bridge flooding a frame out of its other ports).
-func arpIngressFilter() ([]bpf.RawInstruction, error) {
+// (PACKET_OUTGOING: the bridge flooding a frame out of its other ports,
+// or this host's own announcements). An NA is recognised at fixed
+// offsets (next header at 20, ICMPv6 type at 54): NDP messages carry no
+// extension headers.
+func ingressFilter() ([]bpf.RawInstruction, error) {
+	const (
+		offEtherType  = 12
+		offNextHeader = 14 + 6
+		offICMPType   = 14 + ipv6HeaderLen
+	)
 	return bpf.Assemble([]bpf.Instruction{
-		bpf.LoadExtension{Num: bpf.ExtType},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipTrue: 3},
-		bpf.LoadAbsolute{Off: 12, Size: 2},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_ARP, SkipTrue: 1},
-		bpf.RetConstant{Val: readBuffer},
-		bpf.RetConstant{Val: 0},
+		/* 0 */ bpf.LoadExtension{Num: bpf.ExtType},
+		/* 1 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipTrue: 9}, // → drop
+		/* 2 */ bpf.LoadAbsolute{Off: offEtherType, Size: 2},
+		/* 3 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.ETH_P_ARP, SkipTrue: 6}, // → accept
+		/* 4 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_IPV6, SkipTrue: 6}, // → drop
+		/* 5 */ bpf.LoadAbsolute{Off: offNextHeader, Size: 1},
+		/* 6 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: protoICMPv6, SkipTrue: 4}, // → drop
+		/* 7 */ bpf.LoadAbsolute{Off: offICMPType, Size: 1},
+		/* 8 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: icmpNA, SkipTrue: 2}, // → drop
+		/* 9 */ bpf.RetConstant{Val: readBuffer}, // (reached from 8)
+		/* 10 */ bpf.RetConstant{Val: readBuffer}, // accept (from 3)
+		/* 11 */ bpf.RetConstant{Val: 0}, // drop
 	})
 }
 
 func openIngressConn() (*ingressConn, error) {
-	filter, err := arpIngressFilter()
+	filter, err := ingressFilter()
 	if err != nil {
 		return nil, fmt.Errorf("garp: build ingress filter: %w", err)
 	}
@@ -97,7 +112,7 @@ func (c *ingressConn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteD
 
 // OpenPortListener is OpenListener for a Linux bridge that attributes each
 // frame to the bridge port it came in on (Observation.Port): it reads ARP
-// frames as every interface receives them, before the bridge forwards
+// frames and neighbour advertisements as every interface receives them, before the bridge forwards
 // them, and keeps those that port, called with the receiving interface's
 // index, accepts (the bridge's ports) with the name it returns. The copy
 // the bridge device itself delivers carries no port and is dropped, as

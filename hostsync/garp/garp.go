@@ -1,6 +1,9 @@
 // Package garp sends gratuitous ARP for a VIP on behalf of its new owner and
 // listens for the gratuitous ARP that keepalived sends, so hostsync learns a
-// move even when the guest's agent is down.
+// move even when the guest's agent is down. For IPv6 VIPs it does the same
+// with neighbour discovery (ndp.go): unsolicited neighbour advertisements
+// in the same bounded bursts, neighbour solicitations as probes, and the
+// advertisements keepalived sends learnt by the same Listener.
 //
 // Frames are built with mdlayher/arp and mdlayher/ethernet and written to or
 // read from a net.PacketConn: in production an AF_PACKET socket from
@@ -50,6 +53,16 @@ func unicastMAC(mac net.HardwareAddr) bool {
 		}
 	}
 	return false
+}
+
+// parseFrame decodes an ARP frame (parseARP) or an IPv6 neighbour
+// advertisement (parseNA): the announced or answering VIP, the MAC that
+// holds it, and whether it answers a probe.
+func parseFrame(b []byte) (ip netip.Addr, mac net.HardwareAddr, reply, ok bool) {
+	if ip, mac, reply, ok = parseARP(b); ok {
+		return ip, mac, reply, ok
+	}
+	return parseNA(b)
 }
 
 // parseGratuitous decodes one Ethernet frame and returns the announced

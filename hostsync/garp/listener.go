@@ -11,19 +11,21 @@ import (
 	"os"
 	"time"
 
-	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
 )
 
-// Observation is one gratuitous ARP seen for a watched VIP: the VIP is now
-// announced by MAC on Interface.
+// Observation is one gratuitous ARP (IPv4 VIP) or unsolicited neighbour
+// advertisement with Override set (IPv6 VIP) seen for a watched VIP: the
+// VIP is now announced by MAC on Interface.
 type Observation struct {
 	VIP       netip.Addr
 	MAC       net.HardwareAddr
 	Interface string
 	At        time.Time
-	// Reply is set for an ARP reply from the VIP's holder (an answer to a
-	// Probe) rather than a gratuitous announcement.
+	// Reply is set for an ARP reply, or a solicited neighbour
+	// advertisement, from the VIP's holder (an answer to a Probe) rather
+	// than an announcement.
 	Reply bool
 	// Port is the bridge port the frame came in on and Ifindex its
 	// interface index, from a port listener (OpenPortListener); empty and
@@ -55,8 +57,8 @@ const (
 	maxReadBackoff = 2 * time.Second
 )
 
-// Listener reads ARP frames from a conn and reports the gratuitous ones for
-// watched VIPs.
+// Listener reads ARP frames and neighbour advertisements from a conn and
+// reports the announcements (and the answers to probes) for watched VIPs.
 type Listener struct {
 	// Immutable after NewListener.
 	ifname string
@@ -153,12 +155,12 @@ func (l *Listener) Run(ctx context.Context, fn func(Observation)) error {
 	}
 }
 
-// handle decodes one frame and reports it when it is a gratuitous ARP, or
-// an ARP reply, for a watched VIP. A port listener reports only frames
+// handle decodes one frame and reports it when it is a gratuitous ARP, an
+// ARP reply, or a neighbour advertisement (parseNA), for a watched VIP. A port listener reports only frames
 // that came in on a port of its bridge, with the port. It reports whether
 // fn was called.
 func (l *Listener) handle(frame []byte, from net.Addr, fn func(Observation)) bool {
-	vip, mac, reply, ok := parseARP(frame)
+	vip, mac, reply, ok := parseFrame(frame)
 	if !ok || !l.watch(vip) {
 		return false
 	}
@@ -177,18 +179,22 @@ func (l *Listener) handle(frame []byte, from net.Addr, fn func(Observation)) boo
 	return true
 }
 
-// OpenListener opens a raw AF_PACKET socket for ARP on the named interface
-// (a bridge without IPv4 works) and returns a Listener reading from it and
-// the socket to close once Run has returned. A socket bound to the ARP
-// EtherType only receives frames that arrive on the interface (the kernel
-// hands frames it transmits to ETH_P_ALL sockets only), so this host's own
-// announcements are never learnt back. Needs CAP_NET_RAW.
+// OpenListener opens a raw AF_PACKET socket for ARP and neighbour
+// advertisements on the named interface (a bridge without an IP address
+// works) and returns a Listener reading from it and the socket to close
+// once Run has returned. Its kernel filter (ingressFilter) keeps only the
+// frames that arrive on the interface, not those it transmits, so this
+// host's own announcements are never learnt back. Needs CAP_NET_RAW.
 func OpenListener(ifname string, watch func(netip.Addr) bool, opts ListenerOptions) (*Listener, io.Closer, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return nil, nil, fmt.Errorf("garp: interface %q: %w", ifname, err)
 	}
-	conn, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeARP), nil)
+	filter, err := ingressFilter()
+	if err != nil {
+		return nil, nil, fmt.Errorf("garp: build ingress filter: %w", err)
+	}
+	conn, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: filter})
 	if err != nil {
 		return nil, nil, fmt.Errorf("garp: open packet socket on %s: %w", ifname, err)
 	}

@@ -101,6 +101,7 @@ type Options struct {
 // no mutable state (each burst's state is its own).
 type Sender struct {
 	// Immutable after NewSender.
+	proto    protocol
 	ifname   string
 	src      net.HardwareAddr // Ethernet source; nil means the owner's MAC
 	conn     net.PacketConn
@@ -115,6 +116,29 @@ type Sender struct {
 // (in production a raw AF_PACKET socket bound to ifi). The caller keeps
 // ownership of conn.
 func NewSender(ifi *net.Interface, conn net.PacketConn, opts Options) (*Sender, error) {
+	return newSender(arpProtocol, ifi, conn, opts)
+}
+
+// protocol is what a Sender writes: gratuitous ARP for IPv4 VIPs
+// (arpProtocol) or unsolicited neighbour advertisements for IPv6 VIPs
+// (ndpProtocol, ndp.go). The burst policy is the same for both.
+type protocol struct {
+	// name prefixes logs and errors: "garp" or "ndp".
+	name string
+	// usable reports whether a VIP of this family may be announced.
+	usable func(netip.Addr) bool
+	// round builds the frames of one round, Ethernet source src, the
+	// VIP's owner mac.
+	round func(src net.HardwareAddr, vip netip.Addr, mac net.HardwareAddr) ([][]byte, error)
+	// probe builds the frame asking who holds vip, from src.
+	probe func(src net.HardwareAddr, vip netip.Addr) ([]byte, error)
+	// dst is the link-layer destination handed to the conn.
+	dst net.HardwareAddr
+}
+
+var arpProtocol = protocol{name: "garp", usable: usableVIP, round: FramesFrom, probe: ProbeFrame, dst: ethernet.Broadcast}
+
+func newSender(proto protocol, ifi *net.Interface, conn net.PacketConn, opts Options) (*Sender, error) {
 	if ifi == nil || conn == nil {
 		return nil, fmt.Errorf("%w: sender needs an interface and a conn", ErrInvalidOptions)
 	}
@@ -143,11 +167,12 @@ func NewSender(ifi *net.Interface, conn net.PacketConn, opts Options) (*Sender, 
 		now = time.Now
 	}
 	return &Sender{
+		proto:    proto,
 		now:      now,
 		ifname:   ifi.Name,
 		src:      src,
 		conn:     conn,
-		dst:      &packet.Addr{HardwareAddr: ethernet.Broadcast},
+		dst:      &packet.Addr{HardwareAddr: proto.dst},
 		log:      log.With("iface", ifi.Name),
 		schedule: append([]time.Duration(nil), schedule...),
 		onBurst:  opts.OnBurst,
@@ -245,7 +270,7 @@ func (s *Sender) Start(ctx context.Context, vip netip.Addr, mac net.HardwareAddr
 	if src == nil {
 		src = mac
 	}
-	frames, err := FramesFrom(src, vip, mac)
+	frames, err := s.proto.round(src, vip, mac)
 	if err != nil {
 		return Progress{}, err
 	}
@@ -316,7 +341,7 @@ func (b *burst) round() bool {
 		if werr := b.s.write(f); werr != nil {
 			b.b.Failed++
 			if b.b.Err == nil {
-				b.b.Err = fmt.Errorf("garp: write to %s: %w", b.s.ifname, werr)
+				b.b.Err = fmt.Errorf("%s: write to %s: %w", b.s.proto.name, b.s.ifname, werr)
 			}
 			continue
 		}
@@ -330,7 +355,7 @@ func (b *burst) round() bool {
 
 func (b *burst) cancelled() {
 	b.b.Cancelled = true
-	b.b.Err = fmt.Errorf("garp: announce %s on %s: %w", b.b.VIP, b.s.ifname, b.ctx.Err())
+	b.b.Err = fmt.Errorf("%s: announce %s on %s: %w", b.s.proto.name, b.b.VIP, b.s.ifname, b.ctx.Err())
 }
 
 // finish reports the burst (OnBurst, the log) and hands it to done.
@@ -341,13 +366,13 @@ func (b *burst) finish(done chan<- Burst) {
 	}
 	log := s.log.With("vip", b.b.VIP, "mac", b.b.MAC.String(), "sent", b.b.Sent, "failed", b.b.Failed,
 		"rounds", b.b.Rounds, "first_frame", b.b.FirstFrame)
-	switch {
+	switch name := s.proto.name; {
 	case b.b.Cancelled:
-		log.Info("garp: burst stopped early, ownership changed")
+		log.Info(name + ": burst stopped early, ownership changed")
 	case b.b.Err != nil:
-		log.Warn("garp: burst incomplete", "err", b.b.Err)
+		log.Warn(name+": burst incomplete", "err", b.b.Err)
 	default:
-		log.Debug("garp: burst sent")
+		log.Debug(name + ": burst sent")
 	}
 	done <- b.b
 	close(done)
@@ -398,19 +423,23 @@ func dropAllFilter() []bpf.RawInstruction {
 // learns anything from it), broadcast. Every holder of vip answers with a
 // reply to this interface, which a Listener on it reports with Reply set:
 // one answer names the owner, two are a split brain.
+//
+// A Sender of neighbour advertisements (NewNDPSender) probes with a
+// neighbour solicitation instead (NSProbeFrame): the holder answers with
+// a solicited advertisement, reported with Reply set as well.
 func (s *Sender) Probe(vip netip.Addr) error {
 	if s.src == nil {
 		return fmt.Errorf("%w: interface %s has no MAC to probe from", ErrInvalidOptions, s.ifname)
 	}
-	if !usableVIP(vip) {
+	if !s.proto.usable(vip) {
 		return fmt.Errorf("%w: vip %s", ErrInvalidAddress, vip)
 	}
-	b, err := ProbeFrame(s.src, vip)
+	b, err := s.proto.probe(s.src, vip)
 	if err != nil {
 		return err
 	}
 	if err := s.write(b); err != nil {
-		return fmt.Errorf("garp: probe %s on %s: %w", vip, s.ifname, err)
+		return fmt.Errorf("%s: probe %s on %s: %w", s.proto.name, vip, s.ifname, err)
 	}
 	return nil
 }

@@ -99,7 +99,7 @@ func (s *Inventory) DeleteGroup(ctx context.Context, ref string) error {
 			return err
 		}
 		if g.VIP != nil {
-			if err := tx.Delete(registry.BucketLeases, registry.LeaseKey(g.VIP.NetworkID, g.VIP.Address)); err != nil {
+			if err := deleteVIPLeases(tx, g.VIP); err != nil {
 				return err
 			}
 		}
@@ -268,30 +268,45 @@ func (s *Inventory) Leave(ctx context.Context, ref string, guests []string) (api
 	return s.ShowGroup(ctx, g.ID)
 }
 
-// AttachNetwork binds a VIP to a group (climc instancegroup-attachnetwork).
+// AttachNetwork binds a VIP to a group (climc instancegroup-attachnetwork):
+// the IPv4 VIP and, when asked (ip6_addr, require_ipv6), an IPv6 one from
+// the same network's IPv6 prefix; or, for a group that has an IPv4 VIP,
+// its IPv6 VIP alone. One VIP per family per group.
 func (s *Inventory) AttachNetwork(ctx context.Context, ref string, req api.AttachNetwork) (api.GroupView, error) {
 	switch req.AllocDir {
 	case "", api.AllocStepUp, api.AllocStepDown, api.AllocRandom:
 	default:
 		return api.GroupView{}, Invalid("alloc_dir", "%q is not one of stepup, stepdown, random", req.AllocDir)
 	}
-	if req.RequireDesignatedIP && !req.IPAddr.IsValid() {
-		return api.GroupView{}, Invalid("require_designated_ip", "needs ip_addr (--ip-addr)")
+	if err := checkAttachFields(req); err != nil {
+		return api.GroupView{}, err
 	}
 	var g registry.Group
+	added6 := false
 	err := s.store.Update(ctx, func(tx registry.Tx) error {
 		var err error
 		if g, err = FindGroup(tx, ref); err != nil {
 			return err
 		}
+		if g.VIP != nil && !req.IPAddr.IsValid() && wantsIPv6(req) {
+			added6 = true
+			return s.attachIPv6(tx, &g, req)
+		}
+		added6 = false
 		ms, err := Members(tx, g)
 		if err != nil {
 			return err
 		}
-		if len(ms) == 0 && req.NetworkID == "" && req.IPAddr.IsValid() && g.VIP == nil {
+		if len(ms) == 0 && req.NetworkID == "" && g.VIP == nil {
 			// A group without members given only an address: the guest
 			// network holding that address is the one chosen.
-			if req.NetworkID, err = networkOf(tx, req.IPAddr); err != nil {
+			switch {
+			case req.IPAddr.IsValid():
+				req.NetworkID, err = networkOf(tx, req.IPAddr)
+			case req.IP6Addr.IsValid():
+				req.NetworkID, err = networkOf(tx, req.IP6Addr)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -306,27 +321,90 @@ func (s *Inventory) AttachNetwork(ctx context.Context, ref string, req api.Attac
 		if n.Kind != registry.KindGuest {
 			return refuse(ErrNotGuestNetwork, "network %s is of kind %s", n.ID, n.Kind)
 		}
-		addr, err := allocate(tx, n, allocRequest{Want: req.IPAddr, Dir: req.AllocDir, Reserved: req.Reserved, Require: req.RequireDesignatedIP}, s.intn)
+		addr, err := allocate(tx, n, allocRequest{Want: req.IPAddr, Dir: req.AllocDir, Reserved: req.Reserved, Require: req.RequireDesignatedIP && req.IPAddr.IsValid()}, s.intn)
 		if err != nil {
 			return err
+		}
+		var addr6 netip.Addr
+		if wantsIPv6(req) {
+			if addr6, err = allocate6(tx, n, allocRequest{Want: req.IP6Addr, Dir: req.AllocDir, Require: req.RequireDesignatedIP && req.IP6Addr.IsValid()}, s.intn); err != nil {
+				return err
+			}
 		}
 		vrid, err := pickVRID(tx, g, n.ID)
 		if err != nil {
 			return err
 		}
-		if err := registry.Put(tx, registry.Lease{NetworkID: n.ID, Address: addr, Kind: registry.LeaseVIP, Holder: g.ID}); err != nil {
-			return err
+		for _, a := range []netip.Addr{addr, addr6} {
+			if !a.IsValid() {
+				continue
+			}
+			if err := registry.Put(tx, registry.Lease{NetworkID: n.ID, Address: a, Kind: registry.LeaseVIP, Holder: g.ID}); err != nil {
+				return err
+			}
 		}
-		g.VIP = &registry.VIPBinding{Address: addr, NetworkID: n.ID, Reserved: req.Reserved, VRID: vrid, BoundAt: s.nowUTC()}
+		g.VIP = &registry.VIPBinding{Address: addr, Address6: addr6, NetworkID: n.ID, Reserved: req.Reserved, VRID: vrid, BoundAt: s.nowUTC()}
 		g.Revision++
 		return registry.Put(tx, g)
 	})
 	if err != nil {
 		return api.GroupView{}, err
 	}
-	s.log.Info("vip attached", "op", "instancegroup-attachnetwork", "group", g.Name, "vip", g.VIP.Address, "network", g.VIP.NetworkID)
+	log := s.log.With("op", "instancegroup-attachnetwork", "group", g.Name, "network", g.VIP.NetworkID)
+	if g.VIP.Address6.IsValid() {
+		log = log.With("vip6", g.VIP.Address6)
+	}
+	if added6 {
+		log.Info("ipv6 vip attached", "vip", g.VIP.Address)
+	} else {
+		log.Info("vip attached", "vip", g.VIP.Address)
+	}
 	s.notify(ctx, Change{Op: "instancegroup-attachnetwork", Group: g.ID, VIPs: true})
 	return s.ShowGroup(ctx, g.ID)
+}
+
+// attachIPv6 adds an IPv6 VIP to group g, which has its IPv4 VIP: from
+// the same network (the members' single NIC is on it), one per group.
+// Inside the Update transaction.
+func (s *Inventory) attachIPv6(tx registry.Tx, g *registry.Group, req api.AttachNetwork) error {
+	if g.VIP.Address6.IsValid() {
+		return refuse(ErrOneVIPPerGroup, "group %s already has IPv6 VIP %s", g.Name, g.VIP.Address6)
+	}
+	if req.NetworkID != "" && req.NetworkID != g.VIP.NetworkID {
+		return refuse(ErrNetworkMismatch, "--network-id %s, but group %s's VIP %s is in network %s", req.NetworkID, g.Name, g.VIP.Address, g.VIP.NetworkID)
+	}
+	if req.Reserved {
+		return Invalid("reserved", "the reserved pool is IPv4; an IPv6 VIP comes from the network's IPv6 range")
+	}
+	n, err := getNetwork(tx, g.VIP.NetworkID)
+	if err != nil {
+		return err
+	}
+	addr6, err := allocate6(tx, n, allocRequest{Want: req.IP6Addr, Dir: req.AllocDir, Require: req.RequireDesignatedIP}, s.intn)
+	if err != nil {
+		return err
+	}
+	if err := registry.Put(tx, registry.Lease{NetworkID: n.ID, Address: addr6, Kind: registry.LeaseVIP, Holder: g.ID}); err != nil {
+		return err
+	}
+	vip := *g.VIP
+	vip.Address6 = addr6
+	g.VIP = &vip
+	g.Revision++
+	return registry.Put(tx, *g)
+}
+
+// deleteVIPLeases releases the leases of a VIP's addresses.
+func deleteVIPLeases(tx registry.Tx, vip *registry.VIPBinding) error {
+	for _, a := range []netip.Addr{vip.Address, vip.Address6} {
+		if !a.IsValid() {
+			continue
+		}
+		if err := tx.Delete(registry.BucketLeases, registry.LeaseKey(vip.NetworkID, a)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // networkOf finds the guest network holding a.
@@ -336,7 +414,7 @@ func networkOf(tx registry.Tx, a netip.Addr) (string, error) {
 		return "", err
 	}
 	for _, n := range nets {
-		if n.Kind == registry.KindGuest && n.CIDR.Contains(a.Unmap()) {
+		if n.Kind == registry.KindGuest && n.Contains(a.Unmap()) {
 			return n.ID, nil
 		}
 	}
@@ -380,7 +458,7 @@ func (s *Inventory) DetachNetwork(ctx context.Context, ref string, req api.Detac
 			return err
 		}
 		vip = g.VIP.Address
-		if err := tx.Delete(registry.BucketLeases, registry.LeaseKey(g.VIP.NetworkID, g.VIP.Address)); err != nil {
+		if err := deleteVIPLeases(tx, g.VIP); err != nil {
 			return err
 		}
 		owner, err := Owner(tx, g.ID)

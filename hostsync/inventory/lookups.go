@@ -189,6 +189,9 @@ func groupView(tx registry.Tx, g registry.Group) (api.GroupView, error) {
 			return v, err
 		}
 		v.VIP = &api.VIPView{Address: netip.PrefixFrom(g.VIP.Address, n.CIDR.Bits()), NetworkID: n.ID, VRID: g.VIP.VRID, Reserved: g.VIP.Reserved}
+		if g.VIP.Address6.IsValid() {
+			v.VIP.Address6 = netip.PrefixFrom(g.VIP.Address6, n.CIDR6.Bits())
+		}
 	}
 	if g.EIP != nil {
 		v.EIP = &api.EIPView{ID: g.EIP.EIPID, Address: g.EIP.Address}
@@ -259,6 +262,7 @@ func networkInfo(n registry.Network, used int) api.NetworkInfo {
 	return api.NetworkInfo{
 		ID: n.ID, Name: n.Name, CIDR: n.CIDR, Gateway: n.Gateway, RangeStart: n.RangeStart, RangeEnd: n.RangeEnd,
 		VPCID: n.VPCID, Kind: string(n.Kind), Reserved: n.Reserved, Used: used,
+		CIDR6: n.CIDR6, Range6Start: n.Range6Start, Range6End: n.Range6End,
 	}
 }
 

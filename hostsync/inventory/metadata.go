@@ -87,7 +87,7 @@ func MetadataOf(tx registry.Tx, g registry.Group) (*vrrp.Metadata, error) {
 	if g.EIP != nil {
 		eipAddr = g.EIP.Address
 	}
-	md := buildMetadata(g, g.VIP, n.CIDR, ms, g.Members, &eipAddr)
+	md := buildMetadata(g, g.VIP, n, ms, g.Members, &eipAddr)
 	if err := md.Validate(); err != nil {
 		return nil, fmt.Errorf("hostsync: metadata of group %s does not validate: %w", g.Name, err)
 	}
@@ -96,13 +96,13 @@ func MetadataOf(tx registry.Tx, g registry.Group) (*vrrp.Metadata, error) {
 
 // buildMetadata assembles the document; guests and members are parallel
 // (join order).
-func buildMetadata(g registry.Group, vip *registry.VIPBinding, cidr netip.Prefix, guests []registry.Guest, ms []registry.Member, eipAddr *netip.Addr) *vrrp.Metadata {
+func buildMetadata(g registry.Group, vip *registry.VIPBinding, n registry.Network, guests []registry.Guest, ms []registry.Member, eipAddr *netip.Addr) *vrrp.Metadata {
 	set := g.Settings
 	md := &vrrp.Metadata{
 		Version:         vrrp.CurrentVersion,
 		Group:           vrrp.Group{ID: g.ID, Name: g.Name},
 		Revision:        g.Revision,
-		VIP:             netip.PrefixFrom(vip.Address, cidr.Bits()),
+		VIP:             netip.PrefixFrom(vip.Address, n.CIDR.Bits()),
 		NetworkID:       vip.NetworkID,
 		VirtualRouterID: vip.VRID,
 		VRRPVersion:     set.VRRPVersion,
@@ -111,6 +111,9 @@ func buildMetadata(g registry.Group, vip *registry.VIPBinding, cidr netip.Prefix
 		Unicast:         set.Unicast,
 		Checks:          set.Checks,
 		Members:         make([]vrrp.Member, 0, len(guests)),
+	}
+	if vip.Address6.IsValid() {
+		md.VIP6 = netip.PrefixFrom(vip.Address6, n.CIDR6.Bits())
 	}
 	if set.NoPreempt {
 		f := false
@@ -130,15 +133,15 @@ func buildMetadata(g registry.Group, vip *registry.VIPBinding, cidr netip.Prefix
 	return md
 }
 
-// GroupByVIP reads the group whose VIP is vip; ErrForbidden (wrapped)
-// when it is no group's VIP.
+// GroupByVIP reads the group whose VIP is vip (its IPv4 or its IPv6
+// VIP); ErrForbidden (wrapped) when it is no group's VIP.
 func GroupByVIP(tx registry.Tx, vip netip.Addr) (registry.Group, error) {
 	groups, err := registry.List[registry.Group](tx, "")
 	if err != nil {
 		return registry.Group{}, err
 	}
 	for _, g := range groups {
-		if g.VIP != nil && g.VIP.Address == vip {
+		if g.VIP != nil && (g.VIP.Address == vip || (vip.Is6() && g.VIP.Address6 == vip)) {
 			return g, nil
 		}
 	}

@@ -14,7 +14,8 @@ import (
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
-// CreateNetwork registers an IPv4 subnet.
+// CreateNetwork registers an IPv4 subnet, with an optional IPv6 prefix
+// (a dual-stack guest network).
 func (s *Inventory) CreateNetwork(ctx context.Context, req api.NetworkCreate) (api.NetworkInfo, error) {
 	n, err := buildNetwork(req, s.nowUTC())
 	if err != nil {
@@ -31,6 +32,9 @@ func (s *Inventory) CreateNetwork(ctx context.Context, req api.NetworkCreate) (a
 			}
 			if o.CIDR.Overlaps(n.CIDR) {
 				return refuse(ErrNetworkOverlap, "%s overlaps network %s (%s)", n.CIDR, o.ID, o.CIDR)
+			}
+			if n.CIDR6.IsValid() && o.CIDR6.IsValid() && o.CIDR6.Overlaps(n.CIDR6) {
+				return refuse(ErrNetworkOverlap, "%s overlaps network %s (%s)", n.CIDR6, o.ID, o.CIDR6)
 			}
 		}
 		return registry.Put(tx, n)
@@ -127,6 +131,9 @@ func buildNetwork(req api.NetworkCreate, now time.Time) (registry.Network, error
 		}
 	}
 	slices.SortFunc(n.Reserved, netip.Addr.Compare)
+	if err := buildNetwork6(&n, req); err != nil {
+		return registry.Network{}, err
+	}
 	return n, nil
 }
 

@@ -18,7 +18,8 @@ import (
 // so errors.Is finds the rule and the text explains it. The admin API
 // answers them with 409 Conflict.
 var (
-	// ErrOneVIPPerGroup: a group binds at most one VIP.
+	// ErrOneVIPPerGroup: a group binds at most one VIP per address family
+	// (an IPv4 VIP and, beside it, an IPv6 one).
 	ErrOneVIPPerGroup = errors.New("hostsync: one VIP per group")
 	// ErrNetworkRequired: a group without members must be told the VIP's
 	// network (--network-id).
@@ -129,7 +130,7 @@ func IsRefusal(err error) bool {
 		ErrOneNIC, ErrWrongNetwork, ErrNotGuestNetwork, ErrNotEIPNetwork, ErrAddressNotInNetwork,
 		ErrAddressUnavailable, ErrAddressInUse, ErrNetworkFull, ErrVIPRequired, ErrEIPNeedsVPC,
 		ErrOneEIPPerGroup, ErrEIPInUse, ErrNoEIP, ErrDetachWithEIP, ErrNoVIP, ErrVIPMismatch,
-		ErrGroupHasMembers, ErrGroupHasEIP, ErrAlreadyMember, ErrInOtherGroup, ErrNotMember,
+		ErrGroupHasMembers, ErrGroupHasEIP, ErrAlreadyMember, ErrInOtherGroup, ErrNotMember, ErrNoIPv6Prefix,
 		ErrTooManyMembers, ErrExists, ErrGuestInGroup, ErrNetworkOverlap, ErrRevisionChanged,
 	} {
 		if errors.Is(err, r) {
@@ -234,7 +235,7 @@ func checkDetach(g registry.Group, req api.DetachNetwork) error {
 	if g.VIP == nil {
 		return refuse(ErrNoVIP, "group %s", g.Name)
 	}
-	if req.IPAddr.IsValid() && req.IPAddr.Unmap() != g.VIP.Address {
+	if a := req.IPAddr.Unmap(); req.IPAddr.IsValid() && a != g.VIP.Address && (!a.Is6() || a != g.VIP.Address6) {
 		return refuse(ErrVIPMismatch, "%s is not group %s's VIP %s", req.IPAddr, g.Name, g.VIP.Address)
 	}
 	if g.EIP != nil {

@@ -197,14 +197,14 @@ func checkSettings(tx registry.Tx, g registry.Group) error {
 	if g.EIP != nil {
 		eip = g.EIP.Address
 	}
-	return fieldInvalid(buildMetadata(g, g.VIP, n.CIDR, guests, g.Members, &eip).Validate())
+	return fieldInvalid(buildMetadata(g, g.VIP, n, guests, g.Members, &eip).Validate())
 }
 
 // probeMetadata is g's settings on a document of one member with
 // documentation addresses: what vrrp thinks of the settings alone.
 func probeMetadata(g registry.Group) *vrrp.Metadata {
 	return buildMetadata(g, &registry.VIPBinding{Address: netip.MustParseAddr("192.0.2.10"), VRID: 1},
-		netip.MustParsePrefix("192.0.2.0/24"), []registry.Guest{{ID: "probe", Name: "probe", Address: netip.MustParseAddr("192.0.2.11")}},
+		registry.Network{CIDR: netip.MustParsePrefix("192.0.2.0/24")}, []registry.Guest{{ID: "probe", Name: "probe", Address: netip.MustParseAddr("192.0.2.11")}},
 		[]registry.Member{{GuestID: "probe", Priority: 100}}, nil)
 }
 

@@ -73,7 +73,7 @@ func CheckClaim(epoch string, t vrrp.Transition) error {
 			}
 		}
 	}
-	if t.Source == SourceGARP {
+	if t.Source == SourceGARP || t.Source == SourceNA {
 		return inventory.Invalid("transition.source", "%q is reserved for hostsync's passive detection", t.Source)
 	}
 	if len(epoch) > api.MaxEpochLen {
@@ -188,9 +188,8 @@ func (s *Engine) observeNow(ctx context.Context, o garp.Observation, queued time
 	replayed := !queued.IsZero()
 	mac := o.MAC.String()
 	vip := o.VIP.Unmap()
-	source := SourceGARP
+	source := observationSource(o)
 	if o.Reply {
-		source = SourceARP
 		// Only members' answers count: a stranger answering for the VIP
 		// (a misconfigured or rogue guest, proxy ARP) neither makes nor
 		// ends a split brain; the claim path below refuses it.

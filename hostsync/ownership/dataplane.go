@@ -297,11 +297,16 @@ func (s *Engine) WatchVIP(a netip.Addr) bool {
 
 func (s *Engine) refreshVIPs(ctx context.Context) error {
 	vips := map[netip.Addr]string{}
+	pairs := map[netip.Addr]netip.Addr{} // a dual-stack group's VIPs, each to the other (pairs.go)
 	err := s.store.View(ctx, func(tx registry.Tx) error {
 		groups, err := registry.List[registry.Group](tx, "")
 		for _, g := range groups {
 			if g.VIP != nil {
 				vips[g.VIP.Address] = g.ID
+				if a6 := g.VIP.Address6; a6.IsValid() {
+					vips[a6] = g.ID
+					pairs[g.VIP.Address], pairs[a6] = a6, g.VIP.Address
+				}
 			}
 		}
 		return err
@@ -311,6 +316,7 @@ func (s *Engine) refreshVIPs(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.vips = vips
+	s.pairs = pairs
 	s.mu.Unlock()
 	return nil
 }

@@ -34,7 +34,9 @@ import (
 // before the data plane is re-pointed), the later rounds follow on the
 // burst's own goroutine until the schedule ends or ctx is cancelled (the
 // Engine cancels it when ownership moves again). garp.Sender implements
-// it.
+// it; garp.Families as well, for the IPv6 VIPs of dual-stack groups
+// (neighbour advertisements), which the Engine announces together with
+// their group's IPv4 VIP (pairs.go).
 type Announcer interface {
 	Start(ctx context.Context, vip netip.Addr, mac net.HardwareAddr) (garp.Progress, error)
 }
@@ -125,7 +127,8 @@ type Engine struct {
 	mu sync.Mutex // guards the fields below
 	// announcing holds the cancel func of the running burst per group.
 	announcing map[string]*announcement
-	vips       map[netip.Addr]string // VIP → group id, for WatchVIP
+	vips       map[netip.Addr]string     // VIP → group id, for WatchVIP (both VIPs of a dual-stack group)
+	pairs      map[netip.Addr]netip.Addr // a dual-stack group's IPv4 VIP → its IPv6 VIP and back (pairs.go)
 	rounds     map[netip.Addr]*probeRound
 	holds      map[netip.Addr]*splitHold // VIPs in a split brain
 	probeKick  chan struct{}             // buffered 1: a probe is wanted soon
@@ -191,6 +194,9 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Engine, erro
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.announcer != nil {
+		s.announcer = pairAnnouncer{a: s.announcer, pair: s.pairOf}
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -9,8 +9,9 @@ import (
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
-// ErrForgedObservation is returned (wrapped) by Observe for ARP that did
-// not come from the bridge port its MAC is pinned to (a guest sending
+// ErrForgedObservation is returned (wrapped) by Observe for ARP (or a
+// neighbour advertisement) that did not come from the bridge port its MAC
+// is pinned to (a guest sending
 // another guest's MAC), or whose MAC the bridge never learnt before the
 // frame. It wraps inventory.ErrForbidden: nothing is recorded or announced.
 var ErrForgedObservation = fmt.Errorf("%w: ARP from the wrong bridge port", inventory.ErrForbidden)
@@ -47,10 +48,7 @@ func (s *Engine) checkPort(ctx context.Context, o garp.Observation) error {
 		group = g.Name
 		return err
 	})
-	kind := "gratuitous ARP"
-	if o.Reply {
-		kind = "ARP reply"
-	}
+	kind := observationKind(o)
 	s.log.Warn(msgObservationRefused, "op", "observe", "group", group, "vip", vip, "iface", o.Port,
 		"mac", o.MAC.String(), "pinned", o.Pinned, "kind", kind, "result", result)
 	s.metrics.observationRefused(result)

@@ -13,7 +13,8 @@ import (
 )
 
 // Prober asks the guests' segment who holds a VIP (garp.Sender.Probe):
-// every holder answers with an ARP reply, which the passive listener
+// every holder answers with an ARP reply (an IPv6 VIP: a solicited
+// neighbour advertisement, garp.Families), which the passive listener
 // reports as an Observation with Reply set.
 type Prober interface {
 	Probe(vip netip.Addr) error
@@ -51,9 +52,11 @@ func (s *Engine) ProbeAll(ctx context.Context, p Prober) {
 	now := s.now()
 	for _, v := range vips {
 		// A round that only one member answered ends a split brain.
-		if prev := s.rounds[v]; prev != nil && len(prev.macs) == 1 && s.holds[v] != nil {
+		// (Holds are kept under the group's IPv4 VIP, which a probe of
+		// its IPv6 VIP also ends.)
+		if prev, key := s.rounds[v], s.primaryLocked(v); prev != nil && len(prev.macs) == 1 && s.holds[key] != nil {
 			s.log.Info("split brain over: one member answered the probe", "op", "probe", "vip", v, "mac", prev.macs[0])
-			delete(s.holds, v)
+			delete(s.holds, key)
 		}
 		s.rounds[v] = &probeRound{sent: now}
 	}
@@ -192,16 +195,22 @@ func (s *Engine) probeSplit(ctx context.Context, vip netip.Addr, macs []string) 
 		winner, reason = resolveSplit(g, winner, h)
 		names = append(names, h.Name)
 	}
+	probe := "ARP probe"
+	if vip.Is6() {
+		probe = "neighbour solicitation"
+	}
 	s.recordSplit(api.SplitBrain{Group: g.Name, Members: names, Winner: winner.Name,
-		Reason: reason + "; both answered one ARP probe for " + vip.String(), At: s.nowUTC()})
+		Reason: reason + "; both answered one " + probe + " for " + vip.String(), At: s.nowUTC()})
 	h := &splitHold{winner: winner.MAC}
 	for _, gu := range holders {
 		if gu.MAC != winner.MAC {
 			h.losers = append(h.losers, gu.MAC)
 		}
 	}
+	// The hold is on the group (its IPv4 VIP, which claims check), so a
+	// split brain seen on the IPv6 VIP holds the losers' claims as well.
 	s.mu.Lock()
-	s.holds[vip] = h
+	s.holds[g.VIP.Address] = h
 	s.mu.Unlock()
 	return winner.MAC, nil
 }

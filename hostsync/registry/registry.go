@@ -146,8 +146,14 @@ type Network struct {
 	Kind  NetworkKind `json:"kind"`
 	// Reserved addresses are set aside: normal allocation skips them, an
 	// allocation with --reserved takes only from them.
-	Reserved  []netip.Addr `json:"reserved,omitempty"`
-	CreatedAt time.Time    `json:"created_at"`
+	Reserved []netip.Addr `json:"reserved,omitempty"`
+	// CIDR6 is the network's IPv6 prefix, when it has one (a dual-stack
+	// network); IPv6 VIPs are drawn from Range6Start..Range6End
+	// (inclusive).
+	CIDR6       netip.Prefix `json:"cidr6,omitzero"`
+	Range6Start netip.Addr   `json:"range6_start,omitzero"`
+	Range6End   netip.Addr   `json:"range6_end,omitzero"`
+	CreatedAt   time.Time    `json:"created_at"`
 }
 
 func (Network) Bucket() Bucket    { return BucketNetworks }
@@ -165,9 +171,18 @@ func (n Network) IsReserved(a netip.Addr) bool {
 	return false
 }
 
-// InRange reports whether a is in the usable range.
+// InRange reports whether a is in the usable range (of its family).
 func (n Network) InRange(a netip.Addr) bool {
+	if a.Is6() {
+		return n.CIDR6.IsValid() && a.Compare(n.Range6Start) >= 0 && a.Compare(n.Range6End) <= 0
+	}
 	return a.Compare(n.RangeStart) >= 0 && a.Compare(n.RangeEnd) <= 0
+}
+
+// Contains reports whether a is in the network's IPv4 subnet or its IPv6
+// prefix.
+func (n Network) Contains(a netip.Addr) bool {
+	return n.CIDR.Contains(a) || (n.CIDR6.IsValid() && n.CIDR6.Contains(a))
 }
 
 // Guest is a VM.
@@ -194,9 +209,12 @@ type Member struct {
 	JoinedAt time.Time `json:"joined_at"`
 }
 
-// VIPBinding is a group's VIP.
+// VIPBinding is a group's VIP: an IPv4 address and, in a dual-stack
+// group, an IPv6 one of the same network (one per family).
 type VIPBinding struct {
-	Address   netip.Addr `json:"address"`
+	Address netip.Addr `json:"address"`
+	// Address6 is the IPv6 VIP, from the network's CIDR6 (zero: none).
+	Address6  netip.Addr `json:"address6,omitzero"`
 	NetworkID string     `json:"network_id"`
 	Reserved  bool       `json:"reserved,omitempty"`
 	// VRID is the virtual_router_id, unique among the groups of the network.

@@ -222,6 +222,7 @@ func (f *Backend) Applies() int {
 // Addresses of the seed (documentation ranges only).
 var (
 	VPCNet     = netip.MustParsePrefix("192.0.2.0/24")
+	VPCNet6    = netip.MustParsePrefix("2001:db8::/64") // net1's IPv6 prefix (dual-stack groups)
 	ClassicNet = netip.MustParsePrefix("198.51.100.0/25")
 	TinyNet    = netip.MustParsePrefix("198.51.100.128/30")
 	EIPNet     = netip.MustParsePrefix("203.0.113.0/24")
@@ -246,7 +247,7 @@ func Hosts() map[string]netip.Addr {
 func Seed(tb testing.TB, ctx context.Context, inv *inventory.Inventory) {
 	tb.Helper()
 	for _, req := range []api.NetworkCreate{
-		{ID: "net1", CIDR: VPCNet, VPCID: "vpc1", Reserved: []netip.Addr{IP("192.0.2.200"), IP("192.0.2.201")}},
+		{ID: "net1", CIDR: VPCNet, VPCID: "vpc1", Reserved: []netip.Addr{IP("192.0.2.200"), IP("192.0.2.201")}, CIDR6: VPCNet6},
 		{ID: "net2", CIDR: ClassicNet},
 		{ID: "net3", CIDR: TinyNet},
 		{ID: "pub", CIDR: EIPNet, Kind: "eip"},
