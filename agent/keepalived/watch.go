@@ -70,6 +70,12 @@ type Watcher struct {
 	recheck, inotifyRecheck time.Duration
 	// open is pidfd.Open; tests replace it.
 	open func(pid int) (*pidfd.FD, error)
+	// exited is the pid whose exit Wait reported last, while the source
+	// still names it: systemd's MainPID (and a pid file) name a dead
+	// main process until they catch up, and an unreaped process still
+	// looks like keepalived, so Wait must not report that exit again
+	// (nor spin on it). Cleared once the source names another pid or none.
+	exited int
 }
 
 // NewWatcher returns a Watcher of k's main process; an error matching
@@ -107,8 +113,15 @@ func (w *Watcher) Wait(ctx context.Context) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if pid != 0 {
-			return pid, w.waitExit(ctx, pid)
+		if pid != w.exited {
+			w.exited = 0
+		}
+		if pid != 0 && pid != w.exited {
+			err := w.waitExit(ctx, pid)
+			if err == nil {
+				w.exited = pid
+			}
+			return pid, err
 		}
 		if w.pidFile != "" && !triedDir {
 			triedDir = true

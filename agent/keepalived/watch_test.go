@@ -314,3 +314,40 @@ func TestParseInotify(t *testing.T) {
 		t.Errorf("parseInotify = %+v", got)
 	}
 }
+
+// staticSource names one pid whatever happens, as systemd's MainPID does
+// for a moment after its main process died.
+type staticSource struct{ pid int }
+
+func (s staticSource) MainPID(context.Context) (int, error) { return s.pid, nil }
+
+// TestWatcherReportsAnExitOnce: while the source still names a main
+// process whose exit Wait reported, Wait reports nothing more (it used to
+// report the same exit again at once, in a loop) until the source names
+// another process.
+func TestWatcherReportsAnExitOnce(t *testing.T) {
+	ka := startHUPProof(t)
+	pid := ka.Pid()
+	ka.Cmd.Process.Kill()
+	_ = ka.Cmd.Wait() // reaped: the pid names no process now
+	w := &Watcher{src: staticSource{pid}, recheck: time.Millisecond}
+	if got, err := w.Wait(t.Context()); got != pid || err != nil {
+		t.Fatalf("first Wait = %d, %v; want the exit of %d", got, err, pid)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if got, err := w.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second Wait = %d, %v; want it to wait (the exit was reported)", got, err)
+	}
+	next := startHUPProof(t)
+	w.src = staticSource{next.Pid()}
+	results := make(chan error, 1)
+	go func() {
+		_, err := w.Wait(t.Context())
+		results <- err
+	}()
+	next.Cmd.Process.Kill()
+	if err := <-results; err != nil {
+		t.Fatalf("Wait on the next keepalived: %v", err)
+	}
+}
