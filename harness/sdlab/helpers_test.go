@@ -1,6 +1,7 @@
 package sdlab
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -260,16 +261,46 @@ func guestNet(l *Lab, host, g, hostEnd, mac, addr, gw string) error {
 	return nil
 }
 
-// example is the parsed cloud-init example of the repository.
-func example(t *testing.T, f *fixture, name string) *CloudConfig {
+// example is one of the repository's cloud-init examples
+// (packaging/cloud-init/NAME), the user-data a guest boots with. The lab
+// gives the guests the examples' own documentation addresses (the host
+// 192.0.2.1, the VMs 192.0.2.11 and .12), so the document is used as it
+// is, byte for byte.
+func example(t *testing.T, f *fixture, name string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(f.repo, "packaging", "cloud-init", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := ParseCloudConfig(data)
+	return data
+}
+
+// checkCloudInit asserts what a guest booted with user-data must show:
+// cloud-init done from the NoCloud seed with no error, no warning and a
+// user-data document its schema accepts, the seed's user-data being the
+// document given (userData), and systemd running.
+func checkCloudInit(t *testing.T, ctx context.Context, c *Container, userData []byte) {
+	t.Helper()
+	r, err := c.CloudInit(ctx)
 	if err != nil {
-		t.Fatalf("%s: %v", name, err)
+		t.Fatal(err)
 	}
-	return cfg
+	t.Logf("%s: cloud-init status --long:\n%s", c.Name, r.Long)
+	if err := r.Err(); err != nil {
+		t.Errorf("%s: %v", c.Name, err)
+	}
+	if !strings.HasPrefix(r.Long, "status: done\n") || strings.Contains(r.Long, "rror") {
+		t.Errorf("%s: cloud-init status --long:\n%s\nwant status: done and no error", c.Name, r.Long)
+	}
+	// What cloud-init took as this instance's user-data.
+	got, err := c.ReadFile(ctx, "/var/lib/cloud/instance/user-data.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, userData) {
+		t.Errorf("%s: cloud-init's user-data differs from the example:\n%s", c.Name, got)
+	}
+	if got := strings.TrimSpace(run(t, ctx, c, "systemctl", "is-system-running")); got != "running" {
+		t.Errorf("%s: is-system-running = %q", c.Name, got)
+	}
 }
