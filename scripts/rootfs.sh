@@ -135,6 +135,7 @@ if ! debootstrap --variant=minbase --include="$packages" --cache-dir="$cache/deb
 	exit 1
 fi
 
+debootstrapped=$(date +%s)
 # apt inside the tree, from the sources.list debootstrap wrote, with the
 # .debs of earlier builds; no service starts in the chroot.
 cp -l "$cache/debs/"*.deb "$tmp/var/cache/apt/archives/" 2>/dev/null || true
@@ -151,6 +152,7 @@ if ! { apt_in update && apt_in install --no-install-recommends "${apt_packages[@
 fi
 cp -n "$tmp/var/cache/apt/archives/"*.deb "$cache/debs/" 2>/dev/null || true
 rm -f "$tmp/usr/sbin/policy-rc.d"
+installed=$(date +%s)
 # cloud-init runs only where harness/sdlab boots a container with a seed
 # (and its configuration, /etc/cloud/cloud.cfg.d/99-lab.cfg); it writes
 # /etc/cloud/cloud-init.disabled into every other container.
@@ -182,5 +184,5 @@ for old in "$cache"/rootfs-"$suite"-*; do
 	[[ $old != "$tree" && -d $old ]] || continue
 	grep -qF "lowerdir=$old," /proc/self/mountinfo || rm -rf "$old"
 done
-echo "rootfs: ready in $(($(date +%s) - start)) s, $(du -sm "$tree" | cut -f1) MB" >&2
+echo "rootfs: ready in $(($(date +%s) - start)) s (debootstrap $((debootstrapped - start)) s, apt-get install ${apt_packages[*]} $((installed - debootstrapped)) s), $(du -sm "$tree" | cut -f1) MB" >&2
 echo "$tree"

@@ -13,16 +13,23 @@ import (
 // bookworm ships it, logs a schema warning, applies what it understands
 // and reports status done: the file is written with the default mode);
 // an owner that does not exist (write_files raises: status error, the
-// error in `cloud-init status --long`, cloud-init.service failed).
+// error in `cloud-init status --long`, cloud-init.service failed, the
+// boot degraded).
 func TestBrokenExample(t *testing.T) {
 	requireLab(t)
 	t.Parallel()
 	f := getFixture(t)
 	good := string(example(t, f, "vipkeeper-agent-inline.yaml"))
-	// The agent.toml entry of the example: path, owner, permissions.
-	const entry = "  - path: /etc/vipkeeper/agent.toml\n    owner: root:root\n    permissions: \"0640\"\n"
-	if strings.Count(good, entry) != 1 {
-		t.Fatalf("the inline example has no write_files entry %q to break", entry)
+	// The example's write_files entries of agent.toml and metadata.json:
+	// path, owner, permissions.
+	const (
+		agentTOML = "  - path: /etc/vipkeeper/agent.toml\n    owner: root:root\n    permissions: \"0640\"\n"
+		metadata  = "  - path: /etc/vipkeeper/metadata.json\n    owner: root:root\n    permissions: \"0640\"\n"
+	)
+	for _, entry := range []string{agentTOML, metadata} {
+		if strings.Count(good, entry) != 1 {
+			t.Fatalf("the inline example has no write_files entry %q to break", entry)
+		}
 	}
 	tests := []struct {
 		name, broken string
@@ -31,7 +38,7 @@ func TestBrokenExample(t *testing.T) {
 	}{
 		{
 			name:   "wrong key",
-			broken: strings.Replace(good, entry, "  - path: /etc/vipkeeper/agent.toml\n    owner: root:root\n    permission: \"0640\"\n", 1),
+			broken: strings.Replace(good, agentTOML, strings.Replace(agentTOML, "permissions:", "permission:", 1), 1),
 			check: func(t *testing.T, c *Container, r *CloudInitReport, bootErr error) {
 				if bootErr != nil {
 					t.Fatalf("boot: %v", bootErr)
@@ -50,7 +57,12 @@ func TestBrokenExample(t *testing.T) {
 		},
 		{
 			name:   "owner that does not exist",
-			broken: strings.Replace(good, entry, "  - path: /etc/vipkeeper/agent.toml\n    owner: vipkeeper:root\n    permissions: \"0640\"\n", 1),
+			// metadata.json, the last entry: cloud-init writes the file,
+			// then fails to give it to the user and stops the module. (On
+			// agent.toml the error would also leave metadata.json
+			// unwritten: the agent never gets ready and the boot waits
+			// for its start timeouts.)
+			broken: strings.Replace(good, metadata, strings.Replace(metadata, "owner: root:root", "owner: vipkeeper:root", 1), 1),
 			check: func(t *testing.T, c *Container, r *CloudInitReport, bootErr error) {
 				if !errors.Is(bootErr, ErrDegraded) || !strings.Contains(bootErr.Error(), "cloud-init.service") {
 					t.Errorf("boot: %v; want degraded, with cloud-init.service failed", bootErr)
@@ -58,7 +70,7 @@ func TestBrokenExample(t *testing.T) {
 				if r.Status != "error" || !containsAny(r.Errors, "write-files") {
 					t.Errorf("cloud-init status %q, errors %q; want error, from write-files", r.Status, r.Errors)
 				}
-				if !strings.HasPrefix(r.Long, "status: error\n") || !strings.Contains(r.Long, "write-files") || !strings.Contains(r.Long, "vipkeeper") {
+				if !strings.HasPrefix(r.Long, "status: error\n") || !strings.Contains(r.Long, "write-files") || !strings.Contains(r.Long, "name not found") || !strings.Contains(r.Long, "vipkeeper") {
 					t.Errorf("cloud-init status --long:\n%s\nwant status: error naming write-files and the user", r.Long)
 				}
 			},
