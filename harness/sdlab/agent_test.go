@@ -299,8 +299,11 @@ func TestAgentPackage(t *testing.T) {
 	})
 
 	step("an upgrade keeps the edited config and restarts the agent", func(t *testing.T) {
+		// Two edits: metrics on (a top-level key, before the tables) and
+		// the metadata's poll interval (in [metadata], the last table).
+		const metricsOn = "# edited on this VM\nmetrics_listen = \"127.0.0.1:9851\"\n"
 		const edit = "\n# edited on this VM\npoll_interval = \"5s\"\n"
-		conf := run(t, ctx, vm, "cat", "/etc/vipkeeper/agent.toml")
+		conf := metricsOn + run(t, ctx, vm, "cat", "/etc/vipkeeper/agent.toml")
 		if err := vm.WriteFile(ctx, "/etc/vipkeeper/agent.toml", []byte(conf+edit), "root:root", 0o640); err != nil {
 			t.Fatal(err)
 		}
@@ -345,6 +348,37 @@ func TestAgentPackage(t *testing.T) {
 		})
 		if after := history(t, ctx, vm); len(after) < len(hist) || len(hist) > 0 && after[len(hist)-1].Seq != hist[len(hist)-1].Seq {
 			t.Errorf("history before the upgrade %d transitions, after %d: state lost", len(hist), len(after))
+		}
+	})
+
+	step("the agent's /metrics passes promtool check metrics", func(t *testing.T) {
+		// The edited agent.toml turned metrics on: the upgraded agent
+		// serves them on the VM's loopback.
+		body := run(t, ctx, vm, "curl", "-fsS", "--max-time", "10", "http://127.0.0.1:9851/metrics")
+		s := checkMetrics(t, "vipkeeper-agent", body)
+		// What the alerting rules (packaging/prometheus) join: the group
+		// from the role, on the same target as vip_present.
+		for series, want := range map[string]float64{
+			`vipkeeper_agent_role{group="nginx",role="MASTER"}`: 1,
+			`vipkeeper_agent_role{group="nginx",role="BACKUP"}`: 0,
+			"vipkeeper_agent_vip_present":                      1,
+			"vipkeeper_agent_outbox_depth":                     0,
+		} {
+			if v, ok := s[series]; !ok || v != want {
+				t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)
+			}
+		}
+		var applies int
+		for series, v := range s {
+			if strings.HasPrefix(series, "vipkeeper_agent_apply_total{") {
+				applies += int(v)
+				if strings.Contains(series, `_error"`) {
+					t.Errorf("%s = %v: a failed apply", series, v)
+				}
+			}
+		}
+		if applies == 0 {
+			t.Errorf("no apply counted:\n%s", grepLines(body, "vipkeeper_agent_apply_total"))
 		}
 	})
 

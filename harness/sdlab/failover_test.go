@@ -94,6 +94,7 @@ func TestFailover(t *testing.T) {
 		const conf = `# hostsync of host h1: the guests reach it on br0.
 guest_listen = "192.0.2.1:8750"
 garp_interface = "br0"
+metrics_listen = "127.0.0.1:9750"
 
 [dataplane]
 backend = "nftables"
@@ -325,6 +326,24 @@ backend = "nftables"
 		run(t, ctx, master.c, "systemctl", "start", "nginx.service")
 		owner(t, master, slave, 90*time.Second)
 		t.Logf("timing: nginx started on the master to the EIP serving it in %s", time.Since(start).Round(100*time.Millisecond))
+	})
+
+	step("hostsync's /metrics passes promtool check metrics", func(t *testing.T) {
+		body := run(t, ctx, host, "curl", "-fsS", "--max-time", "10", "http://127.0.0.1:9750/metrics")
+		s := checkMetrics(t, "vipkeeper-hostsync", body)
+		// The moves: the first owner, the failover and the return at
+		// least; the data plane applied, never failing.
+		if v := s["vipkeeper_hostsync_vip_moves_total"]; v < 3 {
+			t.Errorf("vipkeeper_hostsync_vip_moves_total = %v, want at least 3", v)
+		}
+		if v := s[`vipkeeper_hostsync_dataplane_applies_total{result="ok"}`]; v < 3 {
+			t.Errorf("data-plane applies ok: %v, want at least 3", v)
+		}
+		if v, ok := s[`vipkeeper_hostsync_dataplane_applies_total{result="error"}`]; ok {
+			t.Errorf("data-plane applies failed %v times", v)
+		}
+		t.Logf("hostsync: %v moves, %v split brains, %v accepted claims",
+			s["vipkeeper_hostsync_vip_moves_total"], s["vipkeeper_hostsync_split_brains_total"], s[`vipkeeper_hostsync_claims_total{result="accepted"}`])
 	})
 
 	step("no daemon restarted or failed on the way", func(t *testing.T) {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -303,4 +305,48 @@ func checkCloudInit(t *testing.T, ctx context.Context, c *Container, userData []
 	if got := strings.TrimSpace(run(t, ctx, c, "systemctl", "is-system-running")); got != "running" {
 		t.Errorf("%s: is-system-running = %q", c.Name, got)
 	}
+}
+
+// checkMetrics runs Debian's promtool (package prometheus, in the
+// Makefile's TEST_DEPS) on a daemon's /metrics text: `promtool check
+// metrics` must find nothing to say. It returns the samples by series, as
+// the text writes them (`name{label="value",...}`).
+func checkMetrics(t *testing.T, daemon, body string) map[string]float64 {
+	t.Helper()
+	samples := map[string]float64{}
+	for line := range strings.SplitSeq(body, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("%s /metrics: sample line %q: %v", daemon, line, err)
+		}
+		samples[line[:i]] = v
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		testutil.SkipUnprivileged(t, "skipping promtool check metrics: promtool not installed (apt-get install prometheus): %v", err)
+	}
+	cmd := exec.CommandContext(t.Context(), promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics on %s's /metrics: %v\n%s", daemon, err, out)
+	} else {
+		t.Logf("promtool check metrics on %s's /metrics (%d samples): clean", daemon, len(samples))
+	}
+	return samples
+}
+
+// grepLines are the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for line := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

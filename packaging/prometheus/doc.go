@@ -1,8 +1,7 @@
 // Package prometheus holds vipkeeper's Prometheus alerting rules
-// (vipkeeper.rules.yml): a VIP with no holder or two, hostsync's split
-// brains, an agent's outbox that does not drain, applies of the metadata
-// that keep failing, and a data plane that fails or holds mappings its
-// registry does not know.
+// (vipkeeper.rules.yml): a VIP with no holder or two, an agent's outbox
+// that does not drain, applies of the metadata that keep failing, and a
+// data plane that fails or holds mappings its registry does not know.
 //
 // It has no Go API. Its tests check the rules with Debian's promtool
 // (`promtool check rules`), run their unit tests on synthetic series
