@@ -361,8 +361,8 @@ func TestAgentPackage(t *testing.T) {
 		for series, want := range map[string]float64{
 			`vipkeeper_agent_role{group="nginx",role="MASTER"}`: 1,
 			`vipkeeper_agent_role{group="nginx",role="BACKUP"}`: 0,
-			"vipkeeper_agent_vip_present":                      1,
-			"vipkeeper_agent_outbox_depth":                     0,
+			"vipkeeper_agent_vip_present":                       1,
+			"vipkeeper_agent_outbox_depth":                      0,
 		} {
 			if v, ok := s[series]; !ok || v != want {
 				t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)

@@ -56,7 +56,7 @@ func TestBrokenExample(t *testing.T) {
 			},
 		},
 		{
-			name:   "owner that does not exist",
+			name: "owner that does not exist",
 			// metadata.json, the last entry: cloud-init writes the file,
 			// then fails to give it to the user and stops the module. (On
 			// agent.toml the error would also leave metadata.json
