@@ -87,5 +87,5 @@ rootfs:
 	./scripts/rootfs.sh
 
 test-systemd:
-	@./scripts/deps.sh debootstrap systemd-container
+	@./scripts/deps.sh debootstrap systemd-container prometheus
 	$(GO) test -race -count=1 -timeout 20m -v ./harness/sdlab/
