@@ -16,9 +16,11 @@ build:
 # them all: iputils-ping (the topology test), rpm and cloud-init (the
 # packaging checks), debootstrap and systemd-container (the systemd lab,
 # which builds its root file system with debootstrap and boots it with
-# systemd-nspawn). scripts/deps.sh always adds keepalived, nftables,
-# iproute2 and nginx (the namespace lab).
-TEST_DEPS = iputils-ping rpm cloud-init debootstrap systemd-container
+# systemd-nspawn), prometheus for its promtool (the alerting rules'
+# checks and unit tests, and `promtool check metrics` of the daemons'
+# /metrics; deps.sh keeps its server from starting). scripts/deps.sh
+# always adds keepalived, nftables, iproute2 and nginx (the namespace lab).
+TEST_DEPS = iputils-ping rpm cloud-init debootstrap systemd-container prometheus
 
 deps:
 	@./scripts/deps.sh $(TEST_DEPS)
@@ -87,5 +89,5 @@ rootfs:
 	./scripts/rootfs.sh
 
 test-systemd:
-	@./scripts/deps.sh debootstrap systemd-container
+	@./scripts/deps.sh debootstrap systemd-container prometheus
 	$(GO) test -race -count=1 -timeout 20m -v ./harness/sdlab/

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds (once) the Debian root file system that harness/sdlab boots as
 # systemd containers: a debootstrap minbase of bookworm with systemd as
-# init, D-Bus, iproute2, keepalived, nftables and nginx, prepared to boot
-# quickly under systemd-nspawn. Prints the path of the finished tree.
+# init, D-Bus, iproute2, keepalived, nftables, nginx and cloud-init,
+# prepared to boot quickly under systemd-nspawn. Prints the path of the
+# finished tree.
 #
 #   scripts/rootfs.sh          build unless cached, print the tree's path
 #   scripts/rootfs.sh --path   print the path the tree has (or would have)
@@ -18,8 +19,9 @@
 #   SUITE                  Debian suite (bookworm)
 #   MIRROR                 Debian mirror (the one apt uses here, else
 #                          http://deb.debian.org/debian)
-# The network is needed only while debootstrap downloads packages; the
-# downloaded .debs stay in CACHE/debs so a rebuild downloads nothing new.
+# The network is needed only while debootstrap and apt download packages;
+# the downloaded .debs stay in CACHE/debs so a rebuild downloads nothing
+# new.
 # Needs root, debootstrap (apt-get install debootstrap systemd-container).
 set -euo pipefail
 
@@ -37,6 +39,13 @@ tree="$cache/rootfs-$suite-$key"
 # curl), procps, and init-system-helpers (deb-systemd-helper for the
 # maintainer scripts).
 packages=systemd,systemd-sysv,dbus,iproute2,keepalived,nftables,nginx-light,curl,ca-certificates,procps,init-system-helpers
+
+# cloud-init, as a cloud image has it: the lab's guests are set up by the
+# repository's cloud-init examples, run by cloud-init itself from a
+# NoCloud seed (harness/sdlab writes it into each guest). Installed with
+# apt in the tree after debootstrap (debootstrap resolves no alternatives
+# nor versions), without recommends (cloud-guest-utils, sudo).
+apt_packages=(cloud-init)
 
 # Units that only slow a container's boot down or wake it up later:
 # consoles nobody logs in on, apt and maintenance timers.
@@ -126,6 +135,27 @@ if ! debootstrap --variant=minbase --include="$packages" --cache-dir="$cache/deb
 	exit 1
 fi
 
+debootstrapped=$(date +%s)
+# apt inside the tree, from the sources.list debootstrap wrote, with the
+# .debs of earlier builds; no service starts in the chroot.
+cp -l "$cache/debs/"*.deb "$tmp/var/cache/apt/archives/" 2>/dev/null || true
+printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d"
+chmod 0755 "$tmp/usr/sbin/policy-rc.d"
+apt_in() {
+	chroot "$tmp" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 \
+		${http_proxy:+http_proxy=$http_proxy} apt-get --quiet --assume-yes "$@"
+}
+if ! { apt_in update && apt_in install --no-install-recommends "${apt_packages[@]}"; } >"$cache/apt.log" 2>&1; then
+	tail -n 30 "$cache/apt.log" >&2
+	echo "rootfs: apt-get install ${apt_packages[*]} failed (full log: $cache/apt.log)" >&2
+	exit 1
+fi
+cp -n "$tmp/var/cache/apt/archives/"*.deb "$cache/debs/" 2>/dev/null || true
+rm -f "$tmp/usr/sbin/policy-rc.d"
+installed=$(date +%s)
+# cloud-init runs only where harness/sdlab boots a container with a seed
+# (and its configuration, /etc/cloud/cloud.cfg.d/99-lab.cfg); it writes
+# /etc/cloud/cloud-init.disabled into every other container.
 chroot "$tmp" systemctl mask --quiet "${mask_units[@]}"
 # The journal in memory: the lab's containers live for minutes.
 mkdir -p "$tmp/etc/systemd/journald.conf.d"
@@ -139,9 +169,13 @@ rm -f "$tmp/var/lib/dbus/machine-id"
 # only what a test adds), no package lists, no cache.
 rm -f "$tmp/etc/apt/sources.list"
 find "$tmp/var/cache/apt/archives" "$tmp/var/lib/apt/lists" -maxdepth 1 -type f -delete
+rm -f "$tmp/var/cache/apt/"*.bin
+# Nor any name server: debootstrap copied this machine's, which no
+# container may send to (nspawn --resolv-conf=off leaves the file as is).
+: >"$tmp/etc/resolv.conf"
 rm -rf "$tmp/debootstrap"
-printf 'suite=%s\nmirror=%s\npackages=%s\nbuilt=%s\nseconds=%s\n' \
-	"$suite" "$MIRROR" "$packages" "$(date -u +%FT%TZ)" "$(($(date +%s) - start))" >"$tmp/.vipkeeper-sdlab"
+printf 'suite=%s\nmirror=%s\npackages=%s %s\nbuilt=%s\nseconds=%s\n' \
+	"$suite" "$MIRROR" "$packages" "${apt_packages[*]}" "$(date -u +%FT%TZ)" "$(($(date +%s) - start))" >"$tmp/.vipkeeper-sdlab"
 mv "$tmp" "$tree"
 trap - EXIT
 # Trees of older versions of this script go, unless a lab still boots
@@ -150,5 +184,5 @@ for old in "$cache"/rootfs-"$suite"-*; do
 	[[ $old != "$tree" && -d $old ]] || continue
 	grep -qF "lowerdir=$old," /proc/self/mountinfo || rm -rf "$old"
 done
-echo "rootfs: ready in $(($(date +%s) - start)) s, $(du -sm "$tree" | cut -f1) MB" >&2
+echo "rootfs: ready in $(($(date +%s) - start)) s (debootstrap $((debootstrapped - start)) s, apt-get install ${apt_packages[*]} $((installed - debootstrapped)) s), $(du -sm "$tree" | cut -f1) MB" >&2
 echo "$tree"

@@ -35,7 +35,6 @@ func TestAgentPackage(t *testing.T) {
 	f := getFixture(t)
 	l := newLab(t, f)
 	ctx := t.Context()
-	log := testLogger(t)
 
 	// The VM nginx-master (192.0.2.11) on a bridge whose 192.0.2.1 serves
 	// the package where the example fetches it.
@@ -50,24 +49,21 @@ func TestAgentPackage(t *testing.T) {
 	if err := guestNet(l, "br", "m", "vm-m", "52:54:00:00:02:0b", "192.0.2.11", "192.0.2.1"); err != nil {
 		t.Fatal(err)
 	}
-	cfg := example(t, f, "vipkeeper-agent-inline.yaml")
+	userData := example(t, f, "vipkeeper-agent-inline.yaml")
 	serveFiles(t, l.NS("br"), "192.0.2.1:80", map[string]string{
 		"/vipkeeper/vipkeeper-agent_amd64.deb": f.v1["vipkeeper-agent"],
 	})
 
-	vm, err := l.Boot(ctx, "nginx-master", "m")
+	// cloud-init runs the example during the boot: Boot returns once its
+	// final stage (the package fetched, installed and started) is done.
+	vm, err := l.Boot(ctx, "nginx-master", "m", BootOptions{UserData: userData})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("timing: boot to running in %s", vm.BootTime.Round(10*time.Millisecond))
+	t.Logf("timing: boot with cloud-init (package fetched, installed, started) to running in %s", vm.BootTime.Round(10*time.Millisecond))
 	if err := vm.WriteFile(ctx, "/var/www/html/index.html", []byte("nginx-master\n"), "root:root", 0o644); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	if err := vm.ApplyCloudConfig(ctx, cfg, log); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("timing: cloud-config applied (package fetched, installed, started) in %s", time.Since(start).Round(10*time.Millisecond))
 
 	const agent, keepalived = "vipkeeper-agent.service", "keepalived.service"
 	step := func(name string, fn func(t *testing.T)) {
@@ -76,6 +72,14 @@ func TestAgentPackage(t *testing.T) {
 			t.FailNow()
 		}
 	}
+
+	step("cloud-init applied the example", func(t *testing.T) {
+		checkCloudInit(t, ctx, vm, userData)
+		// write_files wrote the agent's configuration as the example says.
+		if got := strings.TrimSpace(run(t, ctx, vm, "stat", "-c", "%a %U:%G", "/etc/vipkeeper/agent.toml", "/etc/vipkeeper/metadata.json")); got != "640 root:root\n640 root:root" {
+			t.Errorf("agent.toml and metadata.json: %q, want 640 root:root", got)
+		}
+	})
 
 	step("installed, enabled and active", func(t *testing.T) {
 		if got := dpkgStatus(ctx, vm, "vipkeeper-agent"); got != "install ok installed "+pkgVersion {
@@ -145,7 +149,7 @@ func TestAgentPackage(t *testing.T) {
 			t.Fatal(err)
 		}
 		// What an operator or cloud-init does: a new revision of the file.
-		md := metadataFile(t, cfg)
+		md := metadataFile(t, ctx, vm)
 		md.Revision = 2
 		md.Members[0].Priority = 110
 		data, err := json.MarshalIndent(md, "", "  ")
@@ -295,8 +299,11 @@ func TestAgentPackage(t *testing.T) {
 	})
 
 	step("an upgrade keeps the edited config and restarts the agent", func(t *testing.T) {
+		// Two edits: metrics on (a top-level key, before the tables) and
+		// the metadata's poll interval (in [metadata], the last table).
+		const metricsOn = "# edited on this VM\nmetrics_listen = \"127.0.0.1:9851\"\n"
 		const edit = "\n# edited on this VM\npoll_interval = \"5s\"\n"
-		conf := run(t, ctx, vm, "cat", "/etc/vipkeeper/agent.toml")
+		conf := metricsOn + run(t, ctx, vm, "cat", "/etc/vipkeeper/agent.toml")
 		if err := vm.WriteFile(ctx, "/etc/vipkeeper/agent.toml", []byte(conf+edit), "root:root", 0o640); err != nil {
 			t.Fatal(err)
 		}
@@ -341,6 +348,37 @@ func TestAgentPackage(t *testing.T) {
 		})
 		if after := history(t, ctx, vm); len(after) < len(hist) || len(hist) > 0 && after[len(hist)-1].Seq != hist[len(hist)-1].Seq {
 			t.Errorf("history before the upgrade %d transitions, after %d: state lost", len(hist), len(after))
+		}
+	})
+
+	step("the agent's /metrics passes promtool check metrics", func(t *testing.T) {
+		// The edited agent.toml turned metrics on: the upgraded agent
+		// serves them on the VM's loopback.
+		body := run(t, ctx, vm, "curl", "-fsS", "--max-time", "10", "http://127.0.0.1:9851/metrics")
+		s := checkMetrics(t, "vipkeeper-agent", body)
+		// What the alerting rules (packaging/prometheus) join: the group
+		// from the role, on the same target as vip_present.
+		for series, want := range map[string]float64{
+			`vipkeeper_agent_role{group="nginx",role="MASTER"}`: 1,
+			`vipkeeper_agent_role{group="nginx",role="BACKUP"}`: 0,
+			"vipkeeper_agent_vip_present":                       1,
+			"vipkeeper_agent_outbox_depth":                      0,
+		} {
+			if v, ok := s[series]; !ok || v != want {
+				t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)
+			}
+		}
+		var applies int
+		for series, v := range s {
+			if strings.HasPrefix(series, "vipkeeper_agent_apply_total{") {
+				applies += int(v)
+				if strings.Contains(series, `_error"`) {
+					t.Errorf("%s = %v: a failed apply", series, v)
+				}
+			}
+		}
+		if applies == 0 {
+			t.Errorf("no apply counted:\n%s", grepLines(body, "vipkeeper_agent_apply_total"))
 		}
 	})
 
@@ -392,15 +430,16 @@ func TestAgentPackage(t *testing.T) {
 	})
 }
 
-// metadataFile is the metadata document the example writes.
-func metadataFile(t *testing.T, cfg *CloudConfig) vrrp.Metadata {
+// metadataFile is the metadata document cloud-init wrote from the
+// example.
+func metadataFile(t *testing.T, ctx context.Context, vm *Container) vrrp.Metadata {
 	t.Helper()
-	i := slices.IndexFunc(cfg.WriteFiles, func(f WriteFile) bool { return f.Path == "/etc/vipkeeper/metadata.json" })
-	if i < 0 {
-		t.Fatal("the example writes no /etc/vipkeeper/metadata.json")
+	data, err := vm.ReadFile(ctx, "/etc/vipkeeper/metadata.json")
+	if err != nil {
+		t.Fatal(err)
 	}
 	var md vrrp.Metadata
-	dec := json.NewDecoder(bytes.NewReader([]byte(cfg.WriteFiles[i].Content)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&md); err != nil {
 		t.Fatalf("the example's metadata.json: %v", err)

@@ -37,7 +37,7 @@ func TestBootAndPoweroff(t *testing.T) {
 	if err := guestNet(l, "b", "g", "vm-g", "52:54:00:00:02:21", "192.0.2.33", "192.0.2.1"); err != nil {
 		t.Fatal(err)
 	}
-	c, err := l.Boot(ctx, "vm-boot", "g")
+	c, err := l.Boot(ctx, "vm-boot", "g", BootOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +55,20 @@ func TestBootAndPoweroff(t *testing.T) {
 		}
 		if got := strings.TrimSpace(run(t, ctx, c, "systemd-detect-virt", "--container")); got != "systemd-nspawn" {
 			t.Errorf("systemd-detect-virt = %q", got)
+		}
+	})
+	t.Run("cloud-init stays disabled without a seed", func(t *testing.T) {
+		r, err := c.CloudInit(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != "disabled" || r.BootStatusCode != "disabled-by-marker-file" {
+			t.Errorf("cloud-init status %q (%s), want disabled by %s:\n%s", r.Status, r.BootStatusCode, CloudInitDisabled, r.Long)
+		}
+		for _, u := range []string{"cloud-init-local.service", "cloud-init.service", "cloud-final.service"} {
+			if got, err := c.IsActive(ctx, u); err != nil || got != "inactive" {
+				t.Errorf("%s is %q (%v), want inactive", u, got, err)
+			}
 		}
 	})
 	t.Run("its network is the lab's namespace", func(t *testing.T) {
@@ -163,7 +177,7 @@ func TestBootFromCopy(t *testing.T) {
 	if err := l.AddNS("c"); err != nil {
 		t.Fatal(err)
 	}
-	c, err := l.Boot(ctx, "vm-copy", "c")
+	c, err := l.Boot(ctx, "vm-copy", "c", BootOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

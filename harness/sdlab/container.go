@@ -37,6 +37,22 @@ const (
 // ErrExited is returned (wrapped) when the container's nspawn has exited.
 var ErrExited = errors.New("sdlab: container exited")
 
+// ErrDegraded is returned (wrapped) by Boot when the container booted but
+// systemd reports it degraded (a unit failed): the error names the failed
+// units, and the container is returned, running, to be looked into.
+var ErrDegraded = errors.New("sdlab: container degraded")
+
+// BootOptions are the optional settings of a container's boot.
+type BootOptions struct {
+	// UserData, when not nil, is the instance's cloud-init user-data (a
+	// #cloud-config document): the container boots with a NoCloud seed
+	// holding it (SeedDir) and the lab's cloud-init configuration
+	// (LabCloudConfig), and cloud-init applies it during the boot, which
+	// Boot waits for. Without it, cloud-init is disabled in the container
+	// (CloudInitDisabled).
+	UserData []byte
+}
+
 // machineName is a container's name: its hostname and nspawn machine name.
 var machineName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 
@@ -74,9 +90,10 @@ type Container struct {
 
 // Boot starts a container named name in the lab's namespace ns (a short
 // name given to AddNS) and waits until systemd reports the system
-// running. A boot that ends "degraded" fails and names the failed units.
-// The container is powered off by Close or Lab.Close.
-func (l *Lab) Boot(ctx context.Context, name, ns string) (*Container, error) {
+// running: the boot transaction is over, cloud-init's stages included. A
+// boot that ends "degraded" fails with ErrDegraded and names the failed
+// units. The container is powered off by Close or Lab.Close.
+func (l *Lab) Boot(ctx context.Context, name, ns string, opts BootOptions) (*Container, error) {
 	if !machineName.MatchString(name) {
 		return nil, fmt.Errorf("sdlab: container name %q: want a-z 0-9 -, at most 31, starting with a letter", name)
 	}
@@ -115,7 +132,7 @@ func (l *Lab) Boot(ctx context.Context, name, ns string) (*Container, error) {
 	l.containers = append(l.containers, c)
 	l.booted = append(l.booted, c)
 	l.mu.Unlock()
-	if err := c.start(l.rootfs, l.Prefix); err != nil {
+	if err := c.start(l.rootfs, l.Prefix, opts); err != nil {
 		return c, err
 	}
 	bctx, cancel := context.WithTimeout(ctx, DefaultBootTimeout)
@@ -128,19 +145,23 @@ func (l *Lab) Boot(ctx context.Context, name, ns string) (*Container, error) {
 	return c, nil
 }
 
-// start mounts the overlay and starts nspawn.
-func (c *Container) start(rootfs, prefix string) error {
+// start mounts the overlay, writes the seed and starts nspawn.
+func (c *Container) start(rootfs, prefix string, opts BootOptions) error {
+	seed, err := seedFiles(prefix+"-"+c.Name, c.Name, opts.UserData)
+	if err != nil {
+		return err
+	}
 	upper, work := filepath.Join(c.dir, "upper"), filepath.Join(c.dir, "work")
 	for _, d := range []string{upper, work, c.root} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("sdlab: %w", err)
 		}
 	}
-	opts := "lowerdir=" + rootfs + ",upperdir=" + upper + ",workdir=" + work
+	mountOpts := "lowerdir=" + rootfs + ",upperdir=" + upper + ",workdir=" + work
 	if strings.ContainsAny(c.dir, ",:\\") {
 		return fmt.Errorf("sdlab: work directory %q cannot hold overlay layers (',', ':' or '\\')", c.dir)
 	}
-	if err := unix.Mount("overlay", c.root, "overlay", 0, opts); err == nil {
+	if err := unix.Mount("overlay", c.root, "overlay", 0, mountOpts); err == nil {
 		c.mu.Lock()
 		c.mounted = true
 		c.mu.Unlock()
@@ -154,6 +175,12 @@ func (c *Container) start(rootfs, prefix string) error {
 		if cerr != nil {
 			return fmt.Errorf("sdlab: mount overlay on %s: %w; copying instead: %w: %s", c.root, err, cerr, bytes.TrimSpace(out))
 		}
+	}
+	if err := writeSeed(c.root, seed); err != nil {
+		return err
+	}
+	if opts.UserData != nil {
+		c.log.Info("cloud-init seed written", "op", "boot", "dir", SeedDir, "bytes", len(opts.UserData))
 	}
 
 	// nspawn reports the container's PID 1 (X_NSPAWN_LEADER_PID) and, with
@@ -347,6 +374,9 @@ func (c *Container) waitBooted(ctx context.Context) error {
 		return nil
 	}
 	failed, _ := c.Output(ctx, "systemctl", "--failed", "--no-legend", "--plain")
+	if state == "degraded" {
+		return fmt.Errorf("%w: %s booted degraded, not running; failed units:\n%s", ErrDegraded, c.Name, failed)
+	}
 	return fmt.Errorf("sdlab: %s booted %q, not running; failed units:\n%s", c.Name, state, failed)
 }
 

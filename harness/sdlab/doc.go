@@ -6,9 +6,9 @@
 //
 // It owns:
 //   - the root file system: scripts/rootfs.sh builds a debootstrap minbase
-//     tree once into a cache directory (EnsureRootfs); every container
-//     boots from an overlay whose lower layer is that tree, so it is never
-//     written to and a container costs one mount;
+//     tree with cloud-init once into a cache directory (EnsureRootfs);
+//     every container boots from an overlay whose lower layer is that
+//     tree, so it is never written to and a container costs one mount;
 //   - the lab (New): network namespaces, veth pairs and bridges (made
 //     through harness/netns, which tests also use for listeners and
 //     clients inside a namespace), containers (Lab.Boot), and Close, which powers every container off (killing it
@@ -17,9 +17,11 @@
 //     failure;
 //   - a container's view (Container): commands run inside with nsenter,
 //     files written, units and the journal read;
-//   - a cloud-config runner (ParseCloudConfig, Container.ApplyCloudConfig)
-//     applying the subset of cloud-init that vipkeeper's examples use, in
-//     cloud-init's order, so the examples themselves are what the tests run.
+//   - cloud-init's seed (BootOptions.UserData): a VM container boots with
+//     a NoCloud seed whose user-data is one of vipkeeper's cloud-init
+//     examples, and Debian's cloud-init runs it during the boot, so the
+//     examples themselves are what the tests run; Container.CloudInit
+//     reports how it went (status, errors, schema, warnings).
 //
 // Everything needs root; Available says why it cannot run here. The
 // privileged tests skip with that reason and run in CI as root.

@@ -44,7 +44,6 @@ func TestFailover(t *testing.T) {
 	f := getFixture(t)
 	l := newLab(t, f)
 	ctx := t.Context()
-	log := testLogger(t)
 
 	type guest struct {
 		name, ns, hostEnd, mac, addr string
@@ -76,23 +75,13 @@ func TestFailover(t *testing.T) {
 		}
 	}
 
-	// Three machines boot at once.
-	start := time.Now()
-	var host *Container
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	wg.Go(func() { host, errs[0] = l.Boot(ctx, "h1", "h") })
-	for i, g := range guests {
-		wg.Go(func() { g.c, errs[i+1] = l.Boot(ctx, g.name, g.ns) })
+	// The host first: the guests' cloud-init installs from its
+	// repository and their agents fetch the group from its hostsync.
+	host, err := l.Boot(ctx, "h1", "h", BootOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("timing: three containers booted to running in %s (host %s, master %s, slave %s)", time.Since(start).Round(10*time.Millisecond),
-		host.BootTime.Round(10*time.Millisecond), master.c.BootTime.Round(10*time.Millisecond), slave.c.BootTime.Round(10*time.Millisecond))
+	t.Logf("timing: host booted to running in %s", host.BootTime.Round(10*time.Millisecond))
 
 	step := func(name string, fn func(t *testing.T)) {
 		t.Helper()
@@ -105,6 +94,7 @@ func TestFailover(t *testing.T) {
 		const conf = `# hostsync of host h1: the guests reach it on br0.
 guest_listen = "192.0.2.1:8750"
 garp_interface = "br0"
+metrics_listen = "127.0.0.1:9750"
 
 [dataplane]
 backend = "nftables"
@@ -164,19 +154,16 @@ backend = "nftables"
 		}
 	})
 
-	step("the guests install the agent with the cloud-init example", func(t *testing.T) {
-		cfg := example(t, f, "vipkeeper-agent-hostsync.yaml")
+	step("the guests boot with the cloud-init example and install the agent", func(t *testing.T) {
+		// Both at once, as a platform starts the VMs of a group; cloud-init
+		// adds the host's repository, installs the packages, writes
+		// agent.toml and enables the agent and keepalived during the boot.
+		userData := example(t, f, "vipkeeper-agent-hostsync.yaml")
 		var wg sync.WaitGroup
 		errs := make([]error, len(guests))
 		start := time.Now()
 		for i, g := range guests {
-			wg.Go(func() {
-				if err := g.c.WriteFile(ctx, "/var/www/html/index.html", []byte(g.name+"\n"), "root:root", 0o644); err != nil {
-					errs[i] = err
-					return
-				}
-				errs[i] = g.c.ApplyCloudConfig(ctx, cfg, log)
-			})
+			wg.Go(func() { g.c, errs[i] = l.Boot(ctx, g.name, g.ns, BootOptions{UserData: userData}) })
 		}
 		wg.Wait()
 		for _, err := range errs {
@@ -184,10 +171,22 @@ backend = "nftables"
 				t.Fatal(err)
 			}
 		}
-		t.Logf("timing: both guests installed from the host's repository in %s", time.Since(start).Round(10*time.Millisecond))
+		t.Logf("timing: both guests booted with cloud-init and installed from the host's repository in %s (master %s, slave %s)",
+			time.Since(start).Round(10*time.Millisecond), master.c.BootTime.Round(10*time.Millisecond), slave.c.BootTime.Round(10*time.Millisecond))
 		for _, g := range guests {
+			checkCloudInit(t, ctx, g.c, userData)
 			if got := dpkgStatus(ctx, g.c, "vipkeeper-agent"); got != "install ok installed "+pkgVersion {
 				t.Errorf("%s: dpkg status %q", g.name, got)
+			}
+			// The source cloud-init's apt module wrote, as the example names it.
+			if got := strings.TrimSpace(run(t, ctx, g.c, "cat", "/etc/apt/sources.list.d/vipkeeper.list")); got != "deb [trusted=yes] http://192.0.2.1/vipkeeper ./" {
+				t.Errorf("%s: vipkeeper.list = %q", g.name, got)
+			}
+			if got := strings.TrimSpace(run(t, ctx, g.c, "systemctl", "is-enabled", "vipkeeper-agent.service", "keepalived.service")); got != "enabled\nenabled" {
+				t.Errorf("%s: is-enabled = %q", g.name, got)
+			}
+			if err := g.c.WriteFile(ctx, "/var/www/html/index.html", []byte(g.name+"\n"), "root:root", 0o644); err != nil {
+				t.Fatal(err)
 			}
 		}
 	})
@@ -327,6 +326,24 @@ backend = "nftables"
 		run(t, ctx, master.c, "systemctl", "start", "nginx.service")
 		owner(t, master, slave, 90*time.Second)
 		t.Logf("timing: nginx started on the master to the EIP serving it in %s", time.Since(start).Round(100*time.Millisecond))
+	})
+
+	step("hostsync's /metrics passes promtool check metrics", func(t *testing.T) {
+		body := run(t, ctx, host, "curl", "-fsS", "--max-time", "10", "http://127.0.0.1:9750/metrics")
+		s := checkMetrics(t, "vipkeeper-hostsync", body)
+		// The moves: the first owner, the failover and the return at
+		// least; the data plane applied, never failing.
+		if v := s["vipkeeper_hostsync_vip_moves_total"]; v < 3 {
+			t.Errorf("vipkeeper_hostsync_vip_moves_total = %v, want at least 3", v)
+		}
+		if v := s[`vipkeeper_hostsync_dataplane_applies_total{result="ok"}`]; v < 3 {
+			t.Errorf("data-plane applies ok: %v, want at least 3", v)
+		}
+		if v, ok := s[`vipkeeper_hostsync_dataplane_applies_total{result="error"}`]; ok {
+			t.Errorf("data-plane applies failed %v times", v)
+		}
+		t.Logf("hostsync: %v moves, %v split brains, %v accepted claims",
+			s["vipkeeper_hostsync_vip_moves_total"], s["vipkeeper_hostsync_split_brains_total"], s[`vipkeeper_hostsync_claims_total{result="accepted"}`])
 	})
 
 	step("no daemon restarted or failed on the way", func(t *testing.T) {

@@ -1,12 +1,15 @@
 package sdlab
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -260,16 +263,90 @@ func guestNet(l *Lab, host, g, hostEnd, mac, addr, gw string) error {
 	return nil
 }
 
-// example is the parsed cloud-init example of the repository.
-func example(t *testing.T, f *fixture, name string) *CloudConfig {
+// example is one of the repository's cloud-init examples
+// (packaging/cloud-init/NAME), the user-data a guest boots with. The lab
+// gives the guests the examples' own documentation addresses (the host
+// 192.0.2.1, the VMs 192.0.2.11 and .12), so the document is used as it
+// is, byte for byte.
+func example(t *testing.T, f *fixture, name string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(f.repo, "packaging", "cloud-init", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := ParseCloudConfig(data)
+	return data
+}
+
+// checkCloudInit asserts what a guest booted with user-data must show:
+// cloud-init done from the NoCloud seed with no error, no warning and a
+// user-data document its schema accepts, the seed's user-data being the
+// document given (userData), and systemd running.
+func checkCloudInit(t *testing.T, ctx context.Context, c *Container, userData []byte) {
+	t.Helper()
+	r, err := c.CloudInit(ctx)
 	if err != nil {
-		t.Fatalf("%s: %v", name, err)
+		t.Fatal(err)
 	}
-	return cfg
+	t.Logf("%s: cloud-init status --long:\n%s", c.Name, r.Long)
+	if err := r.Err(); err != nil {
+		t.Errorf("%s: %v", c.Name, err)
+	}
+	if !strings.HasPrefix(r.Long, "status: done\n") || strings.Contains(r.Long, "rror") {
+		t.Errorf("%s: cloud-init status --long:\n%s\nwant status: done and no error", c.Name, r.Long)
+	}
+	// What cloud-init took as this instance's user-data.
+	got, err := c.ReadFile(ctx, "/var/lib/cloud/instance/user-data.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, userData) {
+		t.Errorf("%s: cloud-init's user-data differs from the example:\n%s", c.Name, got)
+	}
+	if got := strings.TrimSpace(run(t, ctx, c, "systemctl", "is-system-running")); got != "running" {
+		t.Errorf("%s: is-system-running = %q", c.Name, got)
+	}
+}
+
+// checkMetrics runs Debian's promtool (package prometheus, in the
+// Makefile's TEST_DEPS) on a daemon's /metrics text: `promtool check
+// metrics` must find nothing to say. It returns the samples by series, as
+// the text writes them (`name{label="value",...}`).
+func checkMetrics(t *testing.T, daemon, body string) map[string]float64 {
+	t.Helper()
+	samples := map[string]float64{}
+	for line := range strings.SplitSeq(body, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("%s /metrics: sample line %q: %v", daemon, line, err)
+		}
+		samples[line[:i]] = v
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		testutil.SkipUnprivileged(t, "skipping promtool check metrics: promtool not installed (apt-get install prometheus): %v", err)
+	}
+	cmd := exec.CommandContext(t.Context(), promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics on %s's /metrics: %v\n%s", daemon, err, out)
+	} else {
+		t.Logf("promtool check metrics on %s's /metrics (%d samples): clean", daemon, len(samples))
+	}
+	return samples
+}
+
+// grepLines are the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for line := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
