@@ -329,7 +329,7 @@ func TestWatcherReportsAnExitOnce(t *testing.T) {
 	ka := startHUPProof(t)
 	pid := ka.Pid()
 	ka.Cmd.Process.Kill()
-	_ = ka.Cmd.Wait() // reaped: the pid names no process now
+	<-ka.Done // reaped: the pid names no process now
 	w := &Watcher{src: staticSource{pid}, recheck: time.Millisecond}
 	if got, err := w.Wait(t.Context()); got != pid || err != nil {
 		t.Fatalf("first Wait = %d, %v; want the exit of %d", got, err, pid)
