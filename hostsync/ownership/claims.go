@@ -401,7 +401,7 @@ func (s *Engine) claim(ctx context.Context, who func(registry.Tx) (registry.Gues
 		if in.role != vrrp.RoleMaster && st.owner.GuestID == st.guest.ID && d.to == "" {
 			// The owner left MASTER: ask the wire who holds the VIP now,
 			// in case no other member's claim or GARP reaches us.
-			s.KickProbe()
+			s.KickProbe(vip)
 		}
 		return res, nil
 	}

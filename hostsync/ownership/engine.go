@@ -132,6 +132,7 @@ type Engine struct {
 	rounds     map[netip.Addr]*probeRound
 	holds      map[netip.Addr]*splitHold // VIPs in a split brain
 	probeKick  chan struct{}             // buffered 1: a probe is wanted soon
+	kicked     map[netip.Addr]bool       // VIPs to probe at the kick
 	// lastMetadata is the last metadata document served to each guest
 	// address, served again while the registry is unreachable.
 	lastMetadata map[netip.Addr]cachedMetadata
@@ -186,6 +187,7 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Engine, erro
 		rounds:           map[netip.Addr]*probeRound{},
 		holds:            map[netip.Addr]*splitHold{},
 		probeKick:        make(chan struct{}, 1),
+		kicked:           map[netip.Addr]bool{},
 		queue:            opts.Queue,
 		unreachableAfter: opts.UnreachableAfter,
 		queueKick:        make(chan struct{}, 1),

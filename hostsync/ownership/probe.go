@@ -49,6 +49,27 @@ func (s *Engine) ProbeAll(ctx context.Context, p Prober) {
 	for v := range s.vips {
 		vips = append(vips, v)
 	}
+	s.mu.Unlock()
+	s.probe(p, vips)
+}
+
+// probeKicked probes the VIPs KickProbe named since the last call.
+func (s *Engine) probeKicked(p Prober) {
+	s.mu.Lock()
+	vips := make([]netip.Addr, 0, len(s.kicked))
+	for v := range s.kicked {
+		if _, known := s.vips[v]; known {
+			vips = append(vips, v)
+		}
+	}
+	clear(s.kicked)
+	s.mu.Unlock()
+	s.probe(p, vips)
+}
+
+// probe starts a probe round for each of vips and sends the probes.
+func (s *Engine) probe(p Prober, vips []netip.Addr) {
+	s.mu.Lock()
 	now := s.now()
 	for _, v := range vips {
 		// A round that only one member answered ends a split brain.
@@ -69,16 +90,25 @@ func (s *Engine) ProbeAll(ctx context.Context, p Prober) {
 	}
 }
 
-// KickProbe asks the probe loop to probe soon (the owner reported leaving
-// MASTER: find out who holds the VIP now).
-func (s *Engine) KickProbe() {
+// KickProbe asks the probe loop to probe vip (and the other VIP of its
+// dual-stack group) soon: its owner reported leaving MASTER, find out who
+// holds it now. Only the kicked VIPs are probed, so a failover costs the
+// same probe whatever the number of groups.
+func (s *Engine) KickProbe(vip netip.Addr) {
+	s.mu.Lock()
+	s.kicked[vip.Unmap()] = true
+	if other, ok := s.pairs[vip.Unmap()]; ok {
+		s.kicked[other] = true
+	}
+	s.mu.Unlock()
 	select {
 	case s.probeKick <- struct{}{}:
 	default:
 	}
 }
 
-// ProbeLoop probes at start, every interval, and when kicked.
+// ProbeLoop probes every VIP at start and every interval, and the kicked
+// ones (KickProbe) when kicked.
 func ProbeLoop(ctx context.Context, e *Engine, p Prober, interval time.Duration) {
 	// The first probe waits a moment for the listener's socket, so the
 	// answers are not missed.
@@ -89,6 +119,8 @@ func ProbeLoop(ctx context.Context, e *Engine, p Prober, interval time.Duration)
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			e.ProbeAll(ctx, p)
+			t.Reset(interval)
 		case <-e.probeKick:
 			// A kicked probe lets the new master's keepalived settle first.
 			select {
@@ -96,15 +128,8 @@ func ProbeLoop(ctx context.Context, e *Engine, p Prober, interval time.Duration)
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
+			e.probeKicked(p)
 		}
-		e.ProbeAll(ctx, p)
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(interval)
 	}
 }
 

@@ -1,6 +1,7 @@
 package ownership
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 )
 
@@ -130,6 +132,37 @@ func TestOwnerLeavingMasterKicksProbe(t *testing.T) {
 	case <-f.svc.probeKick:
 	default:
 		t.Fatal("the owner leaving MASTER did not ask for a probe")
+	}
+	// Only that group's VIP is probed, not every group's.
+	mustOther(t, f)
+	p := &fakeProber{}
+	f.svc.probeKicked(p)
+	if fmt.Sprint(p.vips) != "[192.0.2.10]" {
+		t.Fatalf("the kicked probe asked for %v, want only nginx's VIP 192.0.2.10", p.vips)
+	}
+	p = &fakeProber{}
+	f.svc.probeKicked(p)
+	if len(p.vips) != 0 {
+		t.Fatalf("a second round without a kick probed %v", p.vips)
+	}
+	f.svc.ProbeAll(f.ctx, p)
+	if len(p.vips) != 2 {
+		t.Fatalf("ProbeAll probed %v, want both groups' VIPs", p.vips)
+	}
+}
+
+// mustOther adds a second group beside nginx: "other", of g5, with VIP
+// 192.0.2.20.
+func mustOther(t *testing.T, f *fixture) {
+	t.Helper()
+	if _, err := f.svc.CreateGroup(f.ctx, api.GroupCreate{Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Join(f.ctx, "other", []string{"g5"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.AttachNetwork(f.ctx, "other", api.AttachNetwork{IPAddr: ip("192.0.2.20")}); err != nil {
+		t.Fatal(err)
 	}
 }
 
