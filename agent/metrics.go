@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,12 +46,16 @@ type Metrics struct {
 	outbox      prometheus.Gauge
 	reports     *prometheus.CounterVec
 	vipPresent  prometheus.Gauge
+	memberInfo  *prometheus.GaugeVec
 	// checks are the per-check metrics of the health runner.
 	checks *health.Metrics
 
-	mu sync.Mutex // guards group
+	mu sync.Mutex // guards group and member
 	// group is the group label of the role series last published.
 	group *string
+	// member is the labels (group, member) of the member_info series
+	// published (nil: none).
+	member []string
 }
 
 // NewMetrics creates the agent's metrics and registers them on reg.
@@ -81,8 +86,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "vipkeeper", Subsystem: "agent", Name: "vip_present",
 			Help: "1 when the group's VIP is on the VRRP interface, else 0.",
 		}),
+		memberInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "vipkeeper", Subsystem: "agent", Name: "member_info",
+			Help: "1, with this VM's group and its member name in the group's metadata (hostsync's guest name), once both are known.",
+		}, []string{"group", "member"}),
 	}
-	for _, c := range []prometheus.Collector{m.role, m.transitions, m.apply, m.outbox, m.reports, m.vipPresent} {
+	for _, c := range []prometheus.Collector{m.role, m.transitions, m.apply, m.outbox, m.reports, m.vipPresent, m.memberInfo} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)
 		}
@@ -103,9 +112,10 @@ func (m *Metrics) checkMetrics() *health.Metrics {
 	return m.checks
 }
 
-// state publishes the current role of group and whether the VIP is on the
-// interface. The series of a previous group are removed.
-func (m *Metrics) state(group string, role vrrp.Role, vipPresent bool) {
+// state publishes the current role of group, this VM's member name in it
+// (none while either is unknown) and whether the VIP is on the interface.
+// The series of a previous group or name are removed.
+func (m *Metrics) state(group, member string, role vrrp.Role, vipPresent bool) {
 	if m == nil {
 		return
 	}
@@ -115,6 +125,17 @@ func (m *Metrics) state(group string, role vrrp.Role, vipPresent bool) {
 		m.role.DeletePartialMatch(prometheus.Labels{"group": *m.group})
 	}
 	m.group = &group
+	var info []string
+	if group != "" && member != "" {
+		info = []string{group, member}
+	}
+	if m.member != nil && !slices.Equal(m.member, info) {
+		m.memberInfo.DeleteLabelValues(m.member...)
+	}
+	if info != nil {
+		m.memberInfo.WithLabelValues(info...).Set(1)
+	}
+	m.member = info
 	for _, r := range metricsRoles {
 		v := 0.0
 		if r == role {
@@ -176,7 +197,7 @@ func (a *Agent) noteOutbox() {
 
 // publishLocked publishes the role and VIP presence; a.mu is held.
 func (a *Agent) publishLocked() {
-	a.d.metrics.state(a.group, a.role, a.vipPresent)
+	a.d.metrics.state(a.group, a.self, a.role, a.vipPresent)
 }
 
 // listenMetrics opens the metrics listener when metrics_listen is set

@@ -60,6 +60,17 @@ func wantRole(t *testing.T, m *Metrics, group string, role vrrp.Role) {
 	}
 }
 
+// wantMember checks that member_info has the one series (group, member).
+func wantMember(t *testing.T, m *Metrics, group, member string) {
+	t.Helper()
+	if n := promtest.CollectAndCount(m.memberInfo); n != 1 {
+		t.Errorf("member_info series = %d, want 1 (group %s, member %s)", n, group, member)
+	}
+	if v := promtest.ToFloat64(m.memberInfo.WithLabelValues(group, member)); v != 1 {
+		t.Errorf("vipkeeper_agent_member_info{group=%q,member=%q} = %v, want 1", group, member, v)
+	}
+}
+
 // TestMetricsFollowAgentEvents drives notify events over the control socket
 // with a fake hostsync that is down and then up, and apply passes that
 // succeed or fail at each step, and checks the metrics each one touches.
@@ -91,6 +102,7 @@ func TestMetricsFollowAgentEvents(t *testing.T) {
 			t.Errorf("apply_total{applied} = %v, want 1", got)
 		}
 		wantRole(t, m, "web", vrrp.RoleUnknown)
+		wantMember(t, m, "web", "web-1")
 		if gauge(m.vipPresent) != 0 || gauge(m.outbox) != 0 {
 			t.Errorf("vip_present %v, outbox_depth %v, want 0 and 0", gauge(m.vipPresent), gauge(m.outbox))
 		}
@@ -229,7 +241,42 @@ func TestMetricsFollowAgentEvents(t *testing.T) {
 			t.Fatal(st.LastError)
 		}
 		wantRole(t, m, "shop", vrrp.RoleBackup)
+		wantMember(t, m, "shop", "web-1")
 	})
+}
+
+// TestMetricsMemberInfo: member_info names this VM's group and member
+// once both are known, and a new group or name replaces its series.
+func TestMetricsMemberInfo(t *testing.T) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name          string
+		group, member string
+		want          []string // labels of the one series; nil: none
+	}{
+		{"nothing learnt yet", "", "", nil},
+		{"the member from the configuration, no group yet", "", "web-1", nil},
+		{"first apply", "web", "web-1", []string{"web", "web-1"}},
+		{"the same again", "web", "web-1", []string{"web", "web-1"}},
+		{"another name (the address matches another member)", "web", "web-2", []string{"web", "web-2"}},
+		{"another group", "shop", "web-2", []string{"shop", "web-2"}},
+		{"no member", "shop", "", nil},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			m.state(s.group, s.member, vrrp.RoleBackup, false)
+			if s.want == nil {
+				if n := promtest.CollectAndCount(m.memberInfo); n != 0 {
+					t.Fatalf("member_info has %d series, want none", n)
+				}
+				return
+			}
+			wantMember(t, m, s.want[0], s.want[1])
+		})
+	}
 }
 
 // TestMetricsEndpoint runs the agent with metrics_listen set and empty.
@@ -287,12 +334,13 @@ func TestMetricsEndpoint(t *testing.T) {
 			url := "http://" + addr + "/metrics"
 			s := testutil.Scrape(t, url)
 			for series, want := range map[string]float64{
-				`vipkeeper_agent_role{group="web",role="MASTER"}`:  1,
-				`vipkeeper_agent_role{group="web",role="UNKNOWN"}`: 0,
-				`vipkeeper_agent_transitions_total{to="MASTER"}`:   1,
-				`vipkeeper_agent_apply_total{result="applied"}`:    1,
-				"vipkeeper_agent_vip_present":                      1,
-				"vipkeeper_agent_outbox_depth":                     0, // reporting is off with a metadata file
+				`vipkeeper_agent_role{group="web",role="MASTER"}`:         1,
+				`vipkeeper_agent_role{group="web",role="UNKNOWN"}`:        0,
+				`vipkeeper_agent_transitions_total{to="MASTER"}`:          1,
+				`vipkeeper_agent_apply_total{result="applied"}`:           1,
+				"vipkeeper_agent_vip_present":                             1,
+				`vipkeeper_agent_member_info{group="web",member="web-1"}`: 1,
+				"vipkeeper_agent_outbox_depth":                            0, // reporting is off with a metadata file
 			} {
 				if v, ok := s[series]; !ok || v != want {
 					t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)
@@ -350,5 +398,5 @@ func TestREADMEDocumentsEveryMetric(t *testing.T) {
 	if _, err := NewMetrics(&r); err != nil {
 		t.Fatal(err)
 	}
-	r.CheckDocumented(t, "../README.md", 9)
+	r.CheckDocumented(t, "../README.md", 10)
 }

@@ -255,7 +255,7 @@ func TestStaleHostLeaseClaimQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { storeA.Close() })
-	leaseA := registry.NewHostLease(storeA, "host-a", time.Minute, testLogger(t))
+	leaseA := registry.NewHostLease(storeA, "host-a", time.Minute, testLogger(t), nil)
 	if err := leaseA.Acquire(ctx); err != nil {
 		t.Fatal(err)
 	}

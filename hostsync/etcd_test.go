@@ -19,6 +19,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/harness/etcdtest"
+	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
@@ -251,6 +252,81 @@ func TestRunSharedRegistry(t *testing.T) {
 	}
 	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Key) != prefix+"_hosts/host-a" || resp.Kvs[0].Lease == 0 {
 		t.Fatalf("host keys %v, want only %s_hosts/host-a with a lease", resp.Kvs, prefix)
+	}
+}
+
+// TestRunEtcdMetrics: on one etcd registry, the owner series of a host and
+// of a gateway follow the moves another host commits (through their
+// watch), and the host shows its lease held; the gateway, which holds no
+// lease, has no lease gauge.
+func TestRunEtcdMetrics(t *testing.T) {
+	endpoints, prefix := sharedEtcd(t)
+	storeB := openEtcdStore(t, endpoints, prefix)
+	svcB, err := New(context.Background(), storeB, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svcB.Close() })
+	f := &fixture{t: t, ctx: context.Background(), svc: svcB, rec: &recorder{}}
+	f.mustNetwork(api.NetworkCreate{ID: "net1", CIDR: vpcNet, VPCID: "vpc1"})
+	f.mustNetwork(api.NetworkCreate{ID: "pub", CIDR: eipNet, Kind: "eip"})
+	f.mustGuest("g1", "nginx-master", "net1", "192.0.2.11", "52:54:00:00:00:11", 1, "host-a")
+	f.mustGuest("g2", "nginx-slave", "net1", "192.0.2.12", "52:54:00:00:00:12", 1, "host-b")
+	f.nginx()
+
+	scrapeURL := map[string]string{}
+	for _, role := range []string{RoleHost, RoleGateway} {
+		cfg := etcdConfig(t, role, endpoints, prefix)
+		cfg.MetricsListen = "127.0.0.1:0"
+		logs := testutil.NewLogRecorder(testLogger(t).Handler())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- runWith(ctx, cfg, slog.New(logs), &Platform{Backend: &fakeBackend{}}) }()
+		t.Cleanup(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("Run (%s) returned %v, want context.Canceled", role, err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Errorf("Run (%s) did not stop", role)
+			}
+		})
+		waitFor(t, role+": the start log", func() bool { _, ok := logs.Attr("hostsync started", "metrics"); return ok })
+		addr, _ := logs.Attr("hostsync started", "metrics")
+		scrapeURL[role] = "http://" + addr + "/metrics"
+	}
+	lease := func(role string) (float64, bool) {
+		v, ok := testutil.Scrape(t, scrapeURL[role])["vipkeeper_hostsync_etcd_lease_held"]
+		return v, ok
+	}
+	waitFor(t, "the host's lease in /metrics", func() bool { v, ok := lease(RoleHost); return ok && v == 1 })
+	if v, ok := lease(RoleGateway); ok {
+		t.Errorf("the gateway serves vipkeeper_hostsync_etcd_lease_held = %v, want no such metric", v)
+	}
+
+	claim := func(c inventory.Caller, seq uint64, role string) {
+		t.Helper()
+		if res, err := svcB.Claim(f.ctx, c, transition(seq, role)); err != nil || !res.Accepted {
+			t.Fatalf("claim %s %d: %+v, %v", role, seq, res, err)
+		}
+	}
+	for _, step := range []struct {
+		name  string
+		moves func()
+		owner string
+	}{
+		{"master takes the VIP", func() { claim(master, 1, "MASTER") }, "nginx-master"},
+		{"failover", func() { claim(master, 2, "BACKUP"); claim(slave, 1, "MASTER") }, "nginx-slave"},
+	} {
+		step.moves()
+		want := []string{`vipkeeper_hostsync_group_owner{group="nginx",member="` + step.owner + `"} 1`}
+		for _, role := range []string{RoleHost, RoleGateway} {
+			waitFor(t, step.name+": the "+role+"'s owner series", func() bool {
+				return slices.Equal(ownerSeries(testutil.Scrape(t, scrapeURL[role])), want)
+			})
+		}
 	}
 }
 

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +116,10 @@ backend = "none"
 				}
 				url := "http://" + addr + "/metrics"
 				waitFor(t, "the data plane applied at start", func() bool { return len(backend.LastSet()) == 1 })
+				// The owner recorded before the start, read at start.
+				if s := testutil.Scrape(t, url); s[`vipkeeper_hostsync_group_owner{group="nginx",member="nginx-master"}`] != 1 {
+					t.Errorf("no owner series of nginx-master at start: %v", ownerSeries(s))
+				}
 				slaveMAC, _ := net.ParseMAC("52:54:00:00:00:12")
 				observe <- garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: time.Now()}
 				waitFor(t, "the mapping re-pointed", func() bool {
@@ -143,6 +149,14 @@ backend = "none"
 				if _, ok := s["process_start_time_seconds"]; !ok {
 					t.Error("no process metrics")
 				}
+				// The move replaced the owner series.
+				if got, want := ownerSeries(s), []string{`vipkeeper_hostsync_group_owner{group="nginx",member="nginx-slave"} 1`}; !slices.Equal(got, want) {
+					t.Errorf("owner series %v, want %v", got, want)
+				}
+				// No etcd store, no host lease.
+				if _, ok := s["vipkeeper_hostsync_etcd_lease_held"]; ok {
+					t.Error("vipkeeper_hostsync_etcd_lease_held served with store bolt")
+				}
 			}
 
 			cancel()
@@ -165,6 +179,19 @@ backend = "none"
 			}
 		})
 	}
+}
+
+// ownerSeries are the vipkeeper_hostsync_group_owner samples of a scrape,
+// sorted.
+func ownerSeries(s map[string]float64) []string {
+	var out []string
+	for series, v := range s {
+		if strings.HasPrefix(series, "vipkeeper_hostsync_group_owner{") {
+			out = append(out, fmt.Sprintf("%s %v", series, v))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // seedNginxOwnedByMaster writes the seed's group, owned by nginx-master
@@ -197,5 +224,8 @@ func TestREADMEDocumentsEveryMetric(t *testing.T) {
 	if _, err := ownership.NewMetrics(&r); err != nil {
 		t.Fatal(err)
 	}
-	r.CheckDocumented(t, "../README.md", 8)
+	if _, err := registry.NewLeaseMetrics(&r); err != nil {
+		t.Fatal(err)
+	}
+	r.CheckDocumented(t, "../README.md", 10)
 }

@@ -103,7 +103,13 @@ func runWith(ctx context.Context, cfg Config, log *slog.Logger, p *Platform) err
 	if es, ok := store.(*registry.Etcd); ok && !gateway {
 		// Every write of this host is fenced with its etcd lease; the
 		// first is taken now so that writes at start need not wait.
-		lease = registry.NewHostLease(es, cfg.Etcd.HostID, cfg.Etcd.LeaseTTL, log)
+		var leaseMetrics *registry.LeaseMetrics
+		if metricsReg != nil {
+			if leaseMetrics, err = registry.NewLeaseMetrics(metricsReg); err != nil {
+				return err
+			}
+		}
+		lease = registry.NewHostLease(es, cfg.Etcd.HostID, cfg.Etcd.LeaseTTL, log, leaseMetrics)
 		// Bounded: without a quorum the host starts from its last view
 		// at once and hold keeps trying in the background.
 		actx, cancel := context.WithTimeout(ctx, registry.InitialLeaseWait)

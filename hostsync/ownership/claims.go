@@ -372,6 +372,7 @@ func (s *Engine) claim(ctx context.Context, who func(registry.Tx) (registry.Gues
 			}
 			s.log.Info("vip moved", "op", "claim", "group", st.group.Name, "vip", vip, "owner", to.Name,
 				"from", st.guests[st.owner.GuestID].Name, "source", source, "revision", owner.Revision)
+			s.metrics.owner(st.group.ID, st.group.Name, to.Name, owner.Revision)
 			s.mu.Lock()
 			s.stats.moves++
 			s.stats.lastMove = now

@@ -221,6 +221,13 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Engine, erro
 	// The first apply reads back and repairs what the data plane holds.
 	s.reconcileDue.Store(true)
 	err := s.bounded(ctx, s.refreshVIPs)
+	if err == nil {
+		// The owner gauge; from the last view (below) it waits for the
+		// registry (FollowWatch's first complete read).
+		if err := s.bounded(ctx, s.refreshOwners); err != nil {
+			s.log.Warn("metrics: owners not read at start", "op", "start", "err", err)
+		}
+	}
 	if err != nil && s.queue != nil && errors.Is(err, registry.ErrUnavailable) {
 		err = s.startFromView(err)
 	}
@@ -231,16 +238,17 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Engine, erro
 }
 
 // Changed brings what the engine derives from the registry in step with
-// a change an admin operation committed (inventory.Options.Changed): the
-// group's burst stops when its VIP or owner went away, the VIP list is
-// re-read, the data plane re-applied. An error leaves the change to the
-// reconcile loop.
+// a change an admin operation committed (inventory.Options.Changed): when
+// the group's VIP or owner went away its burst stops and its owner gauge
+// is read again, the VIP list is re-read, the data plane re-applied. An
+// error leaves the change to the reconcile loop.
 func (s *Engine) Changed(ctx context.Context, c inventory.Change) error {
 	s.noteChange() // committed: waiting guests read their documents again
+	var errs []error
 	if c.OwnerGone {
 		s.stopAnnounce(c.Group)
+		errs = append(errs, s.refreshOwner(ctx, c.Group))
 	}
-	var errs []error
 	if c.VIPs {
 		errs = append(errs, s.refreshVIPs(ctx))
 	}

@@ -46,9 +46,10 @@ func (w *followWork) take() (full bool, moves []string) {
 // FollowWatch keeps this process in step with the other hosts and
 // gateways of a shared registry. When another process moves a VIP (its
 // owner record changed) the data plane follows that group alone, as a
-// local move does (Engine.moveDataPlane: at most one route written);
-// when it changes a group, guest or EIP, this process re-reads the VIP
-// list and re-applies the complete data plane; after the watch was
+// local move does (Engine.moveDataPlane: at most one route written), and
+// so does the owner gauge (one group read again); when it changes a
+// group, guest or EIP, this process re-reads the VIP list, re-applies
+// the complete data plane and re-reads every owner; after the watch was
 // (re-)established that apply also reconciles the backend
 // (eip.Reconciler), which reads the data plane back and repairs drift.
 // Watch callbacks only record and signal; one worker applies, reading the
@@ -85,11 +86,11 @@ func FollowWatch(ctx context.Context, e *Engine, w registry.Watcher, log *slog.L
 			case full || failed:
 				err = e.refreshVIPs(ctx)
 				if err == nil {
-					err = e.Reapply(ctx)
+					err = errors.Join(e.Reapply(ctx), e.refreshOwners(ctx))
 				}
 			default:
 				for _, g := range moves {
-					err = errors.Join(err, e.moveDataPlane(ctx, g))
+					err = errors.Join(err, e.moveDataPlane(ctx, g), e.refreshOwner(ctx, g))
 				}
 			}
 			if err != nil && ctx.Err() == nil {

@@ -3,6 +3,7 @@ package ownership
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,8 +14,9 @@ import (
 
 // Metrics are hostsync's Prometheus metrics, registered on the registerer
 // passed to NewMetrics (never the global one). A nil *Metrics records
-// nothing.
+// nothing. Safe for concurrent use.
 type Metrics struct {
+	// Immutable after NewMetrics.
 	claims       *prometheus.CounterVec
 	moves        prometheus.Counter
 	splitBrains  prometheus.Counter
@@ -23,6 +25,20 @@ type Metrics struct {
 	applyLatency prometheus.Histogram
 	moveLatency  prometheus.Histogram
 	garpFrames   prometheus.Counter
+	groupOwner   *prometheus.GaugeVec
+
+	mu sync.Mutex // guards the fields below
+	// owners are the groups' owners last published, by group id.
+	owners map[string]ownerSeries
+	// ownerSeq numbers the updates of owners (ownerSeries.seq).
+	ownerSeq uint64
+}
+
+// ownerSeries is what vipkeeper_hostsync_group_owner shows of one group.
+type ownerSeries struct {
+	group, member string // the series' labels; member "": no owner, no series
+	rev           uint64 // the revision of the owner record it shows
+	seq           uint64 // the update that set it (Metrics.ownerSeq)
 }
 
 // NewMetrics creates and registers the metrics.
@@ -64,8 +80,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time from a MASTER claim that moves the owner to the GARP started and the EIP mapping applied.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
 		}),
+		groupOwner: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "group_owner",
+			Help: "1 for each group's current owner as the registry records it (group and guest names); a group without owner has no series.",
+		}, []string{"group", "member"}),
+		owners: map[string]ownerSeries{},
 	}
-	for _, c := range []prometheus.Collector{m.claims, m.moves, m.splitBrains, m.observations, m.applies, m.applyLatency, m.moveLatency, m.garpFrames} {
+	for _, c := range []prometheus.Collector{m.claims, m.moves, m.splitBrains, m.observations, m.applies, m.applyLatency, m.moveLatency, m.garpFrames, m.groupOwner} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("hostsync: register metrics: %w", err)
 		}
@@ -158,4 +179,76 @@ func (m *Metrics) garpSent(frames int) {
 		return
 	}
 	m.garpFrames.Add(float64(frames))
+}
+
+// owner publishes the owner of the group with id (named group) read or
+// written at revision rev of its owner record: the series of member
+// (none when member is ""), the group's previous series removed. An
+// update older than the one published (a lower revision: a read that
+// raced with a move) changes nothing. O(1).
+func (m *Metrics) owner(id, group, member string, rev uint64) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.owners[id]
+	if ok && rev < cur.rev {
+		return
+	}
+	if ok && cur.member != "" && (cur.member != member || cur.group != group) {
+		m.groupOwner.DeleteLabelValues(cur.group, cur.member)
+	}
+	if member != "" {
+		m.groupOwner.WithLabelValues(group, member).Set(1)
+	}
+	m.ownerSeq++
+	m.owners[id] = ownerSeries{group: group, member: member, rev: rev, seq: m.ownerSeq}
+}
+
+// ownerGone removes the series of the group with id (it was deleted).
+func (m *Metrics) ownerGone(id string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dropOwnerLocked(id)
+}
+
+func (m *Metrics) dropOwnerLocked(id string) {
+	if cur, ok := m.owners[id]; ok {
+		if cur.member != "" {
+			m.groupOwner.DeleteLabelValues(cur.group, cur.member)
+		}
+		delete(m.owners, id)
+	}
+}
+
+// ownersMark is taken before a complete read of the owners (see
+// ownersRead).
+func (m *Metrics) ownersMark() uint64 {
+	if m == nil {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ownerSeq
+}
+
+// ownersRead ends a complete read of the owners begun at mark, once each
+// group read was published (owner): the groups the read did not find
+// (seen) are dropped, unless published after mark (created since the
+// read's snapshot).
+func (m *Metrics) ownersRead(mark uint64, seen map[string]bool) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, cur := range m.owners {
+		if !seen[id] && cur.seq <= mark {
+			m.dropOwnerLocked(id)
+		}
+	}
 }

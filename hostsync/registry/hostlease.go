@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -20,21 +21,57 @@ const leaseRetry = time.Second
 // queues claims like an unreachable registry) until it has a new lease.
 type HostLease struct {
 	// Immutable after NewHostLease.
-	store *Etcd
-	host  string
-	ttl   time.Duration
-	retry time.Duration
-	log   *slog.Logger
+	store   *Etcd
+	host    string
+	ttl     time.Duration
+	retry   time.Duration
+	log     *slog.Logger
+	metrics *LeaseMetrics
 	// lease is the current lease (0: none), last the latest one this
 	// process had; only one goroutine at a time runs the methods.
 	lease, last clientv3.LeaseID
 }
 
 // NewHostLease arms the fence of store for host: until the first lease
-// is granted, every write fails with ErrLeaseLost.
-func NewHostLease(store *Etcd, host string, ttl time.Duration, log *slog.Logger) *HostLease {
+// is granted, every write fails with ErrLeaseLost. metrics (nil: none)
+// shows whether the lease is held.
+func NewHostLease(store *Etcd, host string, ttl time.Duration, log *slog.Logger, metrics *LeaseMetrics) *HostLease {
 	store.SetFence(store.HostKey(host), 0)
-	return &HostLease{store: store, host: host, ttl: ttl, retry: leaseRetry, log: log}
+	metrics.held(false)
+	return &HostLease{store: store, host: host, ttl: ttl, retry: leaseRetry, log: log, metrics: metrics}
+}
+
+// LeaseMetrics is the host lease's gauge, registered on the registerer
+// passed to NewLeaseMetrics (never the global one) by a host whose
+// registry is etcd. A nil *LeaseMetrics records nothing.
+type LeaseMetrics struct {
+	leaseHeld prometheus.Gauge
+}
+
+// NewLeaseMetrics creates and registers the gauge
+// vipkeeper_hostsync_etcd_lease_held, 0 until a lease is acquired.
+func NewLeaseMetrics(reg prometheus.Registerer) (*LeaseMetrics, error) {
+	m := &LeaseMetrics{
+		leaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "vipkeeper", Subsystem: "hostsync", Name: "etcd_lease_held",
+			Help: "1 while this host holds its etcd host lease (its registry writes commit), 0 before the first one and from its loss until a new one.",
+		}),
+	}
+	if err := reg.Register(m.leaseHeld); err != nil {
+		return nil, fmt.Errorf("registry: register metrics: %w", err)
+	}
+	return m, nil
+}
+
+func (m *LeaseMetrics) held(held bool) {
+	if m == nil {
+		return
+	}
+	if held {
+		m.leaseHeld.Set(1)
+		return
+	}
+	m.leaseHeld.Set(0)
 }
 
 // InitialLeaseWait bounds Run's first attempt at a lease: a host started
@@ -56,6 +93,7 @@ func (h *HostLease) Acquire(ctx context.Context) error {
 			"op", "lease", "host_id", h.host, "previous", fmt.Sprintf("%x", int64(prev)))
 	}
 	h.lease, h.last = lease, lease
+	h.metrics.held(true)
 	h.log.Info("host lease acquired", "op", "lease", "host_id", h.host, "lease", fmt.Sprintf("%x", int64(lease)), "ttl", h.ttl)
 	return nil
 }
@@ -90,6 +128,7 @@ func (h *HostLease) Hold(ctx context.Context) {
 		h.log.Warn("host lease lost: this host's registry writes wait (claims are queued) until it has a new one",
 			"op", "lease", "host_id", h.host, "lease", fmt.Sprintf("%x", int64(h.lease)))
 		h.lease = 0
+		h.metrics.held(false)
 	}
 }
 
@@ -102,6 +141,7 @@ func (h *HostLease) Release() {
 		h.log.Debug("host lease not revoked (it expires by itself)", "op", "lease", "err", err)
 	}
 	h.lease = 0
+	h.metrics.held(false)
 }
 
 // keep keeps h.lease alive until ctx ends or the lease is lost.

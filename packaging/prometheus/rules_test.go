@@ -16,6 +16,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/agent"
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
 	"github.com/vipkeeper/vipkeeper/hostsync/ownership"
+	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
 
 const (
@@ -96,7 +97,7 @@ func readRules(t *testing.T) []rule {
 
 // registered are the metrics the daemons register, with their label names:
 // the agent's (agent.NewMetrics, its checks' included) and hostsync's
-// (ownership.NewMetrics).
+// (ownership.NewMetrics, and with an etcd store registry.NewLeaseMetrics).
 func registered(t *testing.T) map[string][]string {
 	t.Helper()
 	var rec descRecorder
@@ -104,6 +105,9 @@ func registered(t *testing.T) map[string][]string {
 		t.Fatal(err)
 	}
 	if _, err := ownership.NewMetrics(&rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry.NewLeaseMetrics(&rec); err != nil {
 		t.Fatal(err)
 	}
 	m := map[string][]string{}
@@ -193,7 +197,12 @@ func TestRulesAnnotations(t *testing.T) {
 			if !strings.Contains(sum, "`vipctl ") {
 				t.Errorf("summary %q names no vipctl command", sum)
 			}
-			byGroup := strings.Contains(r.Expr, "by (group)") || strings.Contains(r.Expr, "group_left (group)")
+			byGroup := false // the result carries the label group
+			for _, g := range reGrouping.FindAllStringSubmatch(r.Expr, -1) {
+				for l := range strings.SplitSeq(g[1], ",") {
+					byGroup = byGroup || strings.TrimSpace(l) == "group"
+				}
+			}
 			if byGroup && !strings.Contains(sum, "{{ $labels.group }}") {
 				t.Errorf("summary %q does not name the group", sum)
 			}
