@@ -194,3 +194,50 @@ func TestFollowWatchMovesOneGroup(t *testing.T) {
 		t.Fatalf("a group changed with its owner: %q, want one complete apply", got)
 	}
 }
+
+// TestLateReportIsNoSplitBrain: the owner's MASTER report reached
+// hostsync late (its notify hook and the report took 1.5 s here), so by
+// hostsync's clock the other member's MASTER claim follows it within the
+// split-brain window (2 × advert_int = 2 s); by the events' own times it
+// came 2.5 s later — a failover, which moves the VIP instead of keeping
+// and re-announcing the old master.
+func TestLateReportIsNoSplitBrain(t *testing.T) {
+	f, _ := newMovingFixture(t)
+	t0 := f.clock.Now()
+	tr := transition(1, "MASTER")
+	tr.At = t0
+	f.clock.Advance(1500 * time.Millisecond)
+	if _, err := f.svc.Claim(f.ctx, master, tr); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Second)
+	tr = transition(1, "MASTER")
+	tr.At = f.clock.Now()
+	res, err := f.svc.Claim(f.ctx, slave, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Accepted || res.Owner != "nginx-slave" {
+		t.Fatalf("claim = %+v, want the VIP moved to nginx-slave", res)
+	}
+	if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 0 {
+		t.Errorf("split brains = %d, want 0", st.SplitBrains)
+	}
+
+	// Two members whose transitions are 0.5 s apart are still two
+	// masters, whatever the reports' delays: a split brain, which the
+	// higher priority (nginx-master, 250) wins.
+	f.clock.Advance(time.Second)
+	tr = transition(2, "MASTER")
+	tr.At = f.clock.Now().Add(-500 * time.Millisecond)
+	res, err = f.svc.Claim(f.ctx, master, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Accepted || res.Owner != "nginx-master" || !strings.Contains(res.Message, "split brain") {
+		t.Fatalf("claim = %+v, want a split brain resolved for nginx-master", res)
+	}
+	if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 1 {
+		t.Errorf("split brains = %d, want 1", st.SplitBrains)
+	}
+}

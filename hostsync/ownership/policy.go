@@ -142,9 +142,17 @@ func (s *Engine) decide(st claimState, in claimIn, now time.Time) decision {
 		return decision{move: true, accepted: true}
 	}
 	cur, ok := st.guests[st.owner.GuestID]
-	if !ok || st.other.Role != vrrp.RoleMaster || now.Sub(st.other.MasterAt) >= splitWindow(s.window, st.group) {
-		// The owner left MASTER, left the group, or claimed it long
-		// enough ago that this is a failover, not two masters.
+	window := splitWindow(s.window, st.group)
+	ownerEvent := st.owner.LatestMaster()
+	if !ok || st.other.Role != vrrp.RoleMaster || now.Sub(st.other.MasterAt) >= window ||
+		(!ownerEvent.IsZero() && event.Sub(ownerEvent) >= window) {
+		// The owner left MASTER, left the group, or became MASTER long
+		// enough before this claim that this is a failover, not two
+		// masters: by hostsync's clock (when the owner's claim was
+		// recorded) or by the events' own times (keepalived's two
+		// transitions; the owner's report may have reached hostsync up
+		// to a few hundred milliseconds after its transition, which
+		// with a short advert_int is longer than the window).
 		return decision{move: true, accepted: true}
 	}
 	// Split brain: the owner claimed MASTER recently and has not reported
@@ -166,10 +174,12 @@ func (s *Engine) decide(st claimState, in claimIn, now time.Time) decision {
 
 // splitWindow is how close two members' MASTER claims must be to count as
 // a split brain: the configured window, but at most two advertisement
-// intervals of the group. A real failover comes at least three intervals
-// (keepalived's master-down timer) after the old master stopped being
-// heard, while members that both elect themselves MASTER (a partition, or
-// a start without hearing each other) do so within about one interval.
+// intervals of the group. Members that both elect themselves MASTER (a
+// partition, or a start without hearing each other) do so within about
+// one interval; a failover after the old master fell silent comes three
+// intervals (keepalived's master-down timer) later. One after a resign
+// (priority 0) can come sooner, which is why decide also compares the
+// transitions' own times, not only when their reports arrived.
 func splitWindow(configured time.Duration, g registry.Group) time.Duration {
 	adv := g.Settings.AdvertInt.Duration()
 	if adv <= 0 {
