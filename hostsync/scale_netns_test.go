@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,17 +180,13 @@ func startHostsync(b *testing.B, bin, ns, config string) startFigures {
 		}
 		f.started, f.reconcile = time.Since(t0), rec.Took
 		f.rss, f.peak = procStatusKB(b, cmd.Process.Pid, "VmRSS")*1024, procStatusKB(b, cmd.Process.Pid, "VmHWM")*1024
-		go func() { _, _ = bufio.NewReader(stderr).WriteTo(discard{}) }() // keep draining
+		go func() { _, _ = io.Copy(io.Discard, stderr) }() // keep draining
 		return f
 	}
 	b.Fatalf("vipkeeper-hostsync ended (or was killed after %s) before its data plane was reconciled:\n%s",
 		startLimit, strings.Join(logged, "\n"))
 	return f
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // procStatusKB reads a "Key:  N kB" line of /proc/PID/status.
 func procStatusKB(b *testing.B, pid int, key string) int64 {
@@ -211,11 +209,7 @@ func procStatusKB(b *testing.B, pid int, key string) int64 {
 }
 
 func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
+	s := slices.Clone(v)
+	slices.Sort(s)
 	return s[len(s)/2]
 }

@@ -178,7 +178,7 @@ func TestNetnsMapsLimitThroughput(t *testing.T) {
 	if err := m.Apply(t.Context(), []Mapping{limited, free}); err != nil {
 		t.Fatal(err)
 	}
-	if w := writesSince(m, before); w != (Writes{Batches: 1, Limits: 4}) {
+	if w := diffWrites(m, before); w != (Writes{Batches: 1, Limits: 4}) {
 		t.Errorf("bandwidth change wrote %+v, want one batch replacing the EIP's two limit elements", w)
 	}
 	port++
@@ -197,13 +197,6 @@ func TestNetnsMapsLimitThroughput(t *testing.T) {
 const limitedWarmUp = 3 * time.Second
 
 var testLimitTable = &nftables.Table{Name: DefaultTable + LimitTableSuffix, Family: nftables.TableFamilyIPv4}
-
-// writesSince is what m wrote since before, every field.
-func writesSince(m *Maps, before Writes) Writes {
-	w := m.Writes()
-	return Writes{Batches: w.Batches - before.Batches, Elements: w.Elements - before.Elements,
-		Routes: w.Routes - before.Routes, Limits: w.Limits - before.Limits}
-}
 
 // handElement is a verdict map element as a person would add it.
 func handElement(eip, chain string) []nftables.SetElement {
@@ -338,14 +331,14 @@ func TestNetnsMapsLimitDrift(t *testing.T) {
 			if err := m.Apply(t.Context(), ms); err != nil {
 				t.Fatal(err)
 			}
-			if w := writesSince(m, before); w != (Writes{}) {
+			if w := diffWrites(m, before); w != (Writes{}) {
 				t.Errorf("Apply of the same set wrote %+v", w)
 			}
 			before = m.Writes()
 			if err := m.Reconcile(t.Context()); err != nil {
 				t.Fatalf("Reconcile: %v", err)
 			}
-			if w := writesSince(m, before); w != tc.want {
+			if w := diffWrites(m, before); w != tc.want {
 				t.Errorf("Reconcile wrote %+v, want %+v", w, tc.want)
 			}
 			check(t)
@@ -356,7 +349,7 @@ func TestNetnsMapsLimitDrift(t *testing.T) {
 			if err := m.Reconcile(t.Context()); err != nil {
 				t.Fatalf("Reconcile: %v", err)
 			}
-			if w := writesSince(m, before); w != (Writes{}) {
+			if w := diffWrites(m, before); w != (Writes{}) {
 				t.Errorf("a second Reconcile wrote %+v, want nothing", w)
 			}
 		})
@@ -388,7 +381,7 @@ func TestNetnsMapsLimitDrift(t *testing.T) {
 			if err := m.Apply(t.Context(), ms); err != nil {
 				t.Fatal(err)
 			}
-			if w := writesSince(m, before); w != step.want {
+			if w := diffWrites(m, before); w != step.want {
 				t.Errorf("Apply wrote %+v, want %+v", w, step.want)
 			}
 			if len(want) == 0 {
@@ -451,7 +444,7 @@ func TestNetnsMapsLimitWrites(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %s", step.name, time.Since(start))
-		if w := writesSince(m, before); w != step.want {
+		if w := diffWrites(m, before); w != step.want {
 			t.Errorf("%s: wrote %+v, want %+v", step.name, w, step.want)
 		}
 	}

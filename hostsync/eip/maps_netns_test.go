@@ -96,7 +96,7 @@ func element(k, v string) []nftables.SetElement {
 	return []nftables.SetElement{{Key: ka[:], Val: va[:]}}
 }
 
-// diffWrites is what the backend wrote since before.
+// diffWrites is what the backend wrote since before, every field.
 func diffWrites(m *Maps, before Writes) Writes {
 	w := m.Writes()
 	return Writes{Batches: w.Batches - before.Batches, Elements: w.Elements - before.Elements, Routes: w.Routes - before.Routes,

@@ -645,23 +645,7 @@ func FuzzListenerDecode(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	l, err := NewListener("br0", newFakeConn(), func(netip.Addr) bool { return true }, ListenerOptions{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var got []Observation
-		called := l.handle(b, nil, func(o Observation) { got = append(got, o) })
-		if !called {
-			if len(got) != 0 {
-				t.Fatal("callback called for a rejected frame")
-			}
-			return
-		}
-		if len(got) != 1 {
-			t.Fatalf("%d observations for one frame", len(got))
-		}
-		o := got[0]
+	fuzzListener(f, func(t *testing.T, o Observation) {
 		if o.VIP.Is6() {
 			return // a neighbour advertisement: FuzzListenerDecodeNA's part
 		}
@@ -679,6 +663,33 @@ func FuzzListenerDecode(f *testing.F) {
 				t.Fatalf("round trip of %s %s gave %s %s %v", o.VIP, o.MAC, v, m, ok)
 			}
 		}
+	})
+}
+
+// fuzzListener runs the listener's frame handling on fuzzed frames: a
+// rejected frame must not call back, an accepted one exactly once, with a
+// unicast MAC and the listener's interface; check judges the observation.
+func fuzzListener(f *testing.F, check func(t *testing.T, o Observation)) {
+	l, err := NewListener("br0", newFakeConn(), func(netip.Addr) bool { return true }, ListenerOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got []Observation
+		called := l.handle(b, nil, func(o Observation) { got = append(got, o) })
+		if !called {
+			if len(got) != 0 {
+				t.Fatal("callback called for a rejected frame")
+			}
+			return
+		}
+		if len(got) != 1 {
+			t.Fatalf("%d observations for one frame", len(got))
+		}
+		if o := got[0]; !unicastMAC(o.MAC) || o.Interface != "br0" {
+			t.Fatalf("accepted a frame giving %+v", o)
+		}
+		check(t, got[0])
 	})
 }
 

@@ -336,26 +336,7 @@ func FuzzListenerDecodeNA(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	l, err := NewListener("br0", newFakeConn(), func(netip.Addr) bool { return true }, ListenerOptions{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var got []Observation
-		called := l.handle(b, nil, func(o Observation) { got = append(got, o) })
-		if !called {
-			if len(got) != 0 {
-				t.Fatal("callback called for a rejected frame")
-			}
-			return
-		}
-		if len(got) != 1 {
-			t.Fatalf("%d observations for one frame", len(got))
-		}
-		o := got[0]
-		if !unicastMAC(o.MAC) || o.Interface != "br0" {
-			t.Fatalf("accepted a frame giving %+v", o)
-		}
+	fuzzListener(f, func(t *testing.T, o Observation) {
 		if o.VIP.Is4() {
 			return // an ARP frame: FuzzListenerDecode's part
 		}
