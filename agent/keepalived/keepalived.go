@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strconv"
@@ -74,21 +75,32 @@ func (k *PIDFileKeepalived) pid() (int, error) {
 // isKeepalived reports whether pid is a live keepalived process: it
 // exists, and where /proc tells, its name is keepalived (not a recycled
 // pid) and it is not a zombie (exited, its parent has not reaped it yet).
+// Name and state come from one read of /proc/PID/stat, and an entry that
+// vanishes between kill(2) and that read is a process reaped meanwhile,
+// not one /proc says nothing about.
 func isKeepalived(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	if comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err == nil {
-		if strings.TrimSpace(string(comm)) != "keepalived" {
-			return false
-		}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		// ENOENT, or ESRCH from a task torn down during the read: gone.
+		// Any other failure (no /proc) leaves kill(2)'s answer.
+		return !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ESRCH)
 	}
-	if stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-			return false
-		}
+	comm, state, ok := parseStat(stat)
+	return !ok || (comm == "keepalived" && state != 'Z' && state != 'X')
+}
+
+// parseStat returns the command name and the state letter of a
+// /proc/PID/stat line ("PID (COMM) S ..."); the name may hold spaces and
+// parentheses, so it ends at the last ')'.
+func parseStat(stat []byte) (comm string, state byte, ok bool) {
+	open, end := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
+	if open < 0 || end < open || end+2 >= len(stat) {
+		return "", 0, false
 	}
-	return true
+	return string(stat[open+1 : end]), stat[end+2], true
 }
 
 // MainPID returns the pid the pid file names when it is a live keepalived

@@ -15,6 +15,7 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/vipkeeper/vipkeeper/harness/testutil"
 )
@@ -219,5 +220,75 @@ func requireBinary(t testing.TB, names ...string) {
 		if _, err := exec.LookPath(n); err != nil {
 			testutil.SkipUnprivileged(t, "needs %s, which is not installed (apt-get install %s)", n, n)
 		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		comm  string
+		state byte
+		ok    bool
+	}{
+		{"4242 (keepalived) S 1 4242 4242 0 -1", "keepalived", 'S', true},
+		{"4242 (keepalived) Z 1 4242", "keepalived", 'Z', true},
+		// A name may hold spaces and parentheses: it ends at the last ')'.
+		{"77 (a) b (c) R 1", "a) b (c", 'R', true},
+		{"77 (keepalived)", "", 0, false},
+		{"77 keepalived S", "", 0, false},
+		{"", "", 0, false},
+	} {
+		comm, state, ok := parseStat([]byte(tc.line))
+		if comm != tc.comm || state != tc.state || ok != tc.ok {
+			t.Errorf("parseStat(%q) = %q, %q, %v; want %q, %q, %v", tc.line, comm, state, ok, tc.comm, tc.state, tc.ok)
+		}
+	}
+}
+
+// A keepalived that has exited is no keepalived, whether its parent has
+// reaped it yet or not (the watcher asks at either moment).
+func TestIsKeepalivedAfterExit(t *testing.T) {
+	ka := startHUPProof(t)
+	if !isKeepalived(ka.Pid()) {
+		t.Fatalf("the running stand-in (pid %d) is not seen as keepalived", ka.Pid())
+	}
+	other := testutil.StartStandIn(t, "sshd")
+	if isKeepalived(other.Pid()) {
+		t.Errorf("a process named sshd (pid %d) is seen as keepalived", other.Pid())
+	}
+	ka.Signal(t, syscall.SIGKILL)
+	<-ka.Done // reaped
+	if isKeepalived(ka.Pid()) {
+		t.Errorf("the reaped stand-in (pid %d) is still seen as keepalived", ka.Pid())
+	}
+}
+
+// An exited keepalived not reaped yet (a zombie) is no keepalived.
+func TestIsKeepalivedZombie(t *testing.T) {
+	sh, err := os.ReadFile("/bin/sh")
+	if err != nil {
+		testutil.SkipUnprivileged(t, "needs /bin/sh: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "keepalived")
+	if err := os.WriteFile(bin, sh, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, err := os.StartProcess(bin, []string{bin, "-c", "exit 0"}, &os.ProcAttr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Wait()
+	// Wait for the exit without reaping: the process stays a zombie.
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, p.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+	if stat, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/stat"); err != nil {
+		t.Fatal(err)
+	} else if _, state, _ := parseStat(stat); state != 'Z' {
+		t.Fatalf("state %q, want a zombie", state)
+	}
+	if isKeepalived(p.Pid) {
+		t.Errorf("the zombie (pid %d) is seen as keepalived", p.Pid)
 	}
 }
