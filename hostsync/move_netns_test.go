@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -127,6 +128,30 @@ func (r *moveRig) move(i, to int) (before eip.Writes, mv moveRecord) {
 	r.claim(i, 1-to, "BACKUP")
 	before = r.maps.Writes()
 	r.claim(i, to, "MASTER")
+	return before, r.lastMove(i, to)
+}
+
+// observe makes member to of group i the owner as a move learnt from the
+// wire does: the owner steps down, then to's gratuitous ARP for the VIP
+// is observed (Engine.Observe, as the listener reports it). It returns
+// the move's record.
+func (r *moveRig) observe(i, to int) moveRecord {
+	r.tb.Helper()
+	r.claim(i, 1-to, "BACKUP")
+	mac, err := net.ParseMAC(fmt.Sprintf("52:54:01:%02x:%02x:%02x", i>>8, i&0xff, to)) // hstest.ManyBulk's
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	res, err := r.svc.Observe(r.tb.Context(), garp.Observation{VIP: hstest.ManyVIP(i), MAC: mac, Interface: "hosts0", At: time.Now()})
+	if err != nil || !res.Accepted {
+		r.tb.Fatalf("group %d: GARP of member %d: %+v, %v", i, to, res, err)
+	}
+	return r.lastMove(i, to)
+}
+
+// lastMove is the record of the move just made to member to of group i.
+func (r *moveRig) lastMove(i, to int) moveRecord {
+	r.tb.Helper()
 	moves := r.svc.RecentMoves()
 	if len(moves) == 0 {
 		r.tb.Fatal("no move recorded")
@@ -136,7 +161,7 @@ func (r *moveRig) move(i, to int) (before eip.Writes, mv moveRecord) {
 	if last.To != want || last.Applied.IsZero() || last.ApplyError != "" {
 		r.tb.Fatalf("last move %+v, want to %s applied", last, want)
 	}
-	return before, moveRecord{apply: last.Applied.Sub(last.Announced), whole: last.Applied.Sub(last.Received)}
+	return moveRecord{apply: last.Applied.Sub(last.Announced), whole: last.Applied.Sub(last.Received)}
 }
 
 type moveRecord struct{ apply, whole time.Duration }
@@ -242,20 +267,23 @@ func TestNetnsMoveWritesOneRoute(t *testing.T) {
 // the claim's arrival; routes/op and elements/op what the backend wrote.
 // Groups are moved in turn (a stride through the table, alternating
 // owner). path=move is the move as it is (eip.Mover: the one group's
-// mapping); path=complete-apply hides Move from the engine, so each move
-// reads every group and applies the complete set, as before.
+// mapping); path=observed the same move learnt from the new owner's
+// gratuitous ARP (Engine.Observe: the VIP's group found through the VIP
+// index) instead of its agent's claim; path=complete-apply hides Move
+// from the engine, so each move reads every group and applies the
+// complete set, as before.
 func BenchmarkMove(b *testing.B) {
 	for _, n := range []int{1, 1_000, 10_000} {
-		for _, path := range []string{"move", "complete-apply"} {
+		for _, path := range []string{"move", "observed", "complete-apply"} {
 			b.Run(fmt.Sprintf("eips=%d/path=%s", n, path), func(b *testing.B) {
-				benchMove(b, n, path == "complete-apply")
+				benchMove(b, n, path)
 			})
 		}
 	}
 }
 
-func benchMove(b *testing.B, n int, completeApply bool) {
-	r := newMoveRig(b, n, completeApply, slog.New(slog.DiscardHandler))
+func benchMove(b *testing.B, n int, path string) {
+	r := newMoveRig(b, n, path == "complete-apply", slog.New(slog.DiscardHandler))
 	owner := make([]int, n)
 	for i := range n {
 		owner[i] = -1
@@ -273,7 +301,12 @@ func benchMove(b *testing.B, n int, completeApply bool) {
 		if owner[i] == -1 {
 			r.claim(i, 1, "BACKUP") // first move of this group: nobody owns it
 		}
-		_, mv := r.move(i, to)
+		var mv moveRecord
+		if path == "observed" {
+			mv = r.observe(i, to)
+		} else {
+			_, mv = r.move(i, to)
+		}
 		owner[i] = to
 		apply, whole = append(apply, mv.apply), append(whole, mv.whole)
 	}

@@ -339,7 +339,7 @@ func (s *Inventory) AttachNetwork(ctx context.Context, ref string, req api.Attac
 			if !a.IsValid() {
 				continue
 			}
-			if err := registry.Put(tx, registry.Lease{NetworkID: n.ID, Address: a, Kind: registry.LeaseVIP, Holder: g.ID}); err != nil {
+			if err := putVIPLease(tx, n.ID, a, g.ID); err != nil {
 				return err
 			}
 		}
@@ -384,7 +384,7 @@ func (s *Inventory) attachIPv6(tx registry.Tx, g *registry.Group, req api.Attach
 	if err != nil {
 		return err
 	}
-	if err := registry.Put(tx, registry.Lease{NetworkID: n.ID, Address: addr6, Kind: registry.LeaseVIP, Holder: g.ID}); err != nil {
+	if err := putVIPLease(tx, n.ID, addr6, g.ID); err != nil {
 		return err
 	}
 	vip := *g.VIP
@@ -394,13 +394,26 @@ func (s *Inventory) attachIPv6(tx registry.Tx, g *registry.Group, req api.Attach
 	return registry.Put(tx, *g)
 }
 
-// deleteVIPLeases releases the leases of a VIP's addresses.
+// putVIPLease leases VIP address a of network to group, with the index
+// entry GroupByVIP reads.
+func putVIPLease(tx registry.Tx, network string, a netip.Addr, group string) error {
+	if err := registry.Put(tx, registry.Lease{NetworkID: network, Address: a, Kind: registry.LeaseVIP, Holder: group}); err != nil {
+		return err
+	}
+	return registry.Put(tx, registry.VIPIndex{Address: a, GroupID: group})
+}
+
+// deleteVIPLeases releases the leases of a VIP's addresses and their
+// index entries.
 func deleteVIPLeases(tx registry.Tx, vip *registry.VIPBinding) error {
 	for _, a := range []netip.Addr{vip.Address, vip.Address6} {
 		if !a.IsValid() {
 			continue
 		}
 		if err := tx.Delete(registry.BucketLeases, registry.LeaseKey(vip.NetworkID, a)); err != nil {
+			return err
+		}
+		if err := tx.Delete(registry.BucketByVIP, a.String()); err != nil {
 			return err
 		}
 	}

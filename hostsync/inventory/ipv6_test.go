@@ -126,6 +126,9 @@ func TestAttachNetworkIPv6(t *testing.T) {
 				if _, err := registry.Get[registry.Lease](tx, registry.LeaseKey("net6", a)); err != nil {
 					t.Errorf("lease of %s: %v", a, err)
 				}
+				if idx, err := registry.Get[registry.VIPIndex](tx, a.String()); err != nil || idx.GroupID != "ig-nginx" {
+					t.Errorf("VIP index entry of %s: %+v, %v", a, idx, err)
+				}
 			}
 			return nil
 		})
@@ -155,6 +158,12 @@ func TestAttachNetworkIPv6(t *testing.T) {
 			for _, a := range []netip.Addr{v6("192.0.2.10"), v6("2001:db8::11")} {
 				if _, err := registry.Get[registry.Lease](tx, registry.LeaseKey("net6", a)); !errors.Is(err, registry.ErrNotFound) {
 					t.Errorf("lease of %s after detach: %v", a, err)
+				}
+				if _, err := registry.Get[registry.VIPIndex](tx, a.String()); !errors.Is(err, registry.ErrNotFound) {
+					t.Errorf("VIP index entry of %s after detach: %v", a, err)
+				}
+				if g, err := GroupByVIP(tx, a); !errors.Is(err, ErrForbidden) {
+					t.Errorf("GroupByVIP(%s) after detach = %s, %v", a, g.Name, err)
 				}
 			}
 			return nil

@@ -134,16 +134,65 @@ func buildMetadata(g registry.Group, vip *registry.VIPBinding, n registry.Networ
 }
 
 // GroupByVIP reads the group whose VIP is vip (its IPv4 or its IPv6
-// VIP); ErrForbidden (wrapped) when it is no group's VIP.
+// VIP); ErrForbidden (wrapped) when it is no group's VIP. Every observed
+// GARP, ARP reply or NA looks its VIP up here, so the cost must not grow
+// with the number of groups: the VIP index (written with the VIP's lease)
+// names the group. A VIP attached before the index existed, or by an
+// older hostsync sharing the etcd registry, has a lease only: the lease
+// is found through the one guest network holding vip (networks do not
+// overlap; a handful per host, against thousands of groups). Whatever
+// names the group, the group's own binding must agree.
 func GroupByVIP(tx registry.Tx, vip netip.Addr) (registry.Group, error) {
-	groups, err := registry.List[registry.Group](tx, "")
-	if err != nil {
+	vip = vip.Unmap()
+	idx, err := registry.Get[registry.VIPIndex](tx, vip.String())
+	switch {
+	case err == nil:
+		g, ok, err := groupWithVIP(tx, idx.GroupID, vip)
+		if ok || err != nil {
+			return g, err
+		}
+	case !errors.Is(err, registry.ErrNotFound):
 		return registry.Group{}, err
 	}
-	for _, g := range groups {
-		if g.VIP != nil && (g.VIP.Address == vip || (vip.Is6() && g.VIP.Address6 == vip)) {
-			return g, nil
-		}
+	if g, ok, err := groupByVIPLease(tx, vip); ok || err != nil {
+		return g, err
 	}
 	return registry.Group{}, fmt.Errorf("%w: %s is no group's VIP", ErrForbidden, vip)
+}
+
+// groupByVIPLease finds vip's group through its lease.
+func groupByVIPLease(tx registry.Tx, vip netip.Addr) (registry.Group, bool, error) {
+	nets, err := registry.List[registry.Network](tx, "")
+	if err != nil {
+		return registry.Group{}, false, err
+	}
+	for _, n := range nets {
+		if n.Kind != registry.KindGuest || !n.Contains(vip) {
+			continue
+		}
+		l, err := registry.Get[registry.Lease](tx, registry.LeaseKey(n.ID, vip))
+		if errors.Is(err, registry.ErrNotFound) || (err == nil && l.Kind != registry.LeaseVIP) {
+			return registry.Group{}, false, nil
+		}
+		if err != nil {
+			return registry.Group{}, false, err
+		}
+		return groupWithVIP(tx, l.Holder, vip)
+	}
+	return registry.Group{}, false, nil
+}
+
+// groupWithVIP reads group id and reports whether vip is its VIP.
+func groupWithVIP(tx registry.Tx, id string, vip netip.Addr) (registry.Group, bool, error) {
+	g, err := registry.Get[registry.Group](tx, id)
+	if errors.Is(err, registry.ErrNotFound) {
+		return registry.Group{}, false, nil
+	}
+	if err != nil {
+		return registry.Group{}, false, err
+	}
+	if g.VIP == nil || (g.VIP.Address != vip && !(vip.Is6() && g.VIP.Address6 == vip)) {
+		return registry.Group{}, false, nil
+	}
+	return g, true, nil
 }

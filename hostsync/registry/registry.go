@@ -54,10 +54,11 @@ const (
 	BucketOwners   Bucket = "owners"   // key: group id
 	BucketRoles    Bucket = "roles"    // key: group id "/" guest id
 	BucketByAddr   Bucket = "guest_by_addr"
+	BucketByVIP    Bucket = "group_by_vip" // key: VIP address
 )
 
 // Buckets lists every bucket; implementations create them on open.
-var Buckets = []Bucket{BucketNetworks, BucketGuests, BucketGroups, BucketEIPs, BucketLeases, BucketOwners, BucketRoles, BucketByAddr}
+var Buckets = []Bucket{BucketNetworks, BucketGuests, BucketGroups, BucketEIPs, BucketLeases, BucketOwners, BucketRoles, BucketByAddr, BucketByVIP}
 
 // Store keeps the registry.
 //
@@ -378,6 +379,17 @@ type AddrIndex struct {
 
 func (AddrIndex) Bucket() Bucket { return BucketByAddr }
 func (a AddrIndex) Key() string  { return a.Address.String() }
+
+// VIPIndex maps a VIP address (IPv4 or IPv6) to its group's id. It is
+// written and removed with the VIP's lease; registries written before it
+// existed have leases only, which readers fall back to.
+type VIPIndex struct {
+	Address netip.Addr `json:"address"`
+	GroupID string     `json:"group_id"`
+}
+
+func (VIPIndex) Bucket() Bucket { return BucketByVIP }
+func (v VIPIndex) Key() string  { return v.Address.String() }
 
 // SwapOwner is the owner compare-and-swap: it stores next as the owner of
 // next.Group only when the stored owner's revision is expect (0 for "no

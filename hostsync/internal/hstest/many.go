@@ -163,6 +163,7 @@ func ManyBulk(tb testing.TB, ctx context.Context, st registry.Store, n int) {
 				}
 				err := put(tx, g,
 					registry.Lease{NetworkID: netID, Address: ManyVIP(i), Kind: registry.LeaseVIP, Holder: gid},
+					registry.VIPIndex{Address: ManyVIP(i), GroupID: gid},
 					registry.EIP{ID: eid, Address: ManyEIP(i), NetworkID: "manypub", Group: gid, CreatedAt: now},
 					registry.Lease{NetworkID: "manypub", Address: ManyEIP(i), Kind: registry.LeaseEIP, Holder: eid})
 				if err != nil {

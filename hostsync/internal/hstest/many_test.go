@@ -21,8 +21,9 @@ func TestManyBulkMatchesAdmin(t *testing.T) {
 	ManyBulk(t, t.Context(), bulk, n)
 	a, b := dumpRecords(t, admin), dumpRecords(t, bulk)
 	// 3 networks; per group 2 guests with their leases and address
-	// index entries, the group, its VIP lease, the EIP and its lease.
-	if want := 3 + 10*n; len(a) != want {
+	// index entries, the group, its VIP lease and VIP index entry, the EIP
+	// and its lease.
+	if want := 3 + 11*n; len(a) != want {
 		t.Fatalf("admin registry holds %d records, want %d", len(a), want)
 	}
 	if diff := cmp.Diff(a, b); diff != "" {
