@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	crand "crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -437,17 +438,34 @@ func networkOf(tx registry.Tx, a netip.Addr) (string, error) {
 // pickVRID derives the group's virtual_router_id from its id (as vrrp
 // does) and, when another group with a VIP in the same network already
 // uses it, takes the next free one: two VRRP instances with one id on one
-// segment would fight.
+// segment would fight. The network's VIP leases name those groups, so
+// the cost follows the network's size, not the number of groups.
 func pickVRID(tx registry.Tx, g registry.Group, network string) (int, error) {
-	groups, err := registry.List[registry.Group](tx, "")
-	if err != nil {
-		return 0, err
-	}
 	used := map[int]bool{}
-	for _, o := range groups {
-		if o.ID != g.ID && o.VIP != nil && o.VIP.NetworkID == network {
+	seen := map[string]bool{g.ID: true}
+	err := tx.ForEach(registry.BucketLeases, network+"/", func(key string, value []byte) error {
+		var l registry.Lease
+		if err := json.Unmarshal(value, &l); err != nil {
+			return fmt.Errorf("registry: decode %s/%s: %w", registry.BucketLeases, key, err)
+		}
+		if l.Kind != registry.LeaseVIP || seen[l.Holder] {
+			return nil
+		}
+		seen[l.Holder] = true
+		o, err := registry.Get[registry.Group](tx, l.Holder)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		if o.VIP != nil && o.VIP.NetworkID == network {
 			used[o.VIP.VRID] = true
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
 	first := vrrp.DeriveVRID(g.ID)
 	for k := range 255 {
