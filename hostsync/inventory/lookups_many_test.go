@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/internal/hstest"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
@@ -166,5 +167,41 @@ func BenchmarkGroupByVIP(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkAttachNetwork attaches a VIP to a group of network many-0 and
+// detaches it again, at 1, 1,000 and 10,000 groups in the registry: the
+// cost of attach-network's rules (the address allocated from the
+// network's leases, the VRID picked among the network's groups).
+func BenchmarkAttachNetwork(b *testing.B) {
+	for _, n := range []int{1, 1_000, 10_000} {
+		b.Run(fmt.Sprintf("groups=%d", n), func(b *testing.B) {
+			st := manyStore(b, n)
+			inv := inventory.New(st, inventory.Options{})
+			ctx := b.Context()
+			ids := []string{"bench-a", "bench-b"}
+			for m, id := range ids {
+				_, err := inv.RegisterGuest(ctx, api.GuestRegister{ID: id, Name: id, NetworkID: "many-0",
+					Address: netip.AddrFrom4([4]byte{198, 18, 3, byte(200 + m)}), MAC: fmt.Sprintf("52:54:02:00:00:%02x", m), NICs: 1, Host: "host-a"})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := inv.CreateGroup(ctx, api.GroupCreate{Name: "bench"}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := inv.Join(ctx, "ig-bench", ids); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := inv.AttachNetwork(ctx, "ig-bench", api.AttachNetwork{}); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := inv.DetachNetwork(ctx, "ig-bench", api.DetachNetwork{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
