@@ -45,7 +45,7 @@ func (s *Inventory) buildGroup(req api.GroupCreate) (registry.Group, error) {
 	}
 	id := req.ID
 	if id == "" {
-		id = "ig-" + req.Name
+		id = defaultGroupID(req.Name)
 	}
 	if err := checkID("id", id); err != nil {
 		return registry.Group{}, err
@@ -434,6 +434,9 @@ func networkOf(tx registry.Tx, a netip.Addr) (string, error) {
 	}
 	return "", refuse(ErrAddressNotInNetwork, "%s is in no guest network", a)
 }
+
+// defaultGroupID is the id of a group created without one.
+func defaultGroupID(name string) string { return "ig-" + name }
 
 // pickVRID derives the group's virtual_router_id from its id (as vrrp
 // does) and, when another group with a VIP in the same network already

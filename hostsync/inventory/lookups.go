@@ -34,10 +34,18 @@ func checkID(field, v string) error {
 }
 
 // FindGroup reads a group by id, then by name; ErrNotFound (wrapped) when
-// none has that id or name.
+// none has that id or name. A group named N created without an id has id
+// "ig-N", which is read first; other names are looked for among all
+// groups.
 func FindGroup(tx registry.Tx, ref string) (registry.Group, error) {
 	g, err := registry.Get[registry.Group](tx, ref)
 	if err == nil || !errors.Is(err, registry.ErrNotFound) {
+		return g, err
+	}
+	switch g, err := registry.Get[registry.Group](tx, defaultGroupID(ref)); {
+	case err == nil && g.Name == ref:
+		return g, nil
+	case err != nil && !errors.Is(err, registry.ErrNotFound):
 		return g, err
 	}
 	groups, err := registry.List[registry.Group](tx, "")

@@ -205,3 +205,41 @@ func BenchmarkAttachNetwork(b *testing.B) {
 		})
 	}
 }
+
+// TestFindGroup: by id, by name (a group created without an id, whose id
+// is "ig-NAME", and one with its own id), never a group whose id only
+// looks like "ig-NAME".
+func TestFindGroup(t *testing.T) {
+	st := manyStore(t, 1)
+	inv := inventory.New(st, inventory.Options{})
+	for _, req := range []api.GroupCreate{
+		{Name: "web"},                  // ig-web
+		{Name: "db", ID: "grp-7"},      // its own id
+		{Name: "cache", ID: "ig-mail"}, // an id that looks like another name's
+		{Name: "mail", ID: "grp-9"},
+	} {
+		if _, err := inv.CreateGroup(t.Context(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := st.View(t.Context(), func(tx registry.Tx) error {
+		for ref, want := range map[string]string{
+			"web": "ig-web", "ig-web": "ig-web", "db": "grp-7", "grp-7": "grp-7",
+			"cache": "ig-mail", "ig-mail": "ig-mail", "mail": "grp-9", hstest.ManyGroup(0): "ig-" + hstest.ManyGroup(0),
+		} {
+			g, err := inventory.FindGroup(tx, ref)
+			if err != nil || g.ID != want {
+				t.Errorf("FindGroup(%q) = %q, %v; want %s", ref, g.ID, err, want)
+			}
+		}
+		for _, ref := range []string{"nope", "ig-db", "ig-cache"} {
+			if g, err := inventory.FindGroup(tx, ref); !errors.Is(err, inventory.ErrNotFound) {
+				t.Errorf("FindGroup(%q) = %q, %v; want ErrNotFound", ref, g.ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
