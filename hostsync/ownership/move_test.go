@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/hostsync/eip"
+	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/internal/hstest"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
 )
@@ -239,5 +242,59 @@ func TestLateReportIsNoSplitBrain(t *testing.T) {
 	}
 	if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 1 {
 		t.Errorf("split brains = %d, want 1", st.SplitBrains)
+	}
+}
+
+// TestLateOldMasterClaimIsNoSplitBrain is the restarted gateway host of
+// the lab: while hostsync was away the master failed over to the slave;
+// back up, its probe finds the slave holding the VIP, and only then does
+// the master's agent deliver its MASTER transition of before the failover
+// (from its outbox), then its FAULT. The old MASTER claim is old news:
+// recorded, no split brain, the VIP stays with the slave and no GARP is
+// sent for the master.
+func TestLateOldMasterClaimIsNoSplitBrain(t *testing.T) {
+	f, _ := newMovingFixture(t)
+	slaveMAC, err := net.ParseMAC("52:54:00:00:00:12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := transition(1, "MASTER")
+	old.At = f.clock.Now()
+	f.clock.Advance(6 * time.Second)
+	res, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, Reply: true, At: f.clock.Now()})
+	if err != nil || !res.Accepted || res.Owner != "nginx-slave" {
+		t.Fatalf("probe answer from the slave: %+v, %v", res, err)
+	}
+	f.rec.Take()
+	f.clock.Advance(10 * time.Millisecond)
+	res, err = f.svc.Claim(f.ctx, master, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Owner != "nginx-slave" || !strings.Contains(res.Message, "predates") {
+		t.Errorf("the master's old MASTER claim: %+v, want recorded with the VIP left to nginx-slave", res)
+	}
+	if got := f.rec.Take(); slices.ContainsFunc(got, func(l string) bool { return strings.HasPrefix(l, "move ") || strings.HasPrefix(l, "garp ") }) {
+		t.Errorf("the old claim moved or announced: %q", got)
+	}
+	if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 0 {
+		t.Errorf("split brains = %d, want 0", st.SplitBrains)
+	}
+	res, err = f.svc.Claim(f.ctx, master, transition(2, "FAULT"))
+	if err != nil || res.Owner != "nginx-slave" {
+		t.Fatalf("the master's FAULT: %+v, %v; want nginx-slave kept", res, err)
+	}
+
+	// A MASTER transition within the window of the owner's is still
+	// judged as two masters (TestLateReportIsNoSplitBrain has the rest).
+	f.clock.Advance(time.Second)
+	near := transition(3, "MASTER")
+	near.At = f.clock.Now()
+	if _, err := f.svc.Observe(f.ctx, garp.Observation{VIP: ip("192.0.2.10"), MAC: slaveMAC, At: f.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = f.svc.Claim(f.ctx, master, near)
+	if err != nil || !strings.Contains(res.Message, "split brain") {
+		t.Errorf("a MASTER claim as recent as the owner's: %+v, %v; want a split brain", res, err)
 	}
 }

@@ -134,6 +134,17 @@ func (s *Engine) decide(st claimState, in claimIn, now time.Time) decision {
 	if st.owner.GuestID == "" {
 		return decision{move: true, accepted: true}
 	}
+	window := splitWindow(s.window, st.group)
+	if latest := st.owner.LatestMaster(); !in.replayed && !latest.IsZero() && latest.Sub(event) >= window {
+		// Old news delivered late (an agent's outbox emptied after
+		// hostsync was away): the owner became MASTER, or was found
+		// holding the VIP, more than the split-brain window after this
+		// transition. Had the claimant still held the VIP then, it would
+		// have answered the probe or announced itself as well; its later
+		// reports say what it does now. Not two masters: the VIP stays.
+		return decision{accepted: false, message: fmt.Sprintf("MASTER claim stamped %s predates the owner's latest MASTER (%s) by %s, more than the split-brain window %s; recorded, VIP not moved",
+			event.Format(time.RFC3339Nano), latest.Format(time.RFC3339Nano), latest.Sub(event).Round(time.Millisecond), window)}
+	}
 	if in.replayed {
 		// A replayed claim later than the owner's latest MASTER claim is
 		// the later event: it moves the VIP. It is not judged a split
@@ -142,7 +153,6 @@ func (s *Engine) decide(st claimState, in claimIn, now time.Time) decision {
 		return decision{move: true, accepted: true}
 	}
 	cur, ok := st.guests[st.owner.GuestID]
-	window := splitWindow(s.window, st.group)
 	ownerEvent := st.owner.LatestMaster()
 	if !ok || st.other.Role != vrrp.RoleMaster || now.Sub(st.other.MasterAt) >= window ||
 		(!ownerEvent.IsZero() && event.Sub(ownerEvent) >= window) {
