@@ -123,6 +123,9 @@ type Engine struct {
 
 	// announces tracks running GARP bursts.
 	announces sync.WaitGroup
+	// probePause waits between the chunks of a probe round (probe.go);
+	// tests replace it.
+	probePause func(ctx context.Context, d time.Duration) error
 
 	mu sync.Mutex // guards the fields below
 	// announcing holds the cancel func of the running burst per group.
@@ -193,6 +196,7 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Engine, erro
 		queueKick:        make(chan struct{}, 1),
 		changes:          newChangeBroadcast(),
 		lastMetadata:     map[netip.Addr]cachedMetadata{},
+		probePause:       sleepCtx,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

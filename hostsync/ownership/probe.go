@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
@@ -34,6 +35,21 @@ type probeRound struct {
 // DefaultProbeInterval is how often every VIP is probed.
 const DefaultProbeInterval = 10 * time.Second
 
+// A probe round is sent in chunks of probeChunk probes, probeChunkGap
+// apart (3,200 probes a second: 10,000 VIPs in about 3 s). Sent as one
+// burst, the answers outrun the listener: they queue in its socket,
+// whose buffer holds a few hundred frames, while each is handled (an
+// Observe, ~50 µs), and the rest are dropped, with any real GARP among
+// them. Measured with the real sender, listener and kernel, 750 VIPs
+// answered by one namespace (TestNetnsProbeRoundLosesNoAnswer): a burst
+// lost 12–16 % of the answers with no work per answer (53 % when each
+// answer cost 50 µs, as an Observe does); chunks of 32 every 10 ms lost
+// none.
+const (
+	probeChunk    = 32
+	probeChunkGap = 10 * time.Millisecond
+)
+
 // ProbeAll probes every known VIP once. The answers establish the owner
 // from the wire (a hostsync that was down during a move catches up, an
 // owner that left MASTER without another member's claim is replaced by
@@ -50,11 +66,11 @@ func (s *Engine) ProbeAll(ctx context.Context, p Prober) {
 		vips = append(vips, v)
 	}
 	s.mu.Unlock()
-	s.probe(p, vips)
+	s.probe(ctx, p, vips)
 }
 
 // probeKicked probes the VIPs KickProbe named since the last call.
-func (s *Engine) probeKicked(p Prober) {
+func (s *Engine) probeKicked(ctx context.Context, p Prober) {
 	s.mu.Lock()
 	vips := make([]netip.Addr, 0, len(s.kicked))
 	for v := range s.kicked {
@@ -64,12 +80,32 @@ func (s *Engine) probeKicked(p Prober) {
 	}
 	clear(s.kicked)
 	s.mu.Unlock()
-	s.probe(p, vips)
+	s.probe(ctx, p, vips)
 }
 
-// probe starts a probe round for each of vips and sends the probes.
-func (s *Engine) probe(p Prober, vips []netip.Addr) {
+// probe probes vips in chunks of probeChunk, probeChunkGap apart; each
+// VIP's round starts when its probe is sent, so its answers count for
+// probeReplyWindow from then. It returns early when ctx ends.
+func (s *Engine) probe(ctx context.Context, p Prober, vips []netip.Addr) {
+	slices.SortFunc(vips, netip.Addr.Compare)
+	for start := 0; start < len(vips); start += probeChunk {
+		if start > 0 && s.probePause(ctx, probeChunkGap) != nil {
+			return
+		}
+		chunk := vips[start:min(len(vips), start+probeChunk)]
+		s.startRounds(chunk)
+		for _, v := range chunk {
+			if err := p.Probe(v); err != nil {
+				s.log.Warn("probe failed", "op", "probe", "vip", v, "err", err)
+			}
+		}
+	}
+}
+
+// startRounds starts a probe round for each of vips, now.
+func (s *Engine) startRounds(vips []netip.Addr) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	now := s.now()
 	for _, v := range vips {
 		// A round that only one member answered ends a split brain.
@@ -81,12 +117,17 @@ func (s *Engine) probe(p Prober, vips []netip.Addr) {
 		}
 		s.rounds[v] = &probeRound{sent: now}
 	}
-	s.mu.Unlock()
-	slices.SortFunc(vips, netip.Addr.Compare)
-	for _, v := range vips {
-		if err := p.Probe(v); err != nil {
-			s.log.Warn("probe failed", "op", "probe", "vip", v, "err", err)
-		}
+}
+
+// sleepCtx waits d, or returns ctx's error when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -108,27 +149,38 @@ func (s *Engine) KickProbe(vip netip.Addr) {
 }
 
 // ProbeLoop probes every VIP at start and every interval, and the kicked
-// ones (KickProbe) when kicked.
+// ones (KickProbe) when kicked. The rounds of every VIP run beside the
+// kicked probes, so a failover's probe never waits behind a paced round
+// (about 3 s at 10,000 VIPs).
 func ProbeLoop(ctx context.Context, e *Engine, p Prober, interval time.Duration) {
-	// The first probe waits a moment for the listener's socket, so the
-	// answers are not missed.
-	t := time.NewTimer(200 * time.Millisecond)
-	defer t.Stop()
+	var rounds sync.WaitGroup
+	defer rounds.Wait()
+	rounds.Go(func() {
+		// The first round waits a moment for the listener's socket, so
+		// the answers are not missed; the next starts interval after the
+		// end of the last.
+		t := time.NewTimer(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				e.ProbeAll(ctx, p)
+				t.Reset(interval)
+			}
+		}
+	})
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			e.ProbeAll(ctx, p)
-			t.Reset(interval)
 		case <-e.probeKick:
 			// A kicked probe lets the new master's keepalived settle first.
-			select {
-			case <-ctx.Done():
+			if sleepCtx(ctx, 100*time.Millisecond) != nil {
 				return
-			case <-time.After(100 * time.Millisecond):
 			}
-			e.probeKicked(p)
+			e.probeKicked(ctx, p)
 		}
 	}
 }

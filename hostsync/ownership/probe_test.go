@@ -1,6 +1,7 @@
 package ownership
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
+	"github.com/vipkeeper/vipkeeper/hostsync/internal/hstest"
 )
 
 // fakeProber records the VIPs probed.
@@ -136,12 +138,12 @@ func TestOwnerLeavingMasterKicksProbe(t *testing.T) {
 	// Only that group's VIP is probed, not every group's.
 	mustOther(t, f)
 	p := &fakeProber{}
-	f.svc.probeKicked(p)
+	f.svc.probeKicked(f.ctx, p)
 	if fmt.Sprint(p.vips) != "[192.0.2.10]" {
 		t.Fatalf("the kicked probe asked for %v, want only nginx's VIP 192.0.2.10", p.vips)
 	}
 	p = &fakeProber{}
-	f.svc.probeKicked(p)
+	f.svc.probeKicked(f.ctx, p)
 	if len(p.vips) != 0 {
 		t.Fatalf("a second round without a kick probed %v", p.vips)
 	}
@@ -238,5 +240,57 @@ func TestProbeStrangerAnswerIgnored(t *testing.T) {
 	}
 	if st, _ := f.svc.Status(f.ctx); st.SplitBrains != 0 {
 		t.Fatalf("split brains = %d, want 0", st.SplitBrains)
+	}
+}
+
+// TestProbeRoundIsPaced: a round of 100 VIPs goes out in chunks of
+// probeChunk, probeChunkGap apart, and each VIP's round starts when its
+// own probe is sent (so the answers to the last chunk are counted for
+// probeReplyWindow from then, not from the round's start). A kicked probe
+// of one VIP needs no pause.
+func TestProbeRoundIsPaced(t *testing.T) {
+	f := newFixture(t)
+	hstest.ManyBulk(t, f.ctx, f.store, 100)
+	var pauses []time.Duration
+	f.svc.probePause = func(_ context.Context, d time.Duration) error {
+		pauses = append(pauses, d)
+		f.clock.Advance(d)
+		return nil
+	}
+	start := f.clock.Now()
+	p := &fakeProber{}
+	f.svc.ProbeAll(f.ctx, p)
+	if len(p.vips) != 100 {
+		t.Fatalf("probed %d VIPs, want 100", len(p.vips))
+	}
+	want := []time.Duration{probeChunkGap, probeChunkGap, probeChunkGap} // 32 + 32 + 32 + 4
+	if fmt.Sprint(pauses) != fmt.Sprint(want) {
+		t.Fatalf("pauses %v, want %v", pauses, want)
+	}
+	f.svc.mu.Lock()
+	for i, v := range p.vips {
+		if got, want := f.svc.rounds[v].sent, start.Add(time.Duration(i/probeChunk)*probeChunkGap); !got.Equal(want) {
+			t.Errorf("probe %d (%s): round started at +%s, want +%s", i, v, got.Sub(start), want.Sub(start))
+		}
+	}
+	f.svc.mu.Unlock()
+
+	pauses = nil
+	f.svc.KickProbe(hstest.ManyVIP(7))
+	f.svc.probeKicked(f.ctx, p)
+	if len(pauses) != 0 || p.vips[len(p.vips)-1] != hstest.ManyVIP(7) {
+		t.Errorf("kicked probe: pauses %v, last probed %s", pauses, p.vips[len(p.vips)-1])
+	}
+
+	// A round ended by ctx stops between chunks.
+	ctx, cancel := context.WithCancel(f.ctx)
+	f.svc.probePause = func(ctx context.Context, d time.Duration) error {
+		cancel()
+		return ctx.Err()
+	}
+	p = &fakeProber{}
+	f.svc.ProbeAll(ctx, p)
+	if len(p.vips) != probeChunk {
+		t.Errorf("a cancelled round probed %d VIPs, want the first chunk (%d)", len(p.vips), probeChunk)
 	}
 }
