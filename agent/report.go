@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vipkeeper/vipkeeper/api"
+	"github.com/vipkeeper/vipkeeper/internal/wait"
 	"github.com/vipkeeper/vipkeeper/vrrp"
 )
 
@@ -28,7 +29,7 @@ func (a *Agent) reportLoop(ctx context.Context) error {
 	defer idle.Stop()
 	for {
 		if backoff > 0 {
-			if !sleepCtx(ctx, backoff) {
+			if wait.Sleep(ctx, backoff) != nil {
 				return nil
 			}
 		}
@@ -93,17 +94,6 @@ func nextBackoff(cur time.Duration, rc ReportConfig) time.Duration {
 		return rc.MinBackoff
 	}
 	return min(cur*2, rc.MaxBackoff)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // noteReport records the outcome of a delivery for status.

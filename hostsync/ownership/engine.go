@@ -27,6 +27,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/hostsync/garp"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/internal/wait"
 )
 
 // Announcer starts the GARP burst for vip with mac as the sender: the
@@ -196,7 +197,7 @@ func New(ctx context.Context, store registry.Store, opts Options) (*Engine, erro
 		queueKick:        make(chan struct{}, 1),
 		changes:          newChangeBroadcast(),
 		lastMetadata:     map[netip.Addr]cachedMetadata{},
-		probePause:       sleepCtx,
+		probePause:       wait.Sleep,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -11,6 +11,7 @@ import (
 	"github.com/vipkeeper/vipkeeper/api"
 	"github.com/vipkeeper/vipkeeper/hostsync/inventory"
 	"github.com/vipkeeper/vipkeeper/hostsync/registry"
+	"github.com/vipkeeper/vipkeeper/internal/wait"
 )
 
 // Prober asks the guests' segment who holds a VIP (garp.Sender.Probe):
@@ -119,18 +120,6 @@ func (s *Engine) startRounds(vips []netip.Addr) {
 	}
 }
 
-// sleepCtx waits d, or returns ctx's error when ctx ends first.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // KickProbe asks the probe loop to probe vip (and the other VIP of its
 // dual-stack group) soon: its owner reported leaving MASTER, find out who
 // holds it now. Only the kicked VIPs are probed, so a failover costs the
@@ -177,7 +166,7 @@ func ProbeLoop(ctx context.Context, e *Engine, p Prober, interval time.Duration)
 			return
 		case <-e.probeKick:
 			// A kicked probe lets the new master's keepalived settle first.
-			if sleepCtx(ctx, 100*time.Millisecond) != nil {
+			if wait.Sleep(ctx, 100*time.Millisecond) != nil {
 				return
 			}
 			e.probeKicked(ctx, p)

@@ -22,6 +22,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/vipkeeper/vipkeeper/internal/wait"
 )
 
 // Defaults of the etcd store.
@@ -264,7 +266,7 @@ func (s *Etcd) Update(ctx context.Context, fn func(Tx) error) error {
 		}
 		// Another writer committed first: back off a little, randomly,
 		// so that contending writers do not collide again in step.
-		if err := sleepCtx(ctx, time.Duration(rand.IntN(attempt+1)+1)*time.Millisecond); err != nil {
+		if err := wait.Sleep(ctx, time.Duration(rand.IntN(attempt+1)+1)*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -311,17 +313,6 @@ func etcdUnreachable(err error) bool {
 	return errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) ||
 		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) || errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost) ||
 		errors.Is(err, rpctypes.ErrLeaderChanged) || errors.Is(err, rpctypes.ErrNotLeader) || errors.Is(err, rpctypes.ErrStopped)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func (s *Etcd) newTx(ctx context.Context, write bool) *etcdTx {
@@ -610,7 +601,7 @@ func (s *Etcd) Watch(ctx context.Context, fn func([]Change)) error {
 			return err
 		}
 		s.watchOnce(ctx, fn)
-		if err := sleepCtx(ctx, watchRetry); err != nil {
+		if err := wait.Sleep(ctx, watchRetry); err != nil {
 			return err
 		}
 	}
