@@ -1,5 +1,6 @@
 // Package registry is hostsync's storage: the records of networks, guests,
-// instance groups, EIPs, address leases and VIP owners, and the small Store
+// instance groups, EIPs, address leases and VIP owners, two lookup indexes
+// (a guest by address, a group by VIP address), and the small Store
 // interface they are kept behind. The embedded implementation is bbolt
 // (OpenBolt); the shared one, for several hosts and gateways, is etcd
 // (OpenEtcd, NewEtcd), with optimistic transactions and a Watcher. Every
