@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vipkeeper/vipkeeper/internal/pidfd"
+	"github.com/vipkeeper/vipkeeper/internal/wait"
 )
 
 // ErrNoPidfd is returned (wrapped) by Watcher.Wait where keepalived's
@@ -142,14 +143,7 @@ func (w *Watcher) sleep(ctx context.Context, dir *dirWatch) error {
 	if dir != nil && dir.alive() {
 		return dir.wait(ctx, time.Now().Add(w.inotifyRecheck))
 	}
-	t := time.NewTimer(w.recheck)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return wait.Sleep(ctx, w.recheck)
 }
 
 // waitExit returns nil once pid has exited, ctx's error, or ErrNoPidfd.

@@ -191,7 +191,10 @@ type failoverLab struct {
 	master, slave *Guest
 }
 
-func newFailoverLab(b *testing.B, p Profile) *failoverLab {
+// newBenchLab opens a lab for a benchmark on the binaries in
+// VIPKEEPER_LAB_BIN (make bench builds them), skipping without them, root
+// or keepalived. The caller closes it.
+func newBenchLab(b *testing.B) *Lab {
 	b.Helper()
 	if err := Privileged(); err != nil {
 		testutil.SkipUnprivileged(b, "skipping: %v", err)
@@ -207,6 +210,12 @@ func newFailoverLab(b *testing.B, p Profile) *failoverLab {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return l
+}
+
+func newFailoverLab(b *testing.B, p Profile) *failoverLab {
+	b.Helper()
+	l := newBenchLab(b)
 	fl := &failoverLab{p: p, l: l}
 	ctx := context.Background()
 	s, err := l.NewStack(ctx, p)

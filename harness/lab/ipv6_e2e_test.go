@@ -3,9 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -80,23 +78,7 @@ func addSegmentClient(s *Stack, h *Host) error {
 // segmentGet fetches http://host/ from the segment client and returns the
 // guest that answered.
 func segmentGet(ctx context.Context, s *Stack, host string) (string, error) {
-	c := s.HTTPClient(segClientNS, time.Second)
-	defer c.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/", nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	name, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "nginx on ")
-	if resp.StatusCode != http.StatusOK || !ok {
-		return "", fmt.Errorf("%w: %s %q", ErrUnexpectedAnswer, resp.Status, b)
-	}
-	return name, nil
+	return s.nginxGet(ctx, segClientNS, host, time.Second)
 }
 
 // waitBothFamilies waits until the segment client reaches g through the
@@ -328,6 +310,23 @@ type naSeen struct {
 	at       time.Time
 	from, to string // Ethernet source, target link-layer address
 	override bool
+}
+
+// watchDualStack starts the move watch and the NA capture of a
+// dual-stack lab, both stopped when the test ends.
+func watchDualStack(tb testing.TB, s *Stack) (*moveWatch, *naCapture) {
+	tb.Helper()
+	w, err := watchMoves(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(w.Stop)
+	c, err := captureNAs(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.Stop)
+	return w, c
 }
 
 func captureNAs(s *Stack) (*naCapture, error) {
@@ -662,17 +661,7 @@ func TestDualStackFailover(t *testing.T) {
 		}
 	})
 	m, sl := s.Topo.Guest("nginx-master"), s.Topo.Guest("nginx-slave")
-
-	w, err := watchMoves(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	c, err := captureNAs(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	w, c := watchDualStack(t, s)
 
 	var figures []moveFigures
 	// The master's nginx fails: its check resigns, both VIPs move.
@@ -732,33 +721,11 @@ func TestDualStackFailover(t *testing.T) {
 //
 //	make build && VIPKEEPER_LAB_BIN=$PWD/bin go test -run '^$' -bench DualStackNeighbourUpdate -benchtime 5x ./harness/lab/
 func BenchmarkDualStackNeighbourUpdate(b *testing.B) {
-	if err := Privileged(); err != nil {
-		testutil.SkipUnprivileged(b, "skipping: %v", err)
-	}
-	if _, err := os.Stat("/usr/sbin/keepalived"); err != nil {
-		testutil.SkipUnprivileged(b, "skipping: keepalived is not installed")
-	}
-	bin := os.Getenv("VIPKEEPER_LAB_BIN")
-	if bin == "" {
-		b.Skip("skipping: set VIPKEEPER_LAB_BIN to the built binaries (make bench does)")
-	}
-	l, err := New(Options{Bin: bin})
-	if err != nil {
-		b.Fatal(err)
-	}
+	l := newBenchLab(b)
 	b.Cleanup(func() { l.Close() })
 	s := startDualStack(b, l)
 	m, sl := s.Topo.Guest("nginx-master"), s.Topo.Guest("nginx-slave")
-	w, err := watchMoves(s)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer w.Stop()
-	c, err := captureNAs(s)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Stop()
+	w, c := watchDualStack(b, s)
 	var neigh, kna, hna []float64
 	record := func(f moveFigures) {
 		neigh, kna, hna = append(neigh, ms(f.NALatency)), append(kna, ms(f.KeepalivedNA)), append(hna, ms(f.HostsyncNA))

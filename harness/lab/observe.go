@@ -107,9 +107,15 @@ var ErrUnexpectedAnswer = errors.New("lab: unexpected answer")
 // ClientGet fetches http://EIP/ from the client namespace and returns the
 // name of the guest that answered ("nginx-master").
 func (s *Stack) ClientGet(ctx context.Context, timeout time.Duration) (string, error) {
-	c := s.HTTPClient("cl", timeout)
+	return s.nginxGet(ctx, "cl", EIP.String(), timeout)
+}
+
+// nginxGet fetches http://host/ from namespace ns and returns the name of
+// the guest whose nginx answered.
+func (s *Stack) nginxGet(ctx context.Context, ns, host string, timeout time.Duration) (string, error) {
+	c := s.HTTPClient(ns, timeout)
 	defer c.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+EIP.String()+"/", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/", nil)
 	if err != nil {
 		return "", err
 	}
