@@ -323,29 +323,12 @@ func TestNetnsMapsLimitDrift(t *testing.T) {
 		}, Writes{Batches: 1, Limits: 4}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.drift(t)
-			if err := hand.Flush(); err != nil {
-				t.Fatalf("hand edit: %v", err)
-			}
-			before := m.Writes()
-			if err := m.Apply(t.Context(), ms); err != nil {
-				t.Fatal(err)
-			}
-			if w := diffWrites(m, before); w != (Writes{}) {
-				t.Errorf("Apply of the same set wrote %+v", w)
-			}
-			before = m.Writes()
-			if err := m.Reconcile(t.Context()); err != nil {
-				t.Fatalf("Reconcile: %v", err)
-			}
-			if w := diffWrites(m, before); w != tc.want {
-				t.Errorf("Reconcile wrote %+v, want %+v", w, tc.want)
-			}
+			repairDrift(t, m, hand, ms, tc.drift, tc.want)
 			check(t)
 			if rs := nftList(t, ns); strings.Contains(rs, "bw_5_in") || strings.Contains(rs, "over 125000 bytes/second") {
 				t.Errorf("drift left:\n%s", rs)
 			}
-			before = m.Writes()
+			before := m.Writes()
 			if err := m.Reconcile(t.Context()); err != nil {
 				t.Fatalf("Reconcile: %v", err)
 			}

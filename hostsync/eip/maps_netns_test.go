@@ -50,6 +50,32 @@ func newNetnsMaps(tb testing.TB, ns string, log bool) *Maps {
 
 // handConn is a second nftables connection into ns: the "operator" who
 // edits the table by hand.
+// repairDrift makes drift by hand (its edits flushed through hand), then
+// checks that an Apply of the same set trusts what m programmed (no read,
+// no write) and that Reconcile reads the kernel and repairs the drift
+// with exactly want written.
+func repairDrift(t *testing.T, m *Maps, hand *nftables.Conn, ms []Mapping, drift func(*testing.T), want Writes) {
+	t.Helper()
+	drift(t)
+	if err := hand.Flush(); err != nil {
+		t.Fatalf("hand edit: %v", err)
+	}
+	before := m.Writes()
+	if err := m.Apply(t.Context(), ms); err != nil {
+		t.Fatal(err)
+	}
+	if w := diffWrites(m, before); w != (Writes{}) {
+		t.Errorf("Apply of the same set wrote %+v", w)
+	}
+	before = m.Writes()
+	if err := m.Reconcile(t.Context()); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if w := diffWrites(m, before); w != want {
+		t.Errorf("Reconcile wrote %+v, want %+v", w, want)
+	}
+}
+
 func handConn(t *testing.T, ns string) *nftables.Conn {
 	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(netnsFd(t, ns)))
@@ -194,26 +220,7 @@ func TestNetnsMapsDriftRepaired(t *testing.T) {
 		}, Writes{Batches: 1, Elements: 6}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.drift(t)
-			if err := hand.Flush(); err != nil {
-				t.Fatalf("hand edit: %v", err)
-			}
-			// Apply trusts what it programmed: no read, no write.
-			before := m.Writes()
-			if err := m.Apply(t.Context(), ms); err != nil {
-				t.Fatal(err)
-			}
-			if w := diffWrites(m, before); w != (Writes{}) {
-				t.Errorf("Apply of the same set wrote %+v", w)
-			}
-			// Reconcile reads the kernel and repairs.
-			before = m.Writes()
-			if err := m.Reconcile(t.Context()); err != nil {
-				t.Fatalf("Reconcile: %v", err)
-			}
-			if w := diffWrites(m, before); w != tc.want {
-				t.Errorf("Reconcile wrote %+v, want %+v", w, tc.want)
-			}
+			repairDrift(t, m, hand, ms, tc.drift, tc.want)
 			check(t)
 		})
 	}
